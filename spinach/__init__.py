@@ -1,0 +1,24 @@
+"""Spinach: a Redis task queue for Python."""
+
+from __future__ import annotations
+
+from ._version import __version__
+from .brokers.memory import MemoryBroker
+from .engine import Engine
+from .task import AbortException, Batch, RetryException, Tasks
+from .worker import AsyncioWorkers, ThreadWorkers
+
+VERSION = __version__
+
+__all__ = [
+    "VERSION",
+    "AbortException",
+    "AsyncioWorkers",
+    "Batch",
+    "Engine",
+    "MemoryBroker",
+    "RetryException",
+    "Tasks",
+    "ThreadWorkers",
+    "__version__",
+]

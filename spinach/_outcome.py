@@ -1,0 +1,64 @@
+"""What a run's outcome does to its job: the retry policy, written once.
+
+Both kinds of workers and the engine call :func:`settle`; the engine then
+records the job in the broker according to the status it was given.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from . import signals
+from .exc import InvalidTaskTypeError, UnknownTask, WorkerDiedError
+from .job import Job, JobStatus
+from .task import AbortException, RetryException
+from .utils import exponential_backoff, human_duration
+
+logger = logging.getLogger("spinach.worker")
+
+#: Errors that another run cannot mend: the job fails at once.
+_FINAL_ERRORS = (AbortException, UnknownTask, InvalidTaskTypeError)
+
+
+def settle(
+    namespace: str,
+    job: Job,
+    duration: float | None,
+    err: BaseException | None,
+    now: datetime,
+) -> None:
+    """Give ``job`` its status after a run (or a failure to run) and report it.
+
+    ``duration`` is ``None`` when the job did not run here (unknown task, or
+    its worker died). A job to retry gets ``retries + 1`` and a new ``at``:
+    the one of a :class:`RetryException`, now when its worker died, else an
+    exponential backoff.
+    """
+    took = "" if duration is None else f" after {human_duration(duration)}"
+    if err is None:
+        job.status = JobStatus.SUCCEEDED
+        logger.info("Finished execution of %s%s", job, took)
+        return
+    run = f"{job.retries + 1}/{job.max_retries + 1}"
+    if job.should_retry and not isinstance(err, _FINAL_ERRORS):
+        job.retries += 1
+        if isinstance(err, RetryException) and err.at is not None:
+            job.at = err.at
+        elif isinstance(err, WorkerDiedError):
+            job.at = now
+        else:
+            job.at = now + exponential_backoff(job.retries)
+        job.status = JobStatus.WAITING if job.at > now else JobStatus.QUEUED
+        signals.job_schedule_retry.send(namespace, job=job, err=err)
+        delay = human_duration(max(0.0, (job.at - now).total_seconds()))
+        if isinstance(err, RetryException):
+            logger.info("Retry requested by run %s of %s%s, retry in %s", run, job, took, delay)
+        else:
+            logger.warning(
+                "Error during run %s of %s%s, retry in %s", run, job, took, delay, exc_info=err
+            )
+        return
+    job.status = JobStatus.FAILED
+    signals.job_failed.send(namespace, job=job, err=err)
+    logger.error("Error during run %s of %s%s, job failed", run, job, took, exc_info=err)

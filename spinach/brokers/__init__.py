@@ -1,0 +1,8 @@
+"""Brokers store jobs and hand them out atomically."""
+
+from __future__ import annotations
+
+from .base import Broker, RunningJobState
+from .memory import MemoryBroker, MemoryStore
+
+__all__ = ["Broker", "MemoryBroker", "MemoryStore", "RunningJobState"]

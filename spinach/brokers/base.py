@@ -1,0 +1,256 @@
+"""The broker interface: the atomic storage operations of a task queue.
+
+A broker stores jobs, moves them and hands them out, each operation atomic.
+It decides no policy: whether a failed job is retried, when, and what a dead
+worker's jobs become is decided by the engine, above this interface, once for
+every broker.
+
+Vocabulary used by the contracts below:
+
+* a job is **ready** when its queue holds it, **future** when it waits for
+  its time, **running** from the moment it is handed out until its outcome is
+  recorded;
+* a **worker** is one broker object serving one engine, known by
+  :attr:`Broker.worker_id`; its jobs are the running jobs it was handed;
+* every hand-out carries a **token** (:attr:`Job.handout_token`): recording
+  an outcome with a token that is no longer the job's changes nothing, so a
+  worker declared dead cannot overwrite the work of the one that took over;
+* **now** is :meth:`Broker.now`, the broker's clock, never a worker's own.
+
+Every method name here is also the name of a Redis script in ``lua/`` and of
+a test class in :mod:`spinach.testing.contract`.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ..clock import Clock, SystemClock
+from ..const import DEFAULT_NAMESPACE
+from ..exc import BrokerInUseError
+
+if TYPE_CHECKING:
+    from ..job import Job
+    from ..task import Task
+
+__all__ = ["Broker", "JobCounts", "RunningJobState"]
+
+
+class RunningJobState(enum.IntEnum):
+    """Outcome of recording the end of a running job."""
+
+    #: The outcome was recorded.
+    RECORDED = 0
+    #: The job is no longer ours (its worker was declared dead and the job
+    #: went to another one): nothing changed.
+    NOT_OURS = 1
+
+
+@attrs.frozen
+class JobCounts:
+    """How many jobs a namespace holds, by state."""
+
+    #: ready jobs by queue, including jobs waiting for a concurrency slot
+    queued: dict[str, int]
+    future: int
+    running: int
+
+
+class Broker(ABC):
+    """Stores jobs of one namespace and hands them out atomically.
+
+    Args:
+        clock: where the broker reads the time; the system clock by default.
+    """
+
+    def __init__(self, clock: Clock | None = None) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._namespace = DEFAULT_NAMESPACE
+        self._attached = False
+        self._something_happened = threading.Event()
+        #: Identity of this broker as a worker: its running jobs are recorded
+        #: under it, and it heartbeats under it.
+        self.worker_id = uuid.uuid4().hex
+
+    # -- concrete helpers ---------------------------------------------------
+
+    @property
+    def namespace(self) -> str:
+        """The namespace whose jobs this broker handles."""
+        return self._namespace
+
+    @namespace.setter
+    def namespace(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"a namespace must be a non-empty str, got {value!r}")
+        self._namespace = value
+
+    def attach_engine(self, namespace: str) -> None:
+        """Bind this broker to one engine and its namespace.
+
+        Raises:
+            BrokerInUseError: the broker already serves an engine.
+        """
+        if self._attached:
+            raise BrokerInUseError(
+                f"This {type(self).__name__} already serves the Engine of namespace "
+                f"{self._namespace!r}: give each Engine a broker of its own"
+            )
+        self.namespace = namespace
+        self._attached = True
+
+    @property
+    def clock(self) -> Clock:
+        """The clock this broker decides times with."""
+        return self._clock
+
+    def now(self) -> datetime:
+        """The current time by the broker's clock, aware UTC."""
+        return self._clock.now()
+
+    def wake_up(self) -> None:
+        """End a :meth:`wait_for_event` in progress (or the next one) now."""
+        self._something_happened.set()
+
+    def wait_for_event(self, timeout: float) -> None:
+        """Block until something may have changed, or ``timeout`` seconds.
+
+        Something changed means: a job became ready, a running job ended, or
+        :meth:`wake_up` was called. Spurious wake-ups are allowed; callers
+        check the state again after waking up.
+        """
+        if self._something_happened.wait(timeout):
+            self._something_happened.clear()
+
+    def start(self) -> None:  # noqa: B027 - an optional hook, empty by design
+        """Called when the engine starts workers (open subscriptions...)."""
+
+    def stop(self) -> None:  # noqa: B027 - an optional hook, empty by design
+        """Called when the engine's workers have stopped."""
+
+    # -- atomic operations --------------------------------------------------
+
+    @abstractmethod
+    def enqueue_jobs(self, jobs: Sequence[Job]) -> None:
+        """Store jobs: ready ones at the tail of their queue, in the given
+        order, future ones (``at`` later than now) aside until due.
+
+        Atomic: all jobs are stored or none. Safe to retry: a job whose id the
+        namespace already holds (ready, future or running) is not stored twice.
+        """
+
+    @abstractmethod
+    def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
+        """Hand out up to ``max_jobs`` ready jobs of ``queue``, oldest first.
+
+        Jobs of a task at its concurrency limit are skipped: they keep their
+        place and do not hold back jobs of other tasks. Each job handed out is
+        recorded as running under :attr:`worker_id` with a fresh
+        :attr:`Job.handout_token`, counts against its task's concurrency
+        limit, and has status ``RUNNING``.
+
+        Atomic: a job is handed out to exactly one caller. An empty list means
+        no job of this queue can start now. Not safe to retry blindly: jobs of
+        a lost reply stay running under this worker until recovered.
+        """
+
+    @abstractmethod
+    def remove_job_from_running(self, job: Job) -> RunningJobState:
+        """Record that a running job ended for good (succeeded or failed).
+
+        Frees the job's concurrency slot. Atomic; safe to retry (a second call
+        returns ``NOT_OURS`` and changes nothing).
+        """
+
+    @abstractmethod
+    def retry_job(self, job: Job) -> RunningJobState:
+        """Put a running job back for another run, as it is now.
+
+        The caller has already updated the job (``retries``, ``at``). In one
+        atomic step the job leaves the running jobs, frees its concurrency
+        slot and is stored again: at the tail of its queue when ``at`` is not
+        later than now, else aside until due. Its id stays the same. Safe to
+        retry (a second call returns ``NOT_OURS`` and changes nothing).
+        """
+
+    @abstractmethod
+    def move_future_jobs(self) -> float | None:
+        """Move due future jobs to their queues, then run due periodic tasks.
+
+        Due future jobs go to the tail of their queue in order of ``at``. Each
+        periodic task that is due gets one new ready job, and its next run is
+        set one period later, skipping any period already past: time lost
+        while nobody called this is not made up.
+
+        Returns the seconds until the next future job or periodic run is due
+        (0 or more), or ``None`` when there is neither. Atomic; safe to retry.
+        """
+
+    @abstractmethod
+    def register_periodic_tasks(self, tasks: Collection[Task]) -> None:
+        """Make ``tasks`` the namespace's periodic tasks.
+
+        A task new to the namespace, or whose periodicity changed, runs first
+        one period from now; a task registered again unchanged keeps its
+        schedule. Periodic tasks not in ``tasks`` are removed. Atomic; safe to
+        retry.
+        """
+
+    @abstractmethod
+    def set_concurrency_limits(self, tasks: Collection[Task]) -> None:
+        """Make the ``max_concurrency`` of ``tasks`` the namespace's limits.
+
+        Limits of tasks not in ``tasks`` (or with no ``max_concurrency``) are
+        removed; running jobs keep counting against their task's limit.
+        Atomic; safe to retry.
+        """
+
+    @abstractmethod
+    def heartbeat(self) -> None:
+        """Record that the worker :attr:`worker_id` is alive now.
+
+        Safe to retry.
+        """
+
+    @abstractmethod
+    def deregister_worker(self) -> None:
+        """Record that the worker :attr:`worker_id` stopped cleanly.
+
+        If it still has running jobs they are left for
+        :meth:`adopt_jobs_of_dead_workers` at once, instead of after a
+        timeout. Safe to retry.
+        """
+
+    @abstractmethod
+    def adopt_jobs_of_dead_workers(self, dead_after: float) -> list[Job]:
+        """Take over the running jobs of workers silent for ``dead_after`` seconds.
+
+        A worker is dead when its last heartbeat is older than ``dead_after``
+        seconds, when it deregistered, or when it never heartbeated. Its
+        running jobs become running jobs of this worker, with new tokens (so
+        the dead worker cannot record their outcome any more), keeping their
+        concurrency slots; they are returned so that the caller retries or
+        fails them. The dead workers are forgotten.
+
+        Atomic. An empty list means no dead worker had running jobs.
+        """
+
+    @abstractmethod
+    def is_queue_empty(self, queue: str) -> bool:
+        """Whether ``queue`` holds no ready job (blocked ones included)."""
+
+    @abstractmethod
+    def count_jobs(self) -> JobCounts:
+        """Count the jobs of the namespace by state."""
+
+    @abstractmethod
+    def flush(self) -> None:
+        """Delete everything stored for this namespace, and nothing else."""

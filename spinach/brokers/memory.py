@@ -1,0 +1,357 @@
+"""A broker that keeps jobs in this process, for tests and embedded use.
+
+It has every feature of the Redis broker and keeps the same contract, so an
+application's own tests see production behaviour. Jobs are stored as JSON
+text, so that arguments come back exactly as a Redis broker returns them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import weakref
+from collections import deque
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
+
+import attrs
+from typing_extensions import override
+
+from ..job import Job, JobStatus
+from .base import Broker, JobCounts, RunningJobState
+
+if TYPE_CHECKING:
+    from ..clock import Clock
+    from ..task import Task
+
+__all__ = ["MemoryBroker", "MemoryStore"]
+
+
+@attrs.define
+class _Queued:
+    seq: int
+    job_id: str
+    task_name: str
+
+
+@attrs.define
+class _Running:
+    worker_id: str
+    token: str
+    task_name: str
+
+
+@attrs.define
+class _Periodic:
+    task_name: str
+    queue: str
+    max_retries: int
+    period: float
+    next_run: float
+
+
+@attrs.define
+class _Namespace:
+    """Everything stored for one namespace."""
+
+    #: every stored job by id, as JSON text
+    payloads: dict[str, str] = attrs.Factory(dict)
+    #: ready jobs by queue, oldest first
+    queues: dict[str, deque[_Queued]] = attrs.Factory(dict)
+    #: ready jobs set aside while their task is at its concurrency limit,
+    #: by queue then task, oldest first
+    parked: dict[str, dict[str, deque[_Queued]]] = attrs.Factory(dict)
+    #: heap of (at, seq, job id) of future jobs
+    future: list[tuple[float, int, str]] = attrs.Factory(list)
+    running: dict[str, _Running] = attrs.Factory(dict)
+    limits: dict[str, int] = attrs.Factory(dict)
+    in_flight: dict[str, int] = attrs.Factory(dict)
+    periodic: dict[str, _Periodic] = attrs.Factory(dict)
+    #: last heartbeat time by worker id
+    workers: dict[str, float] = attrs.Factory(dict)
+
+    def at_limit(self, task_name: str) -> bool:
+        limit = self.limits.get(task_name)
+        return limit is not None and self.in_flight.get(task_name, 0) >= limit
+
+    def release_slot(self, task_name: str) -> None:
+        count = self.in_flight.get(task_name, 0) - 1
+        if count > 0:
+            self.in_flight[task_name] = count
+        else:
+            self.in_flight.pop(task_name, None)
+
+
+class MemoryStore:
+    """The storage behind :class:`MemoryBroker` objects, like one Redis server.
+
+    Several brokers given the same store see the same jobs (per namespace),
+    as several processes connected to one Redis would: tests use it to play
+    several workers in one process.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._namespaces: dict[str, _Namespace] = {}
+        self._brokers: weakref.WeakSet[MemoryBroker] = weakref.WeakSet()
+        self._seq = itertools.count()
+
+    def namespace(self, name: str) -> _Namespace:
+        ns = self._namespaces.get(name)
+        if ns is None:
+            ns = self._namespaces[name] = _Namespace()
+        return ns
+
+    def drop(self, name: str) -> None:
+        self._namespaces.pop(name, None)
+
+    def next_seq(self) -> int:
+        return next(self._seq)
+
+    def register(self, broker: MemoryBroker) -> None:
+        self._brokers.add(broker)
+
+    def notify(self, namespace: str) -> None:
+        """Wake up the brokers of ``namespace`` waiting for an event."""
+        for broker in list(self._brokers):
+            if broker.namespace == namespace:
+                broker.wake_up()
+
+
+class MemoryBroker(Broker):
+    """A broker storing jobs in this process.
+
+    Args:
+        clock: where the broker reads the time; the system clock by default.
+        store: storage shared with other brokers; a new one by default.
+    """
+
+    def __init__(self, clock: Clock | None = None, *, store: MemoryStore | None = None) -> None:
+        super().__init__(clock)
+        self._store = store if store is not None else MemoryStore()
+        self._store.register(self)
+        self._tokens = itertools.count(1)
+
+    @property
+    def store(self) -> MemoryStore:
+        """The storage of this broker."""
+        return self._store
+
+    def _ns(self) -> _Namespace:
+        return self._store.namespace(self.namespace)
+
+    def _push_ready(self, ns: _Namespace, job_id: str, queue: str, task_name: str) -> None:
+        entry = _Queued(self._store.next_seq(), job_id, task_name)
+        ns.queues.setdefault(queue, deque()).append(entry)
+
+    def _store_job(self, ns: _Namespace, job: Job, payload: str, now: float) -> None:
+        job_id = str(job.id)
+        ns.payloads[job_id] = payload
+        at = job.at_timestamp
+        if at <= now:
+            self._push_ready(ns, job_id, job.queue, job.task_name)
+        else:
+            heapq.heappush(ns.future, (at, self._store.next_seq(), job_id))
+
+    @override
+    def enqueue_jobs(self, jobs: Sequence[Job]) -> None:
+        # Serialize before taking the lock: a bad job fails before anything is stored.
+        payloads = [job.serialize() for job in jobs]
+        with self._store.lock:
+            ns = self._ns()
+            now = self._clock.time()
+            for job, payload in zip(jobs, payloads):
+                if str(job.id) not in ns.payloads:
+                    self._store_job(ns, job, payload, now)
+        self._store.notify(self.namespace)
+
+    @override
+    def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
+        handed: list[Job] = []
+        with self._store.lock:
+            ns = self._ns()
+            ready = ns.queues.get(queue)
+            parked = ns.parked.setdefault(queue, {})
+            while len(handed) < max_jobs:
+                # Park the blocked jobs at the head of the queue, so that the
+                # cost of a fetch does not grow with blocked work.
+                while ready and ns.at_limit(ready[0].task_name):
+                    head = ready.popleft()
+                    parked.setdefault(head.task_name, deque()).append(head)
+                source: deque[_Queued] | None = ready if ready else None
+                for task_name, waiting in parked.items():
+                    if (
+                        waiting
+                        and (source is None or waiting[0].seq < source[0].seq)
+                        and not ns.at_limit(task_name)
+                    ):
+                        source = waiting
+                if source is None:
+                    break
+                entry = source.popleft()
+                handed.append(self._hand_out(ns, entry))
+            for task_name in [name for name, waiting in parked.items() if not waiting]:
+                del parked[task_name]
+        return handed
+
+    def _hand_out(self, ns: _Namespace, entry: _Queued) -> Job:
+        token = f"{self.worker_id}:{next(self._tokens)}"
+        ns.running[entry.job_id] = _Running(self.worker_id, token, entry.task_name)
+        if entry.task_name in ns.limits:
+            ns.in_flight[entry.task_name] = ns.in_flight.get(entry.task_name, 0) + 1
+        job = Job.deserialize(ns.payloads[entry.job_id])
+        job.status = JobStatus.RUNNING
+        job.handout_token = token
+        return job
+
+    def _end_running(self, ns: _Namespace, job: Job) -> bool:
+        job_id = str(job.id)
+        running = ns.running.get(job_id)
+        if running is None or running.token != job.handout_token:
+            return False
+        del ns.running[job_id]
+        del ns.payloads[job_id]
+        if running.task_name in ns.in_flight:
+            ns.release_slot(running.task_name)
+        return True
+
+    @override
+    def remove_job_from_running(self, job: Job) -> RunningJobState:
+        with self._store.lock:
+            if not self._end_running(self._ns(), job):
+                return RunningJobState.NOT_OURS
+        self._store.notify(self.namespace)
+        return RunningJobState.RECORDED
+
+    @override
+    def retry_job(self, job: Job) -> RunningJobState:
+        payload = job.serialize()  # fails before anything changes
+        with self._store.lock:
+            ns = self._ns()
+            if not self._end_running(ns, job):
+                return RunningJobState.NOT_OURS
+            self._store_job(ns, job, payload, self._clock.time())
+        self._store.notify(self.namespace)
+        return RunningJobState.RECORDED
+
+    @override
+    def move_future_jobs(self) -> float | None:
+        moved = False
+        with self._store.lock:
+            ns = self._ns()
+            now = self._clock.time()
+            while ns.future and ns.future[0][0] <= now:
+                _, _, job_id = heapq.heappop(ns.future)
+                job = Job.deserialize(ns.payloads[job_id])
+                self._push_ready(ns, job_id, job.queue, job.task_name)
+                moved = True
+            for periodic in ns.periodic.values():
+                if periodic.next_run <= now:
+                    self._run_periodic(ns, periodic, now)
+                    moved = True
+            next_times = [p.next_run for p in ns.periodic.values()]
+            if ns.future:
+                next_times.append(ns.future[0][0])
+        if moved:
+            self._store.notify(self.namespace)
+        return max(0.0, min(next_times) - now) if next_times else None
+
+    def _run_periodic(self, ns: _Namespace, periodic: _Periodic, now: float) -> None:
+        job = Job(periodic.task_name, periodic.queue, self._clock.now(), periodic.max_retries)
+        job_id = str(job.id)
+        ns.payloads[job_id] = job.serialize()
+        self._push_ready(ns, job_id, job.queue, job.task_name)
+        missed = (now - periodic.next_run) // periodic.period
+        periodic.next_run += (missed + 1) * periodic.period
+
+    @override
+    def register_periodic_tasks(self, tasks: Collection[Task]) -> None:
+        with self._store.lock:
+            ns = self._ns()
+            now = self._clock.time()
+            registered: dict[str, _Periodic] = {}
+            for task in tasks:
+                if task.periodicity is None:
+                    continue
+                period = task.periodicity.total_seconds()
+                existing = ns.periodic.get(task.name)
+                next_run = now + period
+                if existing is not None and existing.period == period:
+                    next_run = existing.next_run
+                registered[task.name] = _Periodic(
+                    task.name, task.queue, task.max_retries, period, next_run
+                )
+            ns.periodic = registered
+        self._store.notify(self.namespace)
+
+    @override
+    def set_concurrency_limits(self, tasks: Collection[Task]) -> None:
+        with self._store.lock:
+            ns = self._ns()
+            ns.limits = {t.name: t.max_concurrency for t in tasks if t.max_concurrency is not None}
+            # Running jobs of newly limited tasks count against the limit.
+            in_flight: dict[str, int] = {}
+            for running in ns.running.values():
+                if running.task_name in ns.limits:
+                    in_flight[running.task_name] = in_flight.get(running.task_name, 0) + 1
+            ns.in_flight = in_flight
+        self._store.notify(self.namespace)
+
+    @override
+    def heartbeat(self) -> None:
+        with self._store.lock:
+            self._ns().workers[self.worker_id] = self._clock.time()
+
+    @override
+    def deregister_worker(self) -> None:
+        with self._store.lock:
+            self._ns().workers.pop(self.worker_id, None)
+
+    @override
+    def adopt_jobs_of_dead_workers(self, dead_after: float) -> list[Job]:
+        adopted: list[Job] = []
+        with self._store.lock:
+            ns = self._ns()
+            now = self._clock.time()
+            dead = {w for w, beat in ns.workers.items() if now - beat > dead_after}
+            for job_id, running in ns.running.items():
+                owner = running.worker_id
+                if owner == self.worker_id or (owner in ns.workers and owner not in dead):
+                    continue
+                running.worker_id = self.worker_id
+                running.token = f"{self.worker_id}:{next(self._tokens)}"
+                job = Job.deserialize(ns.payloads[job_id])
+                job.status = JobStatus.RUNNING
+                job.handout_token = running.token
+                adopted.append(job)
+            for worker_id in dead:
+                del ns.workers[worker_id]
+        return adopted
+
+    @override
+    def is_queue_empty(self, queue: str) -> bool:
+        with self._store.lock:
+            ns = self._ns()
+            return not ns.queues.get(queue) and not any(ns.parked.get(queue, {}).values())
+
+    @override
+    def count_jobs(self) -> JobCounts:
+        with self._store.lock:
+            ns = self._ns()
+            queued: dict[str, int] = {}
+            for queue, ready in ns.queues.items():
+                queued[queue] = len(ready)
+            for queue, by_task in ns.parked.items():
+                queued[queue] = queued.get(queue, 0) + sum(len(d) for d in by_task.values())
+            return JobCounts(
+                queued={q: n for q, n in queued.items() if n},
+                future=len(ns.future),
+                running=len(ns.running),
+            )
+
+    @override
+    def flush(self) -> None:
+        with self._store.lock:
+            self._store.drop(self.namespace)
+        self._store.notify(self.namespace)

@@ -1,0 +1,25 @@
+"""Default values shared by the whole package."""
+
+from __future__ import annotations
+
+__all__ = [
+    "DEFAULT_DEAD_WORKER_TIMEOUT",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_MAX_RETRIES",
+    "DEFAULT_NAMESPACE",
+    "DEFAULT_QUEUE",
+    "DEFAULT_WORKER_NUMBER",
+    "MIN_PERIODICITY",
+]
+
+DEFAULT_QUEUE = "spinach"
+DEFAULT_NAMESPACE = "spinach"
+DEFAULT_MAX_RETRIES = 0
+DEFAULT_WORKER_NUMBER = 5
+
+#: Seconds between two heartbeats of a running engine.
+DEFAULT_HEARTBEAT_INTERVAL = 1.0
+#: Seconds without a heartbeat after which a worker is declared dead.
+DEFAULT_DEAD_WORKER_TIMEOUT = 10.0
+#: Shortest periodicity a periodic task may have, in seconds.
+MIN_PERIODICITY = 1.0

@@ -1,0 +1,377 @@
+"""The engine: schedules jobs and drives workers, above any broker."""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+import signal
+import threading
+from datetime import datetime
+from types import FrameType
+from typing import Any, Callable
+
+from . import const
+from ._outcome import settle
+from .brokers.base import Broker, RunningJobState
+from .exc import (
+    ConfigurationError,
+    InvalidJobSignatureError,
+    InvalidTaskTypeError,
+    SpinachError,
+    WorkerDiedError,
+    WorkersError,
+)
+from .job import Job, JobStatus, check_arguments
+from .task import Batch, Task, TaskLike, Tasks
+from .worker import ThreadWorkers, Workers
+
+__all__ = ["Engine"]
+
+logger = logging.getLogger(__name__)
+
+_FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+#: Longest wait of an idle engine between two looks at the broker, in seconds.
+_MAX_IDLE_WAIT = 1.0
+_MAX_ERROR_WAIT = 30.0
+
+
+class Engine:
+    """Schedules jobs in a broker and runs them with workers.
+
+    Args:
+        broker: where jobs are stored; one broker serves one engine.
+        namespace: isolates engines sharing one broker server or interpreter.
+        heartbeat_interval: seconds between two heartbeats of running workers.
+        dead_worker_timeout: seconds without a heartbeat after which another
+            engine's workers are declared dead and their jobs taken over.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        namespace: str = const.DEFAULT_NAMESPACE,
+        *,
+        heartbeat_interval: float = const.DEFAULT_HEARTBEAT_INTERVAL,
+        dead_worker_timeout: float = const.DEFAULT_DEAD_WORKER_TIMEOUT,
+    ) -> None:
+        if not 0 < heartbeat_interval < dead_worker_timeout:
+            raise ConfigurationError(
+                "heartbeat_interval must be above 0 and below dead_worker_timeout, got "
+                f"{heartbeat_interval} and {dead_worker_timeout}"
+            )
+        broker.attach_engine(namespace)
+        self._broker = broker
+        self._namespace = namespace
+        self._heartbeat_interval = heartbeat_interval
+        self._dead_worker_timeout = dead_worker_timeout
+        self._tasks = Tasks()
+        self._signatures: dict[str, inspect.Signature | None] = {}
+        self._arbiter: threading.Thread | None = None
+        self._maintenance: threading.Thread | None = None
+        self._workers: Workers | None = None
+        self._must_stop = threading.Event()
+        self._maintenance_must_stop = threading.Event()
+        # Jobs whose outcome is settled but not yet recorded in the broker.
+        self._to_record: collections.deque[Job] = collections.deque()
+
+    @property
+    def namespace(self) -> str:
+        """The namespace of this engine."""
+        return self._namespace
+
+    # -- tasks ---------------------------------------------------------------
+
+    def attach_tasks(self, tasks: Tasks) -> None:
+        """Make the tasks of a registry known to this engine.
+
+        The registry's ``schedule`` methods then go through this engine.
+        """
+        if tasks._engine is not None and tasks._engine is not self:
+            logger.warning(
+                "Tasks registry %r was attached to the engine of namespace %r, now to %r",
+                tasks,
+                tasks._engine.namespace,
+                self._namespace,
+            )
+        self._tasks.update(tasks)
+        tasks._engine = self
+
+    def task(self, func: Callable[..., Any] | None = None, **kwargs: Any) -> Any:
+        """Register a task with this engine; used like :meth:`Tasks.task`."""
+        return self._tasks.task(func, **kwargs)
+
+    def execute(self, task: TaskLike, *args: Any, **kwargs: Any) -> Any:
+        """Run a task now, in this thread, without a broker."""
+        return self._tasks.get(task).func(*args, **kwargs)
+
+    # -- scheduling ----------------------------------------------------------
+
+    def schedule(self, task: TaskLike, *args: Any, **kwargs: Any) -> Job:
+        """Schedule a job to run as soon as possible."""
+        job = self._build_job(task, None, args, kwargs)
+        self._broker.enqueue_jobs([job])
+        return job
+
+    def schedule_at(self, task: TaskLike, at: datetime, *args: Any, **kwargs: Any) -> Job:
+        """Schedule a job to run at ``at`` (a naive datetime is UTC)."""
+        job = self._build_job(task, at, args, kwargs)
+        self._broker.enqueue_jobs([job])
+        return job
+
+    def schedule_batch(self, batch: Batch) -> list[Job]:
+        """Schedule every job of a batch in one broker call; all or none are stored."""
+        jobs = [
+            self._build_job(task, at, args, kwargs)
+            for task, at, args, kwargs in batch.jobs_to_create
+        ]
+        self._broker.enqueue_jobs(jobs)
+        return jobs
+
+    def _build_job(
+        self,
+        task_like: TaskLike,
+        at: datetime | None,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Job:
+        task = self._tasks.get(task_like)
+        self._check_signature(task, args, kwargs)
+        check_arguments(task.name, args, kwargs)
+        now = self._broker.now()
+        job = Job(task.name, task.queue, now if at is None else at, task.max_retries, args, kwargs)
+        job.status = JobStatus.QUEUED if job.at <= now else JobStatus.WAITING
+        return job
+
+    def _check_signature(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            sig = self._signatures[task.name]
+        except KeyError:
+            try:
+                sig = inspect.signature(task.func)
+            except (TypeError, ValueError):  # some builtins have no signature to check
+                sig = None
+            self._signatures[task.name] = sig
+        if sig is None:
+            return
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as e:
+            raise InvalidJobSignatureError(
+                f"Task {task.name!r} cannot be called as {task.name}{sig} with "
+                f"args={args!r:.200} and kwargs={kwargs!r:.200}: {e}"
+            ) from None
+
+    # -- workers -------------------------------------------------------------
+
+    def start_workers(
+        self,
+        number: int = const.DEFAULT_WORKER_NUMBER,
+        queue: str = const.DEFAULT_QUEUE,
+        block: bool = True,
+        stop_when_queue_empty: bool = False,
+        workers_class: type[Workers] = ThreadWorkers,
+    ) -> None:
+        """Start workers consuming ``queue``.
+
+        With ``block=True``, return after SIGINT or SIGTERM (when called from
+        the main thread) or once the queue is empty with
+        ``stop_when_queue_empty=True``, having stopped gracefully.
+
+        Raises:
+            WorkersError: the workers of this engine are already running.
+            ConfigurationError: ``number`` is below 1.
+            InvalidTaskTypeError: a task of ``queue`` does not suit ``workers_class``.
+        """
+        if self._arbiter is not None and self._arbiter.is_alive():
+            raise WorkersError(
+                f"The workers of the engine of namespace {self._namespace!r} are already "
+                "running: call stop_workers() before starting them again"
+            )
+        if not isinstance(number, int) or number < 1:
+            raise ConfigurationError(f"start_workers(number=...) must be 1 or more, got {number!r}")
+        self._check_task_kinds(queue, workers_class)
+        self._join_threads()
+        tasks = list(self._tasks.tasks.values())
+        self._broker.set_concurrency_limits(tasks)
+        self._broker.register_periodic_tasks(tasks)
+        self._broker.heartbeat()
+        self._broker.start()
+        self._must_stop.clear()
+        self._maintenance_must_stop.clear()
+        self._workers = workers_class(
+            number, self._namespace, clock=self._broker.clock, on_job_done=self._broker.wake_up
+        )
+        self._maintenance = threading.Thread(
+            target=self._maintain, name=f"{self._namespace}-maintenance", daemon=True
+        )
+        self._arbiter = threading.Thread(
+            target=self._arbitrate,
+            args=(queue, stop_when_queue_empty),
+            name=f"{self._namespace}-arbiter",
+            daemon=True,
+        )
+        self._maintenance.start()
+        self._arbiter.start()
+        if block:
+            self._wait_for_arbiter()
+
+    def stop_workers(self) -> None:
+        """Stop fetching jobs, let every job handed to a worker finish and
+        record its outcome, then return. The workers can be started again."""
+        self._must_stop.set()
+        self._broker.wake_up()
+        self._join_threads()
+
+    def _join_threads(self) -> None:
+        for thread in (self._arbiter, self._maintenance):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()
+
+    def _wait_for_arbiter(self) -> None:
+        assert self._arbiter is not None
+        if threading.current_thread() is not threading.main_thread():
+            self._join_threads()
+            return
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            logger.info("Received %s, stopping workers gracefully", signal.Signals(signum).name)
+            self._must_stop.set()
+            self._broker.wake_up()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._join_threads()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def _check_task_kinds(self, queue: str, workers_class: type[Workers]) -> None:
+        for task in self._tasks.tasks.values():
+            if task.queue == queue:
+                error = _kind_error(task, workers_class)
+                if error is not None:
+                    raise error
+
+    def _resolve(self, job: Job) -> SpinachError | None:
+        """Set the job's function, or return why it cannot run here."""
+        assert self._workers is not None
+        try:
+            task = self._tasks.get(job.task_name)
+        except SpinachError as e:
+            return e
+        job.task_func = task.func
+        return _kind_error(task, type(self._workers))
+
+    def _arbitrate(self, queue: str, stop_when_queue_empty: bool) -> None:
+        """Fetch jobs for free workers and record outcomes, until told to stop."""
+        workers = self._workers
+        assert workers is not None
+        errors = 0
+        while not self._must_stop.is_set():
+            try:
+                self._record_outcomes()
+                next_due = self._broker.move_future_jobs()
+                fetched = self._fetch(queue, workers)
+                if (
+                    stop_when_queue_empty
+                    and not fetched
+                    and workers.available_slots == workers.num_workers
+                    and not self._to_record
+                    and self._broker.is_queue_empty(queue)
+                ):
+                    logger.info("Queue %r is empty, stopping workers", queue)
+                    break
+                if not fetched:
+                    timeout = _MAX_IDLE_WAIT if next_due is None else min(next_due, _MAX_IDLE_WAIT)
+                    self._broker.wait_for_event(timeout)
+                errors = 0
+            except Exception:
+                errors += 1
+                wait = min(_MAX_ERROR_WAIT, 0.1 * 2**errors)
+                logger.exception("Error in the engine loop, trying again in %.1f s", wait)
+                self._must_stop.wait(wait)
+        self._shut_down(workers)
+
+    def _fetch(self, queue: str, workers: Workers) -> int:
+        slots = workers.available_slots
+        if slots <= 0:
+            return 0
+        jobs = self._broker.get_jobs_from_queue(queue, slots)
+        for job in jobs:
+            error = self._resolve(job)
+            if error is None:
+                workers.submit_job(job)
+            else:
+                settle(self._namespace, job, None, error, self._broker.now())
+                self._to_record.append(job)
+        return len(jobs)
+
+    def _record_outcomes(self) -> None:
+        assert self._workers is not None
+        self._to_record.extend(self._workers.collect_finished())
+        while self._to_record:
+            job = self._to_record.popleft()
+            try:
+                if job.status in _FINISHED:
+                    state = self._broker.remove_job_from_running(job)
+                else:
+                    state = self._broker.retry_job(job)
+            except Exception:
+                self._to_record.appendleft(job)
+                raise
+            if state is RunningJobState.NOT_OURS:
+                logger.warning(
+                    "Outcome of %s not recorded: this worker was declared dead and the job "
+                    "was taken over by another one",
+                    job,
+                )
+
+    def _shut_down(self, workers: Workers) -> None:
+        workers.stop()
+        try:
+            self._record_outcomes()
+        except Exception:
+            logger.exception(
+                "Could not record the outcome of %d jobs at shutdown; other workers will "
+                "take them over",
+                len(self._to_record),
+            )
+            self._to_record.clear()
+        self._maintenance_must_stop.set()
+        if self._maintenance is not None:
+            self._maintenance.join()
+        try:
+            self._broker.deregister_worker()
+        except Exception:
+            logger.exception("Could not deregister the worker at shutdown")
+        self._broker.stop()
+
+    def _maintain(self) -> None:
+        """Heartbeat, and take over the jobs of dead workers, until told to stop."""
+        while not self._maintenance_must_stop.wait(self._heartbeat_interval):
+            try:
+                self._broker.heartbeat()
+                for job in self._broker.adopt_jobs_of_dead_workers(self._dead_worker_timeout):
+                    err = WorkerDiedError(
+                        f"The worker running {job} stopped heartbeating for over "
+                        f"{self._dead_worker_timeout:g} s and was declared dead"
+                    )
+                    settle(self._namespace, job, None, err, self._broker.now())
+                    self._to_record.append(job)
+                    self._broker.wake_up()
+            except Exception:
+                logger.exception("Error while heartbeating")
+
+
+def _kind_error(task: Task, workers_class: type[Workers]) -> InvalidTaskTypeError | None:
+    is_coroutine = inspect.iscoroutinefunction(task.func)
+    if is_coroutine == workers_class.runs_coroutines:
+        return None
+    kind, other = (
+        ("an 'async def'", "AsyncioWorkers") if is_coroutine else ("a plain 'def'", "ThreadWorkers")
+    )
+    return InvalidTaskTypeError(
+        f"Task {task.name!r} is {kind} function and cannot run on {workers_class.__name__}: "
+        f"give its queue workers of class {other}, or put it in another queue"
+    )

@@ -1,0 +1,83 @@
+"""Exceptions raised by Spinach.
+
+Every error of this package derives from :class:`SpinachError`; where the
+meaning matches a builtin, the error derives from that builtin too, so
+``except ValueError`` keeps working::
+
+    SpinachError(Exception)
+    ├── UnknownTask                       a job or call names a task nobody registered
+    ├── InvalidJobSignatureError          arguments that do not bind to the task function
+    ├── InvalidJobArgumentError(TypeError)  an argument that is not plain JSON
+    ├── InvalidTaskError(ValueError)      a task definition that cannot work
+    ├── InvalidTaskTypeError(TypeError)   a plain ``def`` task given to asyncio workers
+    ├── WorkersError(RuntimeError)        workers started while already running
+    ├── ConfigurationError(ValueError)    a setting out of its range
+    ├── NotAttachedError(RuntimeError)    a registry or broker used before it is attached
+    ├── BrokerInUseError(RuntimeError)    one broker given to two engines
+    ├── WorkerDiedError                   the reason given for a job whose worker died
+    ├── RetryException                    raised by a task to ask for a retry
+    └── AbortException                    raised by a task to fail its job for good
+
+``RetryException`` and ``AbortException`` keep their Spinach 0.0.25 names and
+live in :mod:`spinach.task`.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BrokerInUseError",
+    "ConfigurationError",
+    "InvalidJobArgumentError",
+    "InvalidJobSignatureError",
+    "InvalidTaskError",
+    "InvalidTaskTypeError",
+    "NotAttachedError",
+    "SpinachError",
+    "UnknownTask",
+    "WorkerDiedError",
+    "WorkersError",
+]
+
+
+class SpinachError(Exception):
+    """Base class of every error raised by Spinach."""
+
+
+class UnknownTask(SpinachError):
+    """A task name that no registry attached to the engine knows."""
+
+
+class InvalidJobSignatureError(SpinachError):
+    """The arguments given to schedule a job do not bind to the task function."""
+
+
+class InvalidJobArgumentError(SpinachError, TypeError):
+    """A job argument that cannot be stored as plain JSON and read back unchanged."""
+
+
+class InvalidTaskError(SpinachError, ValueError):
+    """A task definition that cannot work (no name, a duplicate, bad limits...)."""
+
+
+class InvalidTaskTypeError(SpinachError, TypeError):
+    """A task whose kind does not suit the workers asked to run it."""
+
+
+class WorkersError(SpinachError, RuntimeError):
+    """Workers started while the engine's workers are already running."""
+
+
+class ConfigurationError(SpinachError, ValueError):
+    """A setting out of its range, such as ``start_workers(number=0)``."""
+
+
+class NotAttachedError(SpinachError, RuntimeError):
+    """A registry or a broker used before it is attached to an engine."""
+
+
+class BrokerInUseError(SpinachError, RuntimeError):
+    """A broker given to a second engine: each engine needs its own broker."""
+
+
+class WorkerDiedError(SpinachError):
+    """Reason of the failure of a job whose worker stopped heartbeating while running it."""

@@ -1,0 +1,200 @@
+"""Jobs: one scheduled run of a task, and how they are stored."""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import attrs
+
+from .exc import InvalidJobArgumentError
+
+__all__ = ["Job", "JobStatus", "check_arguments"]
+
+
+class JobStatus(enum.Enum):
+    """Where a job is in its life."""
+
+    NOT_SET = 0
+    WAITING = 1
+    QUEUED = 2
+    RUNNING = 3
+    SUCCEEDED = 4
+    FAILED = 5
+
+
+def _to_utc(value: datetime) -> datetime:
+    if not isinstance(value, datetime):
+        raise TypeError(f"a job's 'at' must be a datetime, got {value!r}")
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _to_kwargs(value: dict[str, Any] | None) -> dict[str, Any]:
+    return {} if value is None else dict(value)
+
+
+def _to_args(value: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    return () if value is None else tuple(value)
+
+
+@attrs.define(eq=False)
+class Job:
+    """One run of a task, with the arguments to call it with.
+
+    Args:
+        task_name: name of the task to run.
+        queue: queue the job is stored in.
+        at: when the job may start; a naive datetime is UTC.
+        max_retries: how many times the job is retried after a failure.
+        task_args: positional arguments of the task.
+        task_kwargs: keyword arguments of the task.
+    """
+
+    task_name: str
+    queue: str
+    at: datetime = attrs.field(converter=_to_utc)
+    max_retries: int
+    task_args: tuple[Any, ...] = attrs.field(default=None, converter=_to_args)
+    task_kwargs: dict[str, Any] = attrs.field(default=None, converter=_to_kwargs)
+    id: uuid.UUID = attrs.field(init=False, factory=uuid.uuid4)
+    status: JobStatus = attrs.field(init=False, default=JobStatus.NOT_SET)
+    retries: int = attrs.field(init=False, default=0)
+    #: The task function, set by the engine before the job runs.
+    task_func: Callable[..., Any] | None = attrs.field(init=False, default=None)
+    #: Set by a broker when it hands the job out; proves the job is still ours
+    #: when its outcome is recorded. Not part of the stored payload.
+    handout_token: str | None = attrs.field(init=False, default=None)
+
+    @property
+    def should_retry(self) -> bool:
+        """Whether a failure of this run leads to another run."""
+        return self.retries < self.max_retries
+
+    @property
+    def should_start(self) -> bool:
+        """Whether the job is due, by this host's clock."""
+        return datetime.now(timezone.utc) >= self.at
+
+    @property
+    def at_timestamp(self) -> float:
+        """``at`` as a POSIX timestamp."""
+        return self.at.timestamp()
+
+    def serialize(self) -> str:
+        """Return the job as JSON text, the form brokers store."""
+        return json.dumps(
+            {
+                "id": str(self.id),
+                "status": self.status.value,
+                "task_name": self.task_name,
+                "queue": self.queue,
+                "max_retries": self.max_retries,
+                "retries": self.retries,
+                "at": self.at.timestamp(),
+                "task_args": self.task_args,
+                "task_kwargs": self.task_kwargs,
+            },
+            separators=(",", ":"),
+            allow_nan=False,
+        )
+
+    @classmethod
+    def deserialize(cls, job_json: str | bytes) -> Job:
+        """Build a job from the text :meth:`serialize` returned.
+
+        Raises:
+            ValueError: the text is not a serialized job.
+        """
+        try:
+            data = json.loads(job_json)
+            job = cls(
+                task_name=data["task_name"],
+                queue=data["queue"],
+                at=datetime.fromtimestamp(data["at"], tz=timezone.utc),
+                max_retries=data["max_retries"],
+                task_args=data["task_args"],
+                task_kwargs=data["task_kwargs"],
+            )
+            job.id = uuid.UUID(data["id"])
+            job.status = JobStatus(data["status"])
+            job.retries = data["retries"]
+        except (ValueError, TypeError, KeyError, OverflowError) as e:
+            raise ValueError(f"not a serialized Spinach job ({e!r}): {job_json[:200]!r}") from e
+        return job
+
+    def __repr__(self) -> str:
+        return f"Job <{self.task_name} {self.status.name} {self.id}>"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Job):
+            return NotImplemented
+        return _identity(self) == _identity(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable record, like a list
+
+
+def _identity(job: Job) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.status,
+        job.task_name,
+        job.queue,
+        job.at,
+        job.max_retries,
+        job.retries,
+        job.task_args,
+        job.task_kwargs,
+    )
+
+
+def check_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Check that a job's arguments survive a JSON round trip unchanged.
+
+    Allowed: ``None``, ``bool``, ``int``, finite ``float``, ``str``, ``list``,
+    ``tuple`` (read back as a list) and ``dict`` with ``str`` keys, nested.
+
+    Raises:
+        InvalidJobArgumentError: naming the task and the argument at fault.
+    """
+    for i, value in enumerate(args):
+        _check_value(task_name, f"args[{i}]", value)
+    for key, value in kwargs.items():
+        _check_value(task_name, f"kwargs[{key!r}]", value)
+
+
+_SCALARS = (str, int, type(None), bool)
+
+
+def _check_value(task_name: str, path: str, value: Any) -> None:
+    kind = type(value)
+    if kind in _SCALARS:
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            _reject(task_name, path, value, "NaN and infinities are not JSON")
+        return
+    if kind is list or kind is tuple:
+        for i, item in enumerate(value):
+            _check_value(task_name, f"{path}[{i}]", item)
+        return
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                _reject(task_name, path, key, "JSON object keys must be str")
+            _check_value(task_name, f"{path}[{key!r}]", item)
+        return
+    _reject(task_name, path, value, f"{kind.__name__} is not a JSON type")
+
+
+def _reject(task_name: str, path: str, value: Any, why: str) -> None:
+    raise InvalidJobArgumentError(
+        f"Task {task_name!r}: argument {path} = {value!r:.100} cannot be stored ({why}). "
+        "Job arguments must be JSON types (str, int, float, bool, None, list, dict "
+        "with str keys): pass an id, an ISO date string or a plain dict instead."
+    )

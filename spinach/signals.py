@@ -1,0 +1,71 @@
+"""Signals sent by engines and workers, with the namespace as sender.
+
+``@signals.job_started.connect`` receives the signal of every engine,
+``@signals.job_started.connect_via('my-namespace')`` the one of a single
+engine. The API is blinker's. A receiver that raises is logged to the
+``spinach.signals`` logger and never breaks the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import blinker
+from typing_extensions import override
+
+__all__ = [
+    "SafeNamedSignal",
+    "job_failed",
+    "job_finished",
+    "job_schedule_retry",
+    "job_started",
+    "worker_started",
+    "worker_terminated",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class SafeNamedSignal(blinker.NamedSignal):
+    """A blinker signal whose failing receivers are logged, not raised."""
+
+    @override
+    def send(
+        self,
+        sender: Any | None = None,
+        /,
+        *,
+        _async_wrapper: Callable[..., Any] | None = None,
+        **kwargs: Any,
+    ) -> list[tuple[Callable[..., Any], Any]]:
+        results: list[tuple[Callable[..., Any], Any]] = []
+        if self.is_muted or not self.receivers:
+            return results
+        for receiver in self.receivers_for(sender):
+            try:
+                results.append((receiver, receiver(sender, **kwargs)))
+            except Exception:
+                logger.exception("Receiver %r of signal %r raised; ignored", receiver, self.name)
+        return results
+
+
+def _signal(name: str, doc: str) -> SafeNamedSignal:
+    return SafeNamedSignal(name, doc=doc)
+
+
+job_started = _signal("job_started", "Sent by a worker before it runs a job: (namespace, job).")
+job_finished = _signal(
+    "job_finished", "Sent by a worker after a job ran, whatever the outcome: (namespace, job)."
+)
+job_schedule_retry = _signal(
+    "job_schedule_retry", "Sent when a failed job will be retried: (namespace, job, err)."
+)
+job_failed = _signal("job_failed", "Sent when a job failed for good: (namespace, job, err).")
+worker_started = _signal(
+    "worker_started",
+    "Sent by a worker thread or coroutine when it starts: (namespace, worker_name).",
+)
+worker_terminated = _signal(
+    "worker_terminated", "Sent by a worker when it stops: (namespace, worker_name)."
+)

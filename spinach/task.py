@@ -1,0 +1,290 @@
+"""Tasks, the registries that hold them, and batches of jobs to schedule."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, TypeVar, Union, overload
+
+import attrs
+
+from . import const
+from .exc import InvalidTaskError, NotAttachedError, SpinachError, UnknownTask
+
+if TYPE_CHECKING:
+    from .engine import Engine
+    from .job import Job
+
+__all__ = ["AbortException", "Batch", "RetryException", "Task", "Tasks"]
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_periodicity(
+    instance: Task, attribute: attrs.Attribute[Any], value: timedelta | None
+) -> None:
+    if value is None:
+        return
+    if not isinstance(value, timedelta):
+        raise InvalidTaskError(
+            f"Task {instance.name!r}: periodicity must be a timedelta, got {value!r}"
+        )
+    if value.total_seconds() < const.MIN_PERIODICITY:
+        raise InvalidTaskError(
+            f"Task {instance.name!r}: periodicity {value} is under the minimum of "
+            f"{const.MIN_PERIODICITY:g} s; use timedelta(seconds=1) or more"
+        )
+
+
+@attrs.frozen
+class Task:
+    """A function registered to run as jobs, with its settings.
+
+    Raises:
+        InvalidTaskError: (a ValueError) for settings that cannot work.
+    """
+
+    func: Callable[..., Any]
+    name: str
+    queue: str
+    max_retries: int
+    periodicity: timedelta | None = attrs.field(validator=_check_periodicity)
+    max_concurrency: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        where = f"Task {self.name!r}"
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            raise InvalidTaskError(
+                f"{where}: max_retries must be an int >= 0, got {self.max_retries!r}"
+            )
+        if self.max_concurrency is not None:
+            if not self.max_retries:
+                raise InvalidTaskError(
+                    f"{where}: max_retries must be set if max_concurrency is set "
+                    "(a job blocked by a dead worker is only recovered by a retry)"
+                )
+            if self.max_concurrency < 1:
+                raise InvalidTaskError(
+                    f"{where}: max_concurrency must be 1 or more, got {self.max_concurrency}"
+                )
+
+    @property
+    def task_name(self) -> str:
+        """The name of the task (same as ``name``)."""
+        return self.name
+
+
+TaskLike = Union[str, Callable[..., Any], Task]
+
+
+class Tasks:
+    """A registry of tasks, with defaults for the tasks it creates.
+
+    Args:
+        queue: default queue of its tasks (else ``'spinach'``).
+        max_retries: default number of retries of its tasks (else 0).
+        periodicity: default periodicity of its tasks.
+        max_concurrency: default concurrency limit of its tasks.
+    """
+
+    def __init__(
+        self,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        periodicity: timedelta | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        self._tasks: dict[str, Task] = {}
+        self.queue = queue
+        self.max_retries = max_retries
+        self.periodicity = periodicity
+        self.max_concurrency = max_concurrency
+        self._engine: Engine | None = None
+
+    @property
+    def names(self) -> list[str]:
+        """Names of the registered tasks."""
+        return list(self._tasks)
+
+    @property
+    def tasks(self) -> dict[str, Task]:
+        """The registered tasks by name (a copy)."""
+        return dict(self._tasks)
+
+    def get(self, name: TaskLike) -> Task:
+        """Return a task from its name, its decorated function or itself.
+
+        Raises:
+            UnknownTask: no such task is registered here.
+        """
+        if isinstance(name, Task):
+            task_name = name.name
+        elif callable(name):
+            task_name = str(getattr(name, "task_name", None) or getattr(name, "__qualname__", name))
+        else:
+            task_name = name
+        try:
+            return self._tasks[task_name]
+        except (KeyError, TypeError):
+            known = ", ".join(repr(n) for n in sorted(self._tasks)) or "none"
+            raise UnknownTask(
+                f"Unknown task {task_name!r}; the known tasks are: {known}. Register it with "
+                "@tasks.task(name=...) and attach its registry with engine.attach_tasks()"
+            ) from None
+
+    def update(self, tasks: Tasks) -> None:
+        """Add every task of another registry to this one.
+
+        Raises:
+            InvalidTaskError: a task name of ``tasks`` is already here for another function.
+        """
+        for task in tasks._tasks.values():
+            existing = self._tasks.get(task.name)
+            if existing is not None and existing != task:
+                raise InvalidTaskError(
+                    f"A different task named {task.name!r} is already registered"
+                )
+        self._tasks.update(tasks._tasks)
+
+    @overload
+    def task(
+        self,
+        func: F,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        periodicity: timedelta | None = None,
+        max_concurrency: int | None = None,
+    ) -> F: ...
+
+    @overload
+    def task(
+        self,
+        func: None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        periodicity: timedelta | None = None,
+        max_concurrency: int | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def task(
+        self,
+        func: F | None = None,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        periodicity: timedelta | None = None,
+        max_concurrency: int | None = None,
+    ) -> F | Callable[[F], F]:
+        """Register a function as a task; use as ``@tasks.task(name='x')``.
+
+        The function is returned unchanged (callable directly) with a
+        ``task_name`` attribute.
+        """
+
+        def register(func: F) -> F:
+            self.add(func, name, queue, max_retries, periodicity, max_concurrency)
+            func.task_name = name  # type: ignore[attr-defined]  # documented marker attribute
+            return func
+
+        return register if func is None else register(func)
+
+    def add(
+        self,
+        func: Callable[..., Any],
+        name: str | None = None,
+        queue: str | None = None,
+        max_retries: int | None = None,
+        periodicity: timedelta | None = None,
+        max_concurrency: int | None = None,
+    ) -> None:
+        """Register a function as a task without decorating it.
+
+        Raises:
+            InvalidTaskError: (a ValueError) no name, a duplicate name, a
+                reserved queue name, or settings that cannot work.
+        """
+        if not name or not isinstance(name, str):
+            raise InvalidTaskError(
+                f"Task of function {getattr(func, '__qualname__', func)!r} has no name: "
+                "give one with @tasks.task(name='...')"
+            )
+        if name in self._tasks:
+            raise InvalidTaskError(f"A task named {name!r} is already registered")
+        queue = _first(queue, self.queue, const.DEFAULT_QUEUE)
+        if not isinstance(queue, str) or not queue:
+            raise InvalidTaskError(f"Task {name!r}: queue must be a non-empty str, got {queue!r}")
+        if queue.startswith("_"):
+            raise InvalidTaskError(
+                f"Task {name!r}: queue names starting with '_' are reserved, got {queue!r}"
+            )
+        self._tasks[name] = Task(
+            func,
+            name,
+            queue,
+            _first(max_retries, self.max_retries, const.DEFAULT_MAX_RETRIES),
+            _first(periodicity, self.periodicity, None),
+            _first(max_concurrency, self.max_concurrency, None),
+        )
+
+    def _require_engine(self) -> Engine:
+        if self._engine is None:
+            raise NotAttachedError(
+                "This Tasks registry is not attached to an Engine: "
+                "call engine.attach_tasks(tasks) before scheduling through it"
+            )
+        return self._engine
+
+    def schedule(self, task: TaskLike, *args: Any, **kwargs: Any) -> Job:
+        """Schedule a job now, through the engine this registry is attached to."""
+        return self._require_engine().schedule(task, *args, **kwargs)
+
+    def schedule_at(self, task: TaskLike, at: datetime, *args: Any, **kwargs: Any) -> Job:
+        """Schedule a job at ``at``, through the engine this registry is attached to."""
+        return self._require_engine().schedule_at(task, at, *args, **kwargs)
+
+    def schedule_batch(self, batch: Batch) -> list[Job]:
+        """Schedule a batch, through the engine this registry is attached to."""
+        return self._require_engine().schedule_batch(batch)
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+class Batch:
+    """Jobs collected to be scheduled together, in one broker call."""
+
+    def __init__(self) -> None:
+        self.jobs_to_create: list[
+            tuple[TaskLike, datetime | None, tuple[Any, ...], dict[str, Any]]
+        ] = []
+
+    def schedule(self, task: TaskLike, *args: Any, **kwargs: Any) -> None:
+        """Add a job to run now."""
+        self.jobs_to_create.append((task, None, args, kwargs))
+
+    def schedule_at(self, task: TaskLike, at: datetime, *args: Any, **kwargs: Any) -> None:
+        """Add a job to run at ``at`` (a naive datetime is UTC)."""
+        self.jobs_to_create.append((task, at, args, kwargs))
+
+
+class RetryException(SpinachError):
+    """Raised by a task to ask for a retry, at ``at`` if given (a naive value is UTC).
+
+    It counts against the task's ``max_retries``.
+    """
+
+    def __init__(self, message: str, at: datetime | None = None) -> None:
+        super().__init__(message)
+        self.at = at
+
+
+class AbortException(SpinachError):
+    """Raised by a task to fail its job now, with no more retries."""

@@ -1,0 +1,649 @@
+"""The broker contract suite: what every :class:`~spinach.brokers.base.Broker` must do.
+
+One class per broker operation, named after it; :class:`BrokerContract`
+combines them. Bind it to a broker by subclassing it in a test module and
+providing a ``make_broker`` fixture::
+
+    class TestMyBroker(BrokerContract):
+        @pytest.fixture
+        def make_broker(self, clock):
+            server = start_a_fresh_server()
+
+            def make(namespace: str) -> Broker:
+                broker = MyBroker(server, clock=clock)
+                broker.namespace = namespace
+                return broker
+
+            return make
+
+``make_broker(namespace)`` returns a new broker object, using the
+``clock`` fixture, on storage that is shared by every broker the fixture
+makes during one test and is empty when the test starts. Time is driven by
+advancing ``clock``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from ..brokers.base import Broker, RunningJobState
+from ..clock import ManualClock
+from ..job import Job, JobStatus
+from ..task import Task
+
+__all__ = [
+    "AdoptJobsOfDeadWorkersContract",
+    "BrokerContract",
+    "CountJobsContract",
+    "EnqueueJobsContract",
+    "FlushContract",
+    "GetJobsFromQueueContract",
+    "MakeBroker",
+    "MoveFutureJobsContract",
+    "NamespaceContract",
+    "RegisterPeriodicTasksContract",
+    "RemoveJobFromRunningContract",
+    "RetryJobContract",
+    "SetConcurrencyLimitsContract",
+]
+
+MakeBroker = Callable[[str], Broker]
+
+#: The start of the contract clock: any fixed, recent time works.
+EPOCH = 1_790_000_000.0
+
+#: Argument values that must come back exactly as they were given.
+ROUND_TRIP_VALUES: list[Any] = [
+    [],
+    {},
+    [[1, [2, [3, []]]], {"a": [{}]}],
+    2**60,
+    -(2**63),
+    1 / 3,
+    1e-300,
+    "héllo wörld ✓ 日本語 \U0001f600",
+    "x" * 100_000,
+    None,
+    True,
+    "",
+]
+
+
+def _noop() -> None:
+    """Stands for a task function."""
+
+
+class _Base:
+    """Fixtures and helpers shared by the contract classes."""
+
+    @pytest.fixture
+    def clock(self) -> ManualClock:
+        return ManualClock(EPOCH)
+
+    @pytest.fixture
+    def make_broker(self, clock: ManualClock) -> MakeBroker:
+        raise NotImplementedError(
+            "Bind the contract to a broker: override the make_broker fixture "
+            "(see the docstring of spinach.testing.contract)"
+        )
+
+    @pytest.fixture
+    def namespace(self) -> str:
+        return f"contract-{uuid.uuid4().hex[:8]}"
+
+    @pytest.fixture
+    def broker(self, make_broker: MakeBroker, namespace: str) -> Iterator[Broker]:
+        broker = make_broker(namespace)
+        yield broker
+        broker.flush()
+
+    @staticmethod
+    def job(
+        clock: ManualClock,
+        task_name: str = "task",
+        queue: str = "q",
+        delay: float = 0,
+        max_retries: int = 0,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Job:
+        at = clock.now() + timedelta(seconds=delay)
+        return Job(task_name, queue, at, max_retries, args, kwargs)
+
+    @staticmethod
+    def task(name: str, **settings: Any) -> Task:
+        settings.setdefault("queue", "q")
+        settings.setdefault("max_retries", 1)
+        settings.setdefault("periodicity", None)
+        return Task(_noop, name, **settings)
+
+    @staticmethod
+    def ids(jobs: list[Job]) -> list[uuid.UUID]:
+        return [job.id for job in jobs]
+
+
+class EnqueueJobsContract(_Base):
+    """:meth:`Broker.enqueue_jobs`."""
+
+    def test_ready_jobs_are_handed_out_in_fifo_order(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Ready jobs come out in the order they were enqueued, across calls."""
+        jobs = [self.job(clock, args=(i,)) for i in range(5)]
+        broker.enqueue_jobs(jobs[:2])
+        broker.enqueue_jobs(jobs[2:])
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == self.ids(jobs)
+
+    def test_future_job_is_kept_aside(self, broker: Broker, clock: ManualClock) -> None:
+        """A job whose time has not come is stored but not handed out."""
+        broker.enqueue_jobs([self.job(clock, delay=60)])
+        assert broker.get_jobs_from_queue("q", 10) == []
+        counts = broker.count_jobs()
+        assert (counts.queued, counts.future, counts.running) == ({}, 1, 0)
+
+    def test_enqueue_is_idempotent(self, broker: Broker, clock: ManualClock) -> None:
+        """Enqueuing a job again (a retried call) does not store it twice."""
+        ready, future = self.job(clock), self.job(clock, delay=60)
+        broker.enqueue_jobs([ready, future])
+        broker.enqueue_jobs([ready, future])
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [ready.id]
+        broker.enqueue_jobs([ready])
+        assert broker.get_jobs_from_queue("q", 10) == []
+        assert broker.count_jobs().future == 1
+
+    def test_jobs_go_to_their_own_queue(self, broker: Broker, clock: ManualClock) -> None:
+        """Each job is handed out only from its own queue."""
+        a, b = self.job(clock, queue="a"), self.job(clock, queue="b")
+        broker.enqueue_jobs([a, b])
+        assert self.ids(broker.get_jobs_from_queue("b", 10)) == [b.id]
+        assert self.ids(broker.get_jobs_from_queue("a", 10)) == [a.id]
+
+    def test_empty_batch_is_accepted(self, broker: Broker) -> None:
+        """Enqueuing no job stores nothing and does not fail."""
+        broker.enqueue_jobs([])
+        assert broker.count_jobs().queued == {}
+
+
+class GetJobsFromQueueContract(_Base):
+    """:meth:`Broker.get_jobs_from_queue`."""
+
+    def test_empty_queue_gives_empty_list(self, broker: Broker) -> None:
+        """Nothing to hand out is an empty list."""
+        assert broker.get_jobs_from_queue("q", 10) == []
+
+    def test_max_jobs_is_respected(self, broker: Broker, clock: ManualClock) -> None:
+        """At most max_jobs jobs are handed out; the others stay queued."""
+        broker.enqueue_jobs([self.job(clock) for _ in range(5)])
+        assert len(broker.get_jobs_from_queue("q", 3)) == 3
+        assert broker.count_jobs().queued == {"q": 2}
+        assert len(broker.get_jobs_from_queue("q", 3)) == 2
+
+    def test_handed_out_jobs_are_running(self, broker: Broker, clock: ManualClock) -> None:
+        """A handed-out job has status RUNNING, a token, and counts as running."""
+        job = self.job(clock, max_retries=3)
+        broker.enqueue_jobs([job])
+        (got,) = broker.get_jobs_from_queue("q", 1)
+        assert got.status is JobStatus.RUNNING
+        assert got.handout_token
+        assert (got.id, got.task_name, got.max_retries, got.at) == (
+            job.id,
+            job.task_name,
+            3,
+            job.at,
+        )
+        assert broker.count_jobs().running == 1
+
+    @pytest.mark.parametrize("value", ROUND_TRIP_VALUES, ids=lambda v: type(v).__name__)
+    def test_arguments_round_trip_exactly(
+        self, broker: Broker, clock: ManualClock, value: Any
+    ) -> None:
+        """Arguments come back equal and of the same types, whatever their content."""
+        job = self.job(clock, args=(value, [value]), kwargs={"k": value, "ü": {"n": value}})
+        broker.enqueue_jobs([job])
+        (got,) = broker.get_jobs_from_queue("q", 1)
+        assert got.task_args == (value, [value])
+        assert got.task_kwargs == {"k": value, "ü": {"n": value}}
+        assert repr(got.task_args) == repr((value, [value]))
+
+    def test_each_job_is_handed_out_once_to_racing_consumers(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Consumers fetching at once, from separate broker objects, never share a job."""
+        jobs = [self.job(clock, args=(i,)) for i in range(400)]
+        broker.enqueue_jobs(jobs)
+        consumers = [make_broker(broker.namespace) for _ in range(4)]
+        got: list[list[Job]] = [[] for _ in consumers]
+        start = threading.Barrier(len(consumers))
+
+        def consume(index: int) -> None:
+            start.wait()
+            while batch := consumers[index].get_jobs_from_queue("q", 3):
+                got[index].extend(batch)
+
+        threads = [threading.Thread(target=consume, args=(i,)) for i in range(len(consumers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        handed = [job.id for batch in got for job in batch]
+        assert sorted(handed) == sorted(job.id for job in jobs)
+
+
+class RemoveJobFromRunningContract(_Base):
+    """:meth:`Broker.remove_job_from_running`."""
+
+    def test_finished_job_is_forgotten(self, broker: Broker, clock: ManualClock) -> None:
+        """A finished job leaves the running jobs and is stored nowhere."""
+        broker.enqueue_jobs([self.job(clock)])
+        (job,) = broker.get_jobs_from_queue("q", 1)
+        job.status = JobStatus.SUCCEEDED
+        assert broker.remove_job_from_running(job) is RunningJobState.RECORDED
+        counts = broker.count_jobs()
+        assert (counts.queued, counts.future, counts.running) == ({}, 0, 0)
+
+    def test_second_call_changes_nothing(self, broker: Broker, clock: ManualClock) -> None:
+        """Recording the same end twice (a retried call) reports NOT_OURS the second time."""
+        broker.enqueue_jobs([self.job(clock)])
+        (job,) = broker.get_jobs_from_queue("q", 1)
+        assert broker.remove_job_from_running(job) is RunningJobState.RECORDED
+        assert broker.remove_job_from_running(job) is RunningJobState.NOT_OURS
+
+    def test_wrong_token_changes_nothing(self, broker: Broker, clock: ManualClock) -> None:
+        """A job carrying a token that is not the current one stays running."""
+        broker.enqueue_jobs([self.job(clock)])
+        (job,) = broker.get_jobs_from_queue("q", 1)
+        job.handout_token = "not-the-token"
+        assert broker.remove_job_from_running(job) is RunningJobState.NOT_OURS
+        assert broker.count_jobs().running == 1
+
+
+class RetryJobContract(_Base):
+    """:meth:`Broker.retry_job`."""
+
+    def test_retry_now_goes_to_the_tail_of_the_queue(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A job retried now is queued again after the jobs already waiting, same id."""
+        first, second = self.job(clock, max_retries=2), self.job(clock)
+        broker.enqueue_jobs([first, second])
+        (job,) = broker.get_jobs_from_queue("q", 1)
+        job.retries += 1
+        assert broker.retry_job(job) is RunningJobState.RECORDED
+        got = broker.get_jobs_from_queue("q", 10)
+        assert self.ids(got) == [second.id, first.id]
+        assert got[1].retries == 1
+
+    def test_retry_later_waits_for_its_time(self, broker: Broker, clock: ManualClock) -> None:
+        """A job retried at a later time is handed out only once that time has come."""
+        broker.enqueue_jobs([self.job(clock, max_retries=2)])
+        (job,) = broker.get_jobs_from_queue("q", 1)
+        job.retries += 1
+        job.at = clock.now() + timedelta(seconds=30)
+        broker.retry_job(job)
+        assert broker.count_jobs().future == 1
+        broker.move_future_jobs()
+        assert broker.get_jobs_from_queue("q", 1) == []
+        clock.advance(30)
+        broker.move_future_jobs()
+        assert self.ids(broker.get_jobs_from_queue("q", 1)) == [job.id]
+
+    def test_retry_with_a_stale_token_changes_nothing(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A retry recorded with a token that is no longer the job's is refused."""
+        broker.enqueue_jobs([self.job(clock, max_retries=2)])
+        (job,) = broker.get_jobs_from_queue("q", 1)
+        job.handout_token = "stale"
+        assert broker.retry_job(job) is RunningJobState.NOT_OURS
+        assert broker.is_queue_empty("q")
+        assert broker.count_jobs().running == 1
+
+
+class MoveFutureJobsContract(_Base):
+    """:meth:`Broker.move_future_jobs`."""
+
+    def test_nothing_to_move_returns_none(self, broker: Broker) -> None:
+        """With no future job and no periodic task there is no next time."""
+        assert broker.move_future_jobs() is None
+
+    def test_due_jobs_are_moved_in_time_order(self, broker: Broker, clock: ManualClock) -> None:
+        """Future jobs become ready once due, earliest first, and not before."""
+        late, early = self.job(clock, delay=20), self.job(clock, delay=10)
+        broker.enqueue_jobs([late, early])
+        assert broker.move_future_jobs() == pytest.approx(10)
+        assert broker.get_jobs_from_queue("q", 10) == []
+        clock.advance(9.9)
+        assert broker.move_future_jobs() == pytest.approx(0.1)
+        assert broker.get_jobs_from_queue("q", 10) == []
+        clock.advance(20)
+        assert broker.move_future_jobs() is None
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [early.id, late.id]
+
+    def test_moved_jobs_join_the_tail(self, broker: Broker, clock: ManualClock) -> None:
+        """A future job that became due queues after the jobs already ready."""
+        future = self.job(clock, delay=5)
+        broker.enqueue_jobs([future])
+        clock.advance(10)
+        ready = self.job(clock)
+        broker.enqueue_jobs([ready])
+        broker.move_future_jobs()
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [ready.id, future.id]
+
+
+class RegisterPeriodicTasksContract(_Base):
+    """:meth:`Broker.register_periodic_tasks`, and the jobs it leads to."""
+
+    def periodic(self, name: str = "tick", seconds: float = 60, **settings: Any) -> Task:
+        return self.task(name, periodicity=timedelta(seconds=seconds), **settings)
+
+    def test_runs_once_per_period(self, broker: Broker, clock: ManualClock) -> None:
+        """A periodic task gets one job per period, the first one period after registration."""
+        broker.register_periodic_tasks([self.periodic(max_retries=2)])
+        assert broker.move_future_jobs() == pytest.approx(60)
+        assert broker.get_jobs_from_queue("q", 10) == []
+        clock.advance(60)
+        broker.move_future_jobs()
+        broker.move_future_jobs()
+        (job,) = broker.get_jobs_from_queue("q", 10)
+        assert (job.task_name, job.queue, job.max_retries) == ("tick", "q", 2)
+        clock.advance(59)
+        broker.move_future_jobs()
+        assert broker.get_jobs_from_queue("q", 10) == []
+        clock.advance(1)
+        broker.move_future_jobs()
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+
+    def test_lost_time_is_not_made_up(self, broker: Broker, clock: ManualClock) -> None:
+        """After ten periods without anyone looking, one job runs, not ten."""
+        broker.register_periodic_tasks([self.periodic()])
+        clock.advance(600)
+        broker.move_future_jobs()
+        assert len(broker.get_jobs_from_queue("q", 100)) == 1
+        assert broker.move_future_jobs() == pytest.approx(60)
+
+    def test_registering_again_keeps_the_schedule(self, broker: Broker, clock: ManualClock) -> None:
+        """A worker restarting with the same task does not push its next run back."""
+        broker.register_periodic_tasks([self.periodic()])
+        clock.advance(50)
+        broker.register_periodic_tasks([self.periodic()])
+        assert broker.move_future_jobs() == pytest.approx(10)
+
+    def test_changed_periodicity_reschedules(self, broker: Broker, clock: ManualClock) -> None:
+        """A new periodicity starts a new schedule, one new period from now."""
+        broker.register_periodic_tasks([self.periodic(seconds=3600)])
+        clock.advance(10)
+        broker.register_periodic_tasks([self.periodic(seconds=5)])
+        assert broker.move_future_jobs() == pytest.approx(5)
+
+    def test_unregistered_task_stops_running(self, broker: Broker, clock: ManualClock) -> None:
+        """A periodic task left out of a registration gets no more jobs."""
+        broker.register_periodic_tasks([self.periodic("a"), self.periodic("b")])
+        broker.register_periodic_tasks([self.periodic("b"), self.task("a")])
+        clock.advance(60)
+        broker.move_future_jobs()
+        assert [job.task_name for job in broker.get_jobs_from_queue("q", 10)] == ["b"]
+
+    def test_never_duplicated_by_racing_workers(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Many workers moving future jobs at once create one job per period."""
+        brokers = [make_broker(broker.namespace) for _ in range(4)]
+        for other in brokers:
+            other.register_periodic_tasks([self.periodic()])
+        clock.advance(60)
+        start = threading.Barrier(len(brokers))
+
+        def move(other: Broker) -> None:
+            start.wait()
+            for _ in range(20):
+                other.move_future_jobs()
+
+        threads = [threading.Thread(target=move, args=(b,)) for b in brokers]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(broker.get_jobs_from_queue("q", 100)) == 1
+
+
+class SetConcurrencyLimitsContract(_Base):
+    """:meth:`Broker.set_concurrency_limits`."""
+
+    def test_limit_holds(self, broker: Broker, clock: ManualClock) -> None:
+        """No more jobs of a task run at once than its limit."""
+        broker.set_concurrency_limits([self.task("task", max_concurrency=2)])
+        broker.enqueue_jobs([self.job(clock) for _ in range(5)])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 2
+        assert broker.get_jobs_from_queue("q", 10) == []
+        assert broker.count_jobs().queued == {"q": 3}
+        assert not broker.is_queue_empty("q")
+
+    def test_limit_holds_across_brokers(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """The limit counts the jobs running in every worker of the namespace."""
+        broker.set_concurrency_limits([self.task("task", max_concurrency=2)])
+        broker.enqueue_jobs([self.job(clock) for _ in range(5)])
+        other = make_broker(broker.namespace)
+        assert len(broker.get_jobs_from_queue("q", 1)) == 1
+        assert len(other.get_jobs_from_queue("q", 10)) == 1
+        assert broker.get_jobs_from_queue("q", 10) == []
+
+    @pytest.mark.parametrize("outcome", ["succeeded", "failed", "retried"])
+    def test_ended_job_frees_its_slot(
+        self, broker: Broker, clock: ManualClock, outcome: str
+    ) -> None:
+        """A job that succeeded, failed or went back for a retry frees its slot."""
+        broker.set_concurrency_limits([self.task("task", max_concurrency=1)])
+        first, second = self.job(clock, max_retries=1), self.job(clock, max_retries=1)
+        broker.enqueue_jobs([first, second])
+        (job,) = broker.get_jobs_from_queue("q", 10)
+        if outcome == "retried":
+            job.retries += 1
+            job.at = clock.now() + timedelta(seconds=60)
+            broker.retry_job(job)
+        else:
+            job.status = JobStatus.SUCCEEDED if outcome == "succeeded" else JobStatus.FAILED
+            broker.remove_job_from_running(job)
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [second.id]
+
+    def test_blocked_jobs_keep_order_and_do_not_block_others(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Jobs behind a limit keep their order; other tasks' jobs pass them."""
+        broker.set_concurrency_limits([self.task("a", max_concurrency=1)])
+        a1, a2, b1, a3, b2 = (self.job(clock, name) for name in ["a", "a", "b", "a", "b"])
+        broker.enqueue_jobs([a1, a2, b1, a3, b2])
+        got = broker.get_jobs_from_queue("q", 10)
+        assert self.ids(got) == [a1.id, b1.id, b2.id]
+        for job in got:
+            broker.remove_job_from_running(job)
+        c1 = self.job(clock, "a")
+        broker.enqueue_jobs([c1])
+        (job,) = broker.get_jobs_from_queue("q", 10)
+        assert job.id == a2.id
+        broker.remove_job_from_running(job)
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [a3.id]
+
+    def test_unblocked_job_keeps_its_place_among_others(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Once its slot frees, a blocked job is handed out before later jobs of other tasks."""
+        broker.set_concurrency_limits([self.task("a", max_concurrency=1)])
+        a1, a2 = self.job(clock, "a"), self.job(clock, "a")
+        broker.enqueue_jobs([a1, a2])
+        (running,) = broker.get_jobs_from_queue("q", 10)
+        b1 = self.job(clock, "b")
+        broker.enqueue_jobs([b1])
+        broker.remove_job_from_running(running)
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [a2.id, b1.id]
+
+    def test_removing_a_limit_releases_blocked_jobs(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Limits not given again are lifted."""
+        broker.set_concurrency_limits([self.task("task", max_concurrency=1)])
+        broker.enqueue_jobs([self.job(clock) for _ in range(3)])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+        broker.set_concurrency_limits([self.task("task")])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 2
+
+
+class AdoptJobsOfDeadWorkersContract(_Base):
+    """:meth:`Broker.heartbeat`, :meth:`Broker.deregister_worker` and
+    :meth:`Broker.adopt_jobs_of_dead_workers`."""
+
+    def test_jobs_of_a_live_worker_are_left_alone(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A worker that heartbeats within the threshold keeps its jobs."""
+        other = make_broker(broker.namespace)
+        other.heartbeat()
+        broker.heartbeat()
+        broker.enqueue_jobs([self.job(clock)])
+        assert len(other.get_jobs_from_queue("q", 1)) == 1
+        clock.advance(9)
+        assert broker.adopt_jobs_of_dead_workers(10) == []
+
+    def test_jobs_of_a_dead_worker_are_adopted(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Past the threshold, a silent worker's jobs move to the adopter with new tokens."""
+        dead = make_broker(broker.namespace)
+        dead.heartbeat()
+        broker.enqueue_jobs([self.job(clock, max_retries=1), self.job(clock)])
+        taken = dead.get_jobs_from_queue("q", 2)
+        clock.advance(11)
+        broker.heartbeat()
+        adopted = broker.adopt_jobs_of_dead_workers(10)
+        assert sorted(self.ids(adopted)) == sorted(self.ids(taken))
+        assert all(job.status is JobStatus.RUNNING for job in adopted)
+        assert broker.adopt_jobs_of_dead_workers(10) == []
+        # The dead worker comes back: its outcomes are refused...
+        assert dead.remove_job_from_running(taken[0]) is RunningJobState.NOT_OURS
+        assert dead.retry_job(taken[1]) is RunningJobState.NOT_OURS
+        # ...while the adopter's are recorded.
+        for job in adopted:
+            assert broker.remove_job_from_running(job) is RunningJobState.RECORDED
+        assert broker.count_jobs().running == 0
+
+    def test_adopted_jobs_keep_their_slots(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Adopting a job does not free its concurrency slot; ending it does."""
+        broker.set_concurrency_limits([self.task("task", max_concurrency=1)])
+        dead = make_broker(broker.namespace)
+        dead.heartbeat()
+        broker.enqueue_jobs([self.job(clock), self.job(clock)])
+        assert len(dead.get_jobs_from_queue("q", 10)) == 1
+        clock.advance(11)
+        broker.heartbeat()
+        (adopted,) = broker.adopt_jobs_of_dead_workers(10)
+        assert broker.get_jobs_from_queue("q", 10) == []
+        broker.remove_job_from_running(adopted)
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+
+    def test_deregistered_worker_jobs_are_adopted_at_once(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A worker that deregistered with running jobs leaves them without a timeout."""
+        leaving = make_broker(broker.namespace)
+        leaving.heartbeat()
+        broker.heartbeat()
+        broker.enqueue_jobs([self.job(clock)])
+        leaving.get_jobs_from_queue("q", 1)
+        leaving.deregister_worker()
+        assert len(broker.adopt_jobs_of_dead_workers(10)) == 1
+
+    def test_worker_that_never_heartbeated_is_dead(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Running jobs of an unknown worker are adopted."""
+        ghost = make_broker(broker.namespace)
+        broker.heartbeat()
+        broker.enqueue_jobs([self.job(clock)])
+        ghost.get_jobs_from_queue("q", 1)
+        assert len(broker.adopt_jobs_of_dead_workers(10)) == 1
+
+
+class CountJobsContract(_Base):
+    """:meth:`Broker.count_jobs` and :meth:`Broker.is_queue_empty`."""
+
+    def test_counts_by_state(self, broker: Broker, clock: ManualClock) -> None:
+        """Ready, future and running jobs are counted where they are."""
+        broker.enqueue_jobs(
+            [self.job(clock, queue="a"), self.job(clock, queue="a"), self.job(clock, queue="b")]
+        )
+        broker.enqueue_jobs([self.job(clock, delay=5)])
+        broker.get_jobs_from_queue("a", 1)
+        counts = broker.count_jobs()
+        assert (counts.queued, counts.future, counts.running) == ({"a": 1, "b": 1}, 1, 1)
+        assert not broker.is_queue_empty("a")
+        assert broker.is_queue_empty("q")
+
+
+class FlushContract(_Base):
+    """:meth:`Broker.flush`."""
+
+    def test_flush_empties_only_its_namespace(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Flushing removes every job of the namespace and nothing of another."""
+        other = make_broker(f"{broker.namespace}-other")
+        for b in (broker, other):
+            b.enqueue_jobs([self.job(clock), self.job(clock, delay=5)])
+            b.register_periodic_tasks([self.task("tick", periodicity=timedelta(seconds=5))])
+        broker.get_jobs_from_queue("q", 1)
+        broker.flush()
+        counts = broker.count_jobs()
+        assert (counts.queued, counts.future, counts.running) == ({}, 0, 0)
+        assert broker.move_future_jobs() is None
+        other_counts = other.count_jobs()
+        assert (other_counts.queued, other_counts.future) == ({"q": 1}, 1)
+        assert other.move_future_jobs() == pytest.approx(5)
+        other.flush()
+
+
+class NamespaceContract(_Base):
+    """Namespaces sharing one storage do not see each other."""
+
+    def test_namespaces_are_isolated(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Jobs, periodic tasks, limits and workers of one namespace stay in it."""
+        other = make_broker(f"{broker.namespace}-other")
+        broker.set_concurrency_limits([self.task("task", max_concurrency=1)])
+        broker.register_periodic_tasks([self.task("tick", periodicity=timedelta(seconds=5))])
+        broker.enqueue_jobs([self.job(clock), self.job(clock, delay=1)])
+        assert other.get_jobs_from_queue("q", 10) == []
+        assert other.move_future_jobs() is None
+        other.enqueue_jobs([self.job(clock), self.job(clock)])
+        assert len(other.get_jobs_from_queue("q", 10)) == 2
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+        clock.advance(60)
+        third = make_broker(other.namespace)
+        assert len(third.adopt_jobs_of_dead_workers(10)) == 2
+        assert broker.count_jobs().running == 1
+        other.flush()
+
+
+class BrokerContract(
+    EnqueueJobsContract,
+    GetJobsFromQueueContract,
+    RemoveJobFromRunningContract,
+    RetryJobContract,
+    MoveFutureJobsContract,
+    RegisterPeriodicTasksContract,
+    SetConcurrencyLimitsContract,
+    AdoptJobsOfDeadWorkersContract,
+    CountJobsContract,
+    FlushContract,
+    NamespaceContract,
+):
+    """The whole broker contract; subclass it and provide ``make_broker``."""

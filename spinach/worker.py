@@ -1,0 +1,237 @@
+"""Workers: run the jobs an engine hands them, in threads or on an event loop.
+
+Workers know nothing of brokers. They run a job, settle its outcome (see
+:mod:`spinach._outcome`), send the job signals from the thread or task that
+ran it, and hand the job back to the engine, which records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Callable
+
+from typing_extensions import override
+
+from . import signals
+from ._outcome import settle
+from .clock import Clock, SystemClock
+from .exc import ConfigurationError
+from .job import Job, JobStatus
+
+__all__ = ["AsyncioWorkers", "ThreadWorkers", "Workers"]
+
+logger = logging.getLogger(__name__)
+
+
+class Workers(ABC):
+    """A pool of ``num_workers`` workers of one namespace.
+
+    Args:
+        num_workers: how many jobs may run at once.
+        namespace: namespace of the engine, the sender of the signals.
+        clock: where retries read the time; the engine passes its broker's.
+        on_job_done: called (from the worker) each time a job ran.
+    """
+
+    #: Whether the task functions these workers call are ``async def``.
+    runs_coroutines = False
+
+    def __init__(
+        self,
+        num_workers: int,
+        namespace: str,
+        *,
+        clock: Clock | None = None,
+        on_job_done: Callable[[], None] | None = None,
+    ) -> None:
+        if not isinstance(num_workers, int) or num_workers < 1:
+            raise ConfigurationError(
+                f"the number of workers must be 1 or more, got {num_workers!r}"
+            )
+        self._num_workers = num_workers
+        self._namespace = namespace
+        self._clock = clock if clock is not None else SystemClock()
+        self._on_job_done = on_job_done
+        self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    @property
+    def num_workers(self) -> int:
+        """How many jobs may run at once."""
+        return self._num_workers
+
+    @property
+    def available_slots(self) -> int:
+        """How many more jobs can be submitted now."""
+        with self._lock:
+            return self._num_workers - self._in_flight
+
+    def submit_job(self, job: Job) -> None:
+        """Hand a job (with its ``task_func`` set) to a free worker."""
+        with self._lock:
+            self._in_flight += 1
+        self._submit(job)
+
+    def collect_finished(self) -> list[Job]:
+        """Return the jobs that ran since the last call, freeing their slots."""
+        jobs: list[Job] = []
+        while True:
+            try:
+                jobs.append(self._done.get_nowait())
+            except queue.Empty:
+                break
+        if jobs:
+            with self._lock:
+                self._in_flight -= len(jobs)
+        return jobs
+
+    def _worker_name(self, index: int) -> str:
+        return f"{self._namespace}-worker-{index}"
+
+    def _started(self, job: Job) -> float:
+        job.status = JobStatus.RUNNING
+        signals.job_started.send(self._namespace, job=job)
+        logger.info("Starting execution of %s", job)
+        return time.monotonic()
+
+    def _ran(self, job: Job, started: float, err: BaseException | None) -> None:
+        settle(self._namespace, job, time.monotonic() - started, err, self._clock.now())
+        signals.job_finished.send(self._namespace, job=job)
+        self._done.put(job)
+        if self._on_job_done is not None:
+            self._on_job_done()
+
+    @abstractmethod
+    def _submit(self, job: Job) -> None:
+        """Pass a job to the workers."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Let every submitted job run to its end, then stop the workers."""
+
+
+class ThreadWorkers(Workers):
+    """Workers running plain ``def`` tasks, one thread each, named ``{ns}-worker-{i}``."""
+
+    def __init__(
+        self,
+        num_workers: int,
+        namespace: str,
+        *,
+        clock: Clock | None = None,
+        on_job_done: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(num_workers, namespace, clock=clock, on_job_done=on_job_done)
+        self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(
+                target=self._work,
+                args=(self._worker_name(i),),
+                name=self._worker_name(i),
+                daemon=True,
+            )
+            for i in range(1, num_workers + 1)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @override
+    def _submit(self, job: Job) -> None:
+        self._queue.put(job)
+
+    def _work(self, worker_name: str) -> None:
+        signals.worker_started.send(self._namespace, worker_name=worker_name)
+        while True:
+            job = self._queue.get()
+            if job is None:
+                break
+            started = self._started(job)
+            err: BaseException | None = None
+            try:
+                job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
+            except BaseException as e:
+                err = e
+            self._ran(job, started, err)
+        signals.worker_terminated.send(self._namespace, worker_name=worker_name)
+
+    @override
+    def stop(self) -> None:
+        for _ in self._threads:
+            self._queue.put(None)
+        for thread in self._threads:
+            thread.join()
+
+
+class AsyncioWorkers(Workers):
+    """Workers running ``async def`` tasks: one thread with an event loop and
+    ``num_workers`` worker coroutines, named ``{ns}-worker-{i}``."""
+
+    runs_coroutines = True
+
+    def __init__(
+        self,
+        num_workers: int,
+        namespace: str,
+        *,
+        clock: Clock | None = None,
+        on_job_done: Callable[[], None] | None = None,
+    ) -> None:
+        super().__init__(num_workers, namespace, clock=clock, on_job_done=on_job_done)
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._queue: asyncio.Queue[Job | None] | None = None
+        self._thread = threading.Thread(
+            target=self._run_loop, name=f"{namespace}-asyncio-workers", daemon=True
+        )
+        self._thread.start()
+        self._ready.wait()
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._main())
+        finally:
+            self._loop.close()
+
+    async def _main(self) -> None:
+        self._queue = asyncio.Queue()
+        self._ready.set()
+        await asyncio.gather(
+            *(self._work(self._worker_name(i)) for i in range(1, self._num_workers + 1))
+        )
+
+    async def _work(self, worker_name: str) -> None:
+        assert self._queue is not None
+        signals.worker_started.send(self._namespace, worker_name=worker_name)
+        while True:
+            job = await self._queue.get()
+            if job is None:
+                break
+            started = self._started(job)
+            err: Exception | None = None
+            try:
+                await job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
+            except Exception as e:
+                err = e
+            self._ran(job, started, err)
+        signals.worker_terminated.send(self._namespace, worker_name=worker_name)
+
+    def _put(self, item: Any) -> None:
+        assert self._queue is not None
+        self._queue.put_nowait(item)
+
+    @override
+    def _submit(self, job: Job) -> None:
+        self._loop.call_soon_threadsafe(self._put, job)
+
+    @override
+    def stop(self) -> None:
+        for _ in range(self._num_workers):
+            self._loop.call_soon_threadsafe(self._put, None)
+        self._thread.join()
