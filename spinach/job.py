@@ -186,7 +186,7 @@ def _check_value(task_name: str, path: str, value: Any) -> None:
     if kind is dict:
         for key, item in value.items():
             if type(key) is not str:
-                _reject(task_name, path, key, "JSON object keys must be str")
+                _reject(task_name, path, value, f"key {key!r} is not a str, as JSON keys must be")
             _check_value(task_name, f"{path}[{key!r}]", item)
         return
     _reject(task_name, path, value, f"{kind.__name__} is not a JSON type")

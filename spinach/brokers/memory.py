@@ -138,6 +138,11 @@ class MemoryBroker(Broker):
         """The storage of this broker."""
         return self._store
 
+    def _now(self) -> float:
+        # Through a datetime, so that it compares exactly with job times,
+        # which have microsecond precision.
+        return self.now().timestamp()
+
     def _ns(self) -> _Namespace:
         return self._store.namespace(self.namespace)
 
@@ -160,7 +165,7 @@ class MemoryBroker(Broker):
         payloads = [job.serialize() for job in jobs]
         with self._store.lock:
             ns = self._ns()
-            now = self._clock.time()
+            now = self._now()
             for job, payload in zip(jobs, payloads):
                 if str(job.id) not in ns.payloads:
                     self._store_job(ns, job, payload, now)
@@ -231,7 +236,7 @@ class MemoryBroker(Broker):
             ns = self._ns()
             if not self._end_running(ns, job):
                 return RunningJobState.NOT_OURS
-            self._store_job(ns, job, payload, self._clock.time())
+            self._store_job(ns, job, payload, self._now())
         self._store.notify(self.namespace)
         return RunningJobState.RECORDED
 
@@ -240,7 +245,7 @@ class MemoryBroker(Broker):
         moved = False
         with self._store.lock:
             ns = self._ns()
-            now = self._clock.time()
+            now = self._now()
             while ns.future and ns.future[0][0] <= now:
                 _, _, job_id = heapq.heappop(ns.future)
                 job = Job.deserialize(ns.payloads[job_id])
@@ -269,7 +274,7 @@ class MemoryBroker(Broker):
     def register_periodic_tasks(self, tasks: Collection[Task]) -> None:
         with self._store.lock:
             ns = self._ns()
-            now = self._clock.time()
+            now = self._now()
             registered: dict[str, _Periodic] = {}
             for task in tasks:
                 if task.periodicity is None:
@@ -301,7 +306,7 @@ class MemoryBroker(Broker):
     @override
     def heartbeat(self) -> None:
         with self._store.lock:
-            self._ns().workers[self.worker_id] = self._clock.time()
+            self._ns().workers[self.worker_id] = self._now()
 
     @override
     def deregister_worker(self) -> None:
@@ -313,7 +318,7 @@ class MemoryBroker(Broker):
         adopted: list[Job] = []
         with self._store.lock:
             ns = self._ns()
-            now = self._clock.time()
+            now = self._now()
             dead = {w for w, beat in ns.workers.items() if now - beat > dead_after}
             for job_id, running in ns.running.items():
                 owner = running.worker_id

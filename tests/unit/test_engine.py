@@ -1,0 +1,588 @@
+"""Engine and workers end to end on the MemoryBroker: runs, retries, signals, stops."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import timedelta, timezone
+from typing import Any
+
+import pytest
+
+from spinach import AbortException, Engine, MemoryBroker, RetryException, signals
+from spinach.brokers.base import RunningJobState
+from spinach.brokers.memory import MemoryStore
+from spinach.clock import ManualClock
+from spinach.exc import ConfigurationError, UnknownTask, WorkerDiedError, WorkersError
+from spinach.job import Job, JobStatus
+from spinach.testing import wait_for
+
+from .conftest import Recorder
+
+
+class Runs:
+    """Counts the runs of tasks, thread-safely."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.lock = threading.Lock()
+
+    def add(self, name: str, *args: Any) -> None:
+        with self.lock:
+            self.calls.append((name, args))
+
+    def count(self, name: str) -> int:
+        with self.lock:
+            return sum(1 for n, _ in self.calls if n == name)
+
+
+@pytest.fixture
+def runs() -> Runs:
+    return Runs()
+
+
+def all_done(broker: MemoryBroker) -> bool:
+    counts = broker.count_jobs()
+    return not counts.queued and not counts.future and not counts.running
+
+
+def advance(clock: ManualClock, broker: MemoryBroker, seconds: float) -> None:
+    clock.advance(seconds)
+    broker.wake_up()
+
+
+class TestRunning:
+    def test_scheduled_jobs_run_once_each(
+        self, engine: Engine, broker: MemoryBroker, runs: Runs
+    ) -> None:
+        """Every scheduled job runs exactly once, with its arguments."""
+
+        @engine.task(name="record")
+        def record(i: int, *, tag: str) -> None:
+            runs.add("record", i, tag)
+
+        for i in range(20):
+            engine.schedule(record, i, tag="x")
+        engine.start_workers(number=3, block=False)
+        wait_for(lambda: all_done(broker))
+        assert sorted(args for _, args in runs.calls) == [(i, "x") for i in range(20)]
+
+    def test_stop_when_queue_empty_keeps_future_jobs_and_retries(
+        self, engine: Engine, broker: MemoryBroker, clock: ManualClock, runs: Runs
+    ) -> None:
+        """Workers stop once the queue is empty; pending retries and future jobs stay stored."""
+
+        @engine.task(name="flaky", max_retries=1)
+        def flaky() -> None:
+            runs.add("flaky")
+            raise ValueError("boom")
+
+        engine.schedule(flaky)
+        engine.schedule_at(flaky, clock.now() + timedelta(hours=1))
+        engine.start_workers(number=2, stop_when_queue_empty=True)
+        assert runs.count("flaky") == 1
+        counts = broker.count_jobs()
+        assert (counts.queued, counts.future, counts.running) == ({}, 2, 0)
+
+    def test_workers_threads_are_named(
+        self, engine: Engine, broker: MemoryBroker, namespace: str
+    ) -> None:
+        """Thread workers are named {namespace}-worker-{i}, i from 1."""
+        names: list[str] = []
+
+        @engine.task(name="who")
+        def who() -> None:
+            names.append(threading.current_thread().name)
+
+        received: list[str] = []
+
+        def on_start(sender: str, worker_name: str) -> None:
+            received.append(worker_name)
+
+        signals.worker_started.connect(on_start, sender=namespace, weak=False)
+        try:
+            engine.schedule(who)
+            engine.start_workers(number=2, stop_when_queue_empty=True)
+        finally:
+            signals.worker_started.disconnect(on_start, sender=namespace)
+        assert sorted(received) == [f"{namespace}-worker-1", f"{namespace}-worker-2"]
+        assert names[0] in received
+
+    def test_task_calling_sys_exit_does_not_kill_its_worker(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder, runs: Runs
+    ) -> None:
+        """A task raising SystemExit fails its job; the worker goes on with the next one."""
+
+        @engine.task(name="quit")
+        def quit_() -> None:
+            sys.exit(3)
+
+        @engine.task(name="after")
+        def after() -> None:
+            runs.add("after")
+
+        engine.schedule(quit_)
+        engine.schedule(after)
+        engine.start_workers(number=1, stop_when_queue_empty=True)
+        assert runs.count("after") == 1
+        (failed,) = recorder.named("job_failed")
+        assert isinstance(failed.err, SystemExit)
+
+
+class TestRetries:
+    def test_retried_until_max_retries_then_failed(
+        self, engine: Engine, broker: MemoryBroker, clock: ManualClock, recorder: Recorder
+    ) -> None:
+        """A failing at-least-once job runs max_retries + 1 times with backoff, then fails."""
+        retry_delays: list[float] = []
+
+        @engine.task(name="fail", max_retries=2)
+        def fail() -> None:
+            raise ValueError("always")
+
+        def on_retry(sender: str, job: Job, err: BaseException) -> None:
+            retry_delays.append((job.at - clock.now()).total_seconds())
+
+        signals.job_schedule_retry.connect(on_retry, sender=engine.namespace, weak=False)
+        try:
+            job = engine.schedule(fail)
+            engine.start_workers(number=2, block=False)
+            wait_for(lambda: len(recorder.named("job_schedule_retry")) == 1)
+            advance(clock, broker, 6)
+            wait_for(lambda: len(recorder.named("job_schedule_retry")) == 2)
+            advance(clock, broker, 12)
+            wait_for(lambda: recorder.named("job_failed"))
+        finally:
+            signals.job_schedule_retry.disconnect(on_retry, sender=engine.namespace)
+        assert recorder.of(job.id) == [
+            "job_started",
+            "job_schedule_retry",
+            "job_finished",
+            "job_started",
+            "job_schedule_retry",
+            "job_finished",
+            "job_started",
+            "job_failed",
+            "job_finished",
+        ]
+        assert 3 <= retry_delays[0] <= 6
+        assert 6 <= retry_delays[1] <= 12
+        (failed,) = recorder.named("job_failed")
+        assert failed.retries == 2
+        assert isinstance(failed.err, ValueError)
+        wait_for(lambda: all_done(broker))
+
+    @pytest.mark.parametrize("aware", [False, True])
+    def test_retry_exception_at(
+        self,
+        engine: Engine,
+        broker: MemoryBroker,
+        clock: ManualClock,
+        recorder: Recorder,
+        aware: bool,
+    ) -> None:
+        """RetryException(at=...) retries at that time; a naive `at` is UTC."""
+        at = clock.now() + timedelta(seconds=30)
+        at = at.astimezone(timezone(timedelta(hours=-5))) if aware else at.replace(tzinfo=None)
+        seen: list[Any] = []
+
+        @engine.task(name="later", max_retries=1)
+        def later() -> None:
+            if not seen:
+                seen.append(1)
+                raise RetryException("not yet", at=at)
+
+        def on_retry(sender: str, job: Job, err: BaseException) -> None:
+            seen.append(job.at)
+
+        signals.job_schedule_retry.connect(on_retry, sender=engine.namespace, weak=False)
+        try:
+            job = engine.schedule(later)
+            engine.start_workers(number=1, block=False)
+            wait_for(lambda: broker.count_jobs().future == 1)
+            assert seen[1] == at.replace(tzinfo=timezone.utc) if not aware else at
+            assert seen[1].tzinfo is timezone.utc
+            advance(clock, broker, 29)
+            advance(clock, broker, 1)
+            wait_for(lambda: recorder.of(job.id)[-1:] == ["job_finished"] and all_done(broker))
+        finally:
+            signals.job_schedule_retry.disconnect(on_retry, sender=engine.namespace)
+        assert recorder.of(job.id).count("job_started") == 2
+        assert recorder.named("job_failed") == []
+
+    def test_retry_exception_counts_against_max_retries(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """A task always asking for a retry stops after max_retries retries."""
+
+        @engine.task(name="again", max_retries=2)
+        def again() -> None:
+            raise RetryException("again", at=broker.now())
+
+        engine.schedule(again)
+        engine.start_workers(number=1, block=False)
+        wait_for(lambda: recorder.named("job_failed"))
+        assert len(recorder.named("job_started")) == 3
+
+    def test_abort_exception_fails_at_once(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """AbortException fails the job with retries left."""
+
+        @engine.task(name="abort", max_retries=5)
+        def abort() -> None:
+            raise AbortException("give up")
+
+        engine.schedule(abort)
+        engine.start_workers(number=1, stop_when_queue_empty=True)
+        assert [e.signal for e in recorder.events] == ["job_started", "job_failed", "job_finished"]
+        assert all_done(broker)
+
+    def test_at_most_once_job_never_runs_twice(
+        self, engine: Engine, broker: MemoryBroker, clock: ManualClock, recorder: Recorder
+    ) -> None:
+        """With max_retries=0 a failing job runs once and is failed."""
+
+        @engine.task(name="once")
+        def once() -> None:
+            raise ValueError("once")
+
+        engine.schedule(once)
+        engine.start_workers(number=2, stop_when_queue_empty=True)
+        advance(clock, broker, 3600)
+        assert broker.move_future_jobs() is None
+        assert [e.signal for e in recorder.events] == ["job_started", "job_failed", "job_finished"]
+        assert all_done(broker)
+
+    def test_outcomes_are_logged(
+        self, engine: Engine, broker: MemoryBroker, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """INFO for start and finish, WARNING with traceback for a retry, ERROR for a failure."""
+
+        @engine.task(name="ok")
+        def ok() -> None:
+            pass
+
+        @engine.task(name="bad", max_retries=1)
+        def bad() -> None:
+            raise KeyError("missing")
+
+        engine.schedule(ok)
+        engine.schedule(bad)
+        engine.schedule(bad)
+        with caplog.at_level(logging.INFO, logger="spinach"):
+            engine.start_workers(number=1, stop_when_queue_empty=True)
+            for job in broker.get_jobs_from_queue("spinach", 0):
+                raise AssertionError(job)
+        infos = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+        assert any(m.startswith("Starting execution of Job <ok") for m in infos)
+        assert any(m.startswith("Finished execution of Job <ok") for m in infos)
+        warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+        assert len(warnings) == 2
+        assert all(r.exc_info for r in warnings)
+        assert "retry in" in warnings[0].getMessage()
+
+
+class TestSignals:
+    def test_sender_is_the_namespace(
+        self, engine: Engine, broker: MemoryBroker, namespace: str
+    ) -> None:
+        """connect() receives every namespace's signals, connect_via(ns) only that one's."""
+        everywhere: list[str] = []
+        elsewhere: list[str] = []
+
+        def on_any(sender: str, job: Job) -> None:
+            everywhere.append(sender)
+
+        def on_other(sender: str, job: Job) -> None:
+            elsewhere.append(sender)
+
+        signals.job_finished.connect(on_any, weak=False)
+        signals.job_finished.connect(on_other, sender="another-namespace", weak=False)
+        try:
+            engine.task(lambda: None, name="noop")
+            engine.schedule("noop")
+            engine.start_workers(number=1, stop_when_queue_empty=True)
+        finally:
+            signals.job_finished.disconnect(on_any)
+            signals.job_finished.disconnect(on_other, sender="another-namespace")
+        assert everywhere == [namespace]
+        assert elsewhere == []
+
+    def test_raising_receiver_does_not_break_the_job(
+        self,
+        engine: Engine,
+        broker: MemoryBroker,
+        recorder: Recorder,
+        caplog: pytest.LogCaptureFixture,
+    ) -> None:
+        """A receiver that raises is logged; the job runs and succeeds."""
+        done: list[int] = []
+
+        def broken(sender: str, job: Job) -> None:
+            raise RuntimeError("broken receiver")
+
+        signals.job_started.connect(broken, sender=engine.namespace, weak=False)
+        try:
+            engine.task(lambda: done.append(1), name="work")
+            engine.schedule("work")
+            engine.start_workers(number=1, stop_when_queue_empty=True)
+        finally:
+            signals.job_started.disconnect(broken, sender=engine.namespace)
+        assert done == [1]
+        assert recorder.named("job_failed") == []
+        assert any(
+            r.name == "spinach.signals" and "broken receiver" in str(r.exc_info)
+            for r in caplog.records
+        )
+
+
+class TestStartAndStop:
+    def test_stop_lets_running_jobs_finish(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """stop_workers() stops fetching, waits for the running job and records it."""
+        started, release = threading.Event(), threading.Event()
+        order: list[str] = []
+
+        @engine.task(name="slow")
+        def slow() -> None:
+            started.set()
+            release.wait(10)
+            order.append("job done")
+
+        first = engine.schedule(slow)
+        engine.schedule(slow)
+        engine.start_workers(number=1, block=False)
+        assert started.wait(10)
+        stopper = threading.Thread(target=lambda: (engine.stop_workers(), order.append("stopped")))
+        stopper.start()
+        wait_for(engine._must_stop.is_set)
+        release.set()
+        stopper.join(10)
+        assert order == ["job done", "stopped"]
+        assert recorder.of(first.id) == ["job_started", "job_finished"]
+        counts = broker.count_jobs()
+        assert (counts.queued, counts.running) == ({"spinach": 1}, 0)
+
+    def test_engine_restarts(self, engine: Engine, broker: MemoryBroker, runs: Runs) -> None:
+        """Workers can be started again after a stop."""
+        engine.task(lambda: runs.add("x"), name="x")
+        engine.schedule("x")
+        engine.start_workers(number=1, stop_when_queue_empty=True)
+        engine.schedule("x")
+        engine.start_workers(number=1, block=False)
+        wait_for(lambda: runs.count("x") == 2)
+        engine.stop_workers()
+        engine.stop_workers()  # stopping stopped workers is harmless
+
+    def test_start_twice_is_an_error(self, engine: Engine) -> None:
+        """Starting running workers again says to stop them first."""
+        engine.start_workers(number=1, block=False)
+        with pytest.raises(WorkersError, match="stop_workers"):
+            engine.start_workers(number=1, block=False)
+        assert isinstance(WorkersError("x"), RuntimeError)
+
+    @pytest.mark.parametrize("number", [0, -1])
+    def test_number_must_be_positive(self, engine: Engine, number: int) -> None:
+        """start_workers(number=0) is a ValueError naming the argument."""
+        with pytest.raises(ConfigurationError, match="number"):
+            engine.start_workers(number=number, block=False)
+
+    def test_sigterm_stops_gracefully(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """With block=True, SIGTERM makes start_workers return after the running job ended."""
+        started, release = threading.Event(), threading.Event()
+
+        @engine.task(name="slow")
+        def slow() -> None:
+            started.set()
+            release.wait(10)
+
+        first = engine.schedule(slow)
+        engine.schedule(slow)
+
+        def terminate() -> None:
+            started.wait(10)
+            os.kill(os.getpid(), signal.SIGTERM)
+            wait_for(engine._must_stop.is_set)
+            release.set()
+
+        previous = signal.getsignal(signal.SIGTERM)
+        killer = threading.Thread(target=terminate)
+        killer.start()
+        engine.start_workers(number=1, block=True)
+        killer.join()
+        assert signal.getsignal(signal.SIGTERM) == previous
+        assert recorder.of(first.id) == ["job_started", "job_finished"]
+        assert broker.count_jobs().queued == {"spinach": 1}
+
+
+class TestTaskKinds:
+    def test_asyncio_workers_run_coroutines_concurrently(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """Three async jobs on three coroutine workers are all running at the same time."""
+        import asyncio
+
+        from spinach import AsyncioWorkers
+
+        state: dict[str, Any] = {"running": 0}
+
+        @engine.task(name="together")
+        async def together() -> None:
+            if "all_in" not in state:
+                state["all_in"] = asyncio.Event()
+            state["running"] += 1
+            if state["running"] == 3:
+                state["all_in"].set()
+            await asyncio.wait_for(state["all_in"].wait(), 10)
+
+        for _ in range(3):
+            engine.schedule(together)
+        engine.start_workers(number=3, workers_class=AsyncioWorkers, stop_when_queue_empty=True)
+        assert len(recorder.named("job_finished")) == 3
+        assert recorder.named("job_failed") == []
+
+    def test_plain_function_refused_by_asyncio_workers(self, engine: Engine) -> None:
+        """Starting asyncio workers on a queue with a plain def task is a clear error."""
+        from spinach import AsyncioWorkers
+        from spinach.exc import InvalidTaskTypeError
+
+        engine.task(lambda: None, name="plain")
+        with pytest.raises(InvalidTaskTypeError, match=r"'plain'.*ThreadWorkers"):
+            engine.start_workers(workers_class=AsyncioWorkers, block=False)
+
+    def test_coroutine_refused_by_thread_workers(self, engine: Engine) -> None:
+        """Starting thread workers on a queue with an async def task is a clear error."""
+        from spinach.exc import InvalidTaskTypeError
+
+        async def coro() -> None:
+            pass
+
+        engine.task(coro, name="coro")
+        with pytest.raises(InvalidTaskTypeError, match=r"'coro'.*AsyncioWorkers"):
+            engine.start_workers(block=False)
+
+    def test_plain_job_reaching_asyncio_workers_fails_without_running(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder, runs: Runs
+    ) -> None:
+        """A job of a plain def task found in an asyncio queue fails once, not run, not retried."""
+        from spinach import AsyncioWorkers
+        from spinach.exc import InvalidTaskTypeError
+
+        engine.task(lambda: runs.add("plain"), name="plain", queue="threads", max_retries=3)
+        broker.enqueue_jobs([Job("plain", "spinach", broker.now(), 3)])
+        engine.start_workers(workers_class=AsyncioWorkers, stop_when_queue_empty=True)
+        (failed,) = recorder.named("job_failed")
+        assert isinstance(failed.err, InvalidTaskTypeError)
+        assert runs.count("plain") == 0
+        assert all_done(broker)
+
+    def test_job_of_unknown_task_fails(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """A job naming a task this worker does not know fails with an error naming it."""
+        broker.enqueue_jobs([Job("ghost", "spinach", broker.now(), 3)])
+        engine.start_workers(number=1, stop_when_queue_empty=True)
+        (failed,) = recorder.named("job_failed")
+        assert isinstance(failed.err, UnknownTask)
+        assert "'ghost'" in str(failed.err)
+        assert all_done(broker)
+
+
+class TestSharedStore:
+    def test_namespaces_do_not_see_each_other(
+        self, store: MemoryStore, clock: ManualClock, runs: Runs
+    ) -> None:
+        """Two engines with different namespaces in one interpreter run only their own jobs."""
+        one = Engine(MemoryBroker(clock, store=store), "one")
+        two = Engine(MemoryBroker(clock, store=store), "two")
+        for engine in (one, two):
+            engine.task(lambda ns=engine.namespace: runs.add(ns), name="job")
+        one.schedule("job")
+        one.schedule("job")
+        two.schedule("job")
+        two.start_workers(number=2, stop_when_queue_empty=True)
+        assert runs.calls == [("two", ())]
+        one.start_workers(number=2, stop_when_queue_empty=True)
+        assert runs.count("one") == 2
+
+    def test_jobs_of_a_dead_worker_are_recovered(
+        self,
+        engine: Engine,
+        broker: MemoryBroker,
+        store: MemoryStore,
+        clock: ManualClock,
+        recorder: Recorder,
+        runs: Runs,
+    ) -> None:
+        """A dead worker's at-least-once job is re-run, its at-most-once job reported failed."""
+        engine.task(lambda: runs.add("least"), name="least", max_retries=2)
+        engine.task(lambda: runs.add("most"), name="most")
+        least, most = engine.schedule("least"), engine.schedule("most")
+        dead = MemoryBroker(clock, store=store)
+        dead.namespace = engine.namespace
+        dead.heartbeat()
+        taken = dead.get_jobs_from_queue("spinach", 2)
+        engine.start_workers(number=2, block=False)
+        advance(clock, broker, 11)
+        wait_for(lambda: runs.count("least") == 1 and recorder.named("job_failed"))
+        wait_for(lambda: all_done(broker))
+        assert runs.count("most") == 0
+        (failed,) = recorder.named("job_failed")
+        assert failed.job_id == most.id
+        assert isinstance(failed.err, WorkerDiedError)
+        assert [e.retries for e in recorder.named("job_started")] == [1]
+        assert recorder.of(least.id) == [
+            "job_schedule_retry",
+            "job_started",
+            "job_finished",
+        ]
+        # The dead worker comes back and tries to record its outcomes: refused.
+        for job in taken:
+            job.status = JobStatus.SUCCEEDED
+            assert dead.remove_job_from_running(job) is RunningJobState.NOT_OURS
+
+
+class TestPeriodicAndConcurrency:
+    def test_periodic_task_runs_once_per_period(
+        self, engine: Engine, broker: MemoryBroker, clock: ManualClock, runs: Runs
+    ) -> None:
+        """Workers schedule a periodic task themselves, once per period."""
+        engine.task(lambda: runs.add("tick"), name="tick", periodicity=timedelta(minutes=1))
+        engine.start_workers(number=2, block=False)
+        advance(clock, broker, 60)
+        wait_for(lambda: runs.count("tick") == 1)
+        advance(clock, broker, 600)
+        wait_for(lambda: runs.count("tick") == 2)
+        wait_for(lambda: broker.count_jobs().running == 0)
+        assert runs.count("tick") == 2
+
+    def test_concurrency_limit_holds_across_workers(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """A task limited to 2 never has more than 2 jobs running, even with 4 workers free."""
+        state = {"running": 0, "max": 0}
+        cond = threading.Condition()
+
+        @engine.task(name="limited", max_retries=1, max_concurrency=2)
+        def limited() -> None:
+            with cond:
+                state["running"] += 1
+                state["max"] = max(state["max"], state["running"])
+                cond.notify_all()
+                # Hold until another job runs too, to give a broken limit a chance to show.
+                cond.wait_for(lambda: state["running"] >= 3, timeout=0.2)
+                state["running"] -= 1
+
+        for _ in range(8):
+            engine.schedule(limited)
+        engine.start_workers(number=4, stop_when_queue_empty=True)
+        assert len(recorder.named("job_finished")) == 8
+        assert recorder.named("job_failed") == []
+        assert state["max"] == 2

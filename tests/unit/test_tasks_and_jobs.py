@@ -1,0 +1,298 @@
+"""Task definitions, the job model, and the checks made before anything is stored."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+
+import spinach
+from spinach import Batch, Engine, MemoryBroker, Tasks, const
+from spinach.exc import (
+    BrokerInUseError,
+    InvalidJobArgumentError,
+    InvalidJobSignatureError,
+    InvalidTaskError,
+    NotAttachedError,
+    SpinachError,
+    UnknownTask,
+)
+from spinach.job import Job, JobStatus
+from spinach.task import Task
+from spinach.utils import exponential_backoff, human_duration
+
+
+def noop(*args: Any, **kwargs: Any) -> None:
+    """Stands for a task."""
+
+
+@pytest.fixture
+def engine() -> Engine:
+    engine = Engine(MemoryBroker(), namespace="tests")
+    engine.task(noop, name="noop")
+
+    @engine.task(name="pair")
+    def pair(a: int, b: int = 0) -> None:
+        """A task with a signature to check."""
+
+    return engine
+
+
+def stored(engine: Engine) -> int:
+    counts = engine._broker.count_jobs()
+    return sum(counts.queued.values()) + counts.future + counts.running
+
+
+class TestPackage:
+    def test_exports(self) -> None:
+        """The package exports the names of Spinach 0.0.25, and a version."""
+        for name in [
+            "Engine",
+            "Tasks",
+            "Batch",
+            "RetryException",
+            "AbortException",
+            "MemoryBroker",
+            "ThreadWorkers",
+            "AsyncioWorkers",
+        ]:
+            assert name in spinach.__all__
+            assert getattr(spinach, name)
+        assert spinach.__version__ == spinach.VERSION
+
+    def test_constants(self) -> None:
+        """The defaults are those of Spinach 0.0.25."""
+        assert const.DEFAULT_QUEUE == "spinach"
+        assert const.DEFAULT_NAMESPACE == "spinach"
+        assert const.DEFAULT_MAX_RETRIES == 0
+        assert const.DEFAULT_WORKER_NUMBER == 5
+
+
+class TestTaskDefinitions:
+    def test_decorator_returns_the_function(self) -> None:
+        """@tasks.task leaves the function callable and marks it with its name."""
+        tasks = Tasks()
+
+        @tasks.task(name="double")
+        def double(x: int) -> int:
+            return 2 * x
+
+        assert double(4) == 8
+        assert double.task_name == "double"  # type: ignore[attr-defined]
+        assert tasks.get(double) is tasks.get("double") is tasks.get(tasks.get("double"))
+        assert tasks.names == ["double"]
+
+    def test_defaults_come_from_argument_then_registry_then_constants(self) -> None:
+        """Queue and max_retries: argument, else registry default, else 'spinach' and 0."""
+        plain, custom = Tasks(), Tasks(queue="q", max_retries=3)
+        plain.add(noop, "a")
+        custom.add(noop, "b")
+        custom.add(noop, "c", queue="other", max_retries=1)
+        assert (plain.get("a").queue, plain.get("a").max_retries) == ("spinach", 0)
+        assert (custom.get("b").queue, custom.get("b").max_retries) == ("q", 3)
+        assert (custom.get("c").queue, custom.get("c").max_retries) == ("other", 1)
+
+    def test_task_equality_is_by_value(self) -> None:
+        """Two tasks with the same settings are equal."""
+        assert Task(noop, "a", "q", 1, None) == Task(noop, "a", "q", 1, None)
+        assert Task(noop, "a", "q", 1, None) != Task(noop, "a", "q", 2, None)
+        assert Task(noop, "a", "q", 1, None).task_name == "a"
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"name": None}, "has no name"),
+            ({"name": "x", "queue": "_private"}, "reserved"),
+            ({"name": "x", "max_concurrency": 2}, "max_retries must be set if max_concurrency"),
+            ({"name": "x", "max_retries": 1, "max_concurrency": 0}, "1 or more"),
+            ({"name": "x", "periodicity": timedelta(milliseconds=500)}, "under the minimum"),
+            ({"name": "x", "max_retries": -1}, "max_retries must be"),
+        ],
+    )
+    def test_invalid_definitions_are_value_errors(
+        self, kwargs: dict[str, Any], message: str
+    ) -> None:
+        """A definition that cannot work is a ValueError saying what is wrong."""
+        with pytest.raises(ValueError, match=message) as raised:
+            Tasks().add(noop, **kwargs)
+        assert isinstance(raised.value, InvalidTaskError)
+
+    def test_duplicate_name(self) -> None:
+        """Registering a second task under a taken name is a ValueError."""
+        tasks = Tasks()
+        tasks.add(noop, "x")
+        with pytest.raises(ValueError, match="'x' is already registered"):
+            tasks.add(noop, "x")
+
+    def test_unknown_task_names_the_known_ones(self) -> None:
+        """Asking for a task nobody registered lists the registered ones."""
+        tasks = Tasks()
+        tasks.add(noop, "known")
+        with pytest.raises(UnknownTask, match=r"'missing'.*'known'"):
+            tasks.get("missing")
+
+    def test_registry_without_engine(self) -> None:
+        """Scheduling through a registry attached to no engine is a RuntimeError."""
+        tasks = Tasks()
+        tasks.add(noop, "x")
+        with pytest.raises(RuntimeError, match="attach_tasks") as raised:
+            tasks.schedule("x")
+        assert isinstance(raised.value, NotAttachedError)
+
+    def test_attach_to_a_second_engine_warns(self, caplog: pytest.LogCaptureFixture) -> None:
+        """A registry moved from one engine to another is logged."""
+        tasks = Tasks()
+        tasks.add(noop, "x")
+        Engine(MemoryBroker(), "one").attach_tasks(tasks)
+        with caplog.at_level(logging.WARNING, "spinach"):
+            Engine(MemoryBroker(), "two").attach_tasks(tasks)
+        assert "'one'" in caplog.text
+        assert "'two'" in caplog.text
+
+    def test_one_broker_one_engine(self) -> None:
+        """A broker given to a second engine is refused."""
+        broker = MemoryBroker()
+        Engine(broker, "one")
+        with pytest.raises(BrokerInUseError, match="broker of its own"):
+            Engine(broker, "two")
+
+
+class TestScheduleChecks:
+    @pytest.mark.parametrize(
+        ("value", "path"),
+        [
+            (datetime(2020, 1, 1), r"args\[0\]"),
+            ({1, 2}, r"args\[0\]"),
+            (object(), r"args\[0\]"),
+            ([1, {"a": date(2020, 1, 1)}], r"args\[0\]\[1\]\['a'\]"),
+            ({1: "int key"}, r"args\[0\]"),
+            (float("nan"), r"args\[0\]"),
+            (b"bytes", r"args\[0\]"),
+        ],
+        ids=["datetime", "set", "object", "nested-date", "int-key", "nan", "bytes"],
+    )
+    def test_non_json_argument(self, engine: Engine, value: Any, path: str) -> None:
+        """A non-JSON argument fails at schedule time naming task and argument, storing nothing."""
+        with pytest.raises(InvalidJobArgumentError, match=rf"'noop'.*{path}") as raised:
+            engine.schedule("noop", value)
+        assert isinstance(raised.value, TypeError)
+        with pytest.raises(InvalidJobArgumentError, match=r"kwargs\['when'\]"):
+            engine.schedule_at("noop", datetime.now(timezone.utc), when=value)
+        assert stored(engine) == 0
+
+    def test_arguments_not_matching_the_signature(self, engine: Engine) -> None:
+        """Arguments that do not bind to the function fail before anything is stored."""
+        for args, kwargs in [((), {}), ((1, 2, 3), {}), ((1,), {"c": 2})]:
+            with pytest.raises(InvalidJobSignatureError, match="'pair'"):
+                engine.schedule("pair", *args, **kwargs)
+        engine.schedule("pair", 1, b=2)
+        assert stored(engine) == 1
+
+    def test_unknown_task(self, engine: Engine) -> None:
+        """Scheduling a task nobody registered fails naming it."""
+        with pytest.raises(UnknownTask, match="'nope'"):
+            engine.schedule("nope")
+
+    def test_bad_batch_stores_nothing(self, engine: Engine) -> None:
+        """One bad job in a batch stops the whole batch before anything is stored."""
+        batch = Batch()
+        batch.schedule("noop", 1)
+        batch.schedule("noop", {2, 3})
+        with pytest.raises(InvalidJobArgumentError):
+            engine.schedule_batch(batch)
+        assert stored(engine) == 0
+
+    def test_batch_stores_all(self, engine: Engine) -> None:
+        """A batch stores its ready and future jobs, in order."""
+        batch = Batch()
+        batch.schedule("noop", 1)
+        batch.schedule_at("noop", datetime.now(timezone.utc) + timedelta(hours=1), 2)
+        batch.schedule("pair", 3)
+        jobs = engine.schedule_batch(batch)
+        assert [j.task_args for j in jobs] == [(1,), (2,), (3,)]
+        assert [j.status for j in jobs] == [JobStatus.QUEUED, JobStatus.WAITING, JobStatus.QUEUED]
+        counts = engine._broker.count_jobs()
+        assert (counts.queued, counts.future) == ({"spinach": 2}, 1)
+
+    def test_execute_runs_now(self, engine: Engine) -> None:
+        """execute() calls the task function in this thread and returns its result."""
+
+        @engine.task(name="answer")
+        def answer(x: int) -> int:
+            return x + 1
+
+        assert engine.execute("answer", 41) == 42
+        assert stored(engine) == 0
+
+    def test_errors_share_a_root(self) -> None:
+        """Every error of the package is a SpinachError."""
+        for error in [UnknownTask, InvalidJobSignatureError, InvalidJobArgumentError]:
+            assert issubclass(error, SpinachError)
+
+
+class TestJob:
+    def test_naive_at_is_utc(self) -> None:
+        """A naive datetime is taken as UTC; an aware one is converted to UTC."""
+        naive = Job("t", "q", datetime(2030, 1, 1, 12), 0)
+        assert naive.at == datetime(2030, 1, 1, 12, tzinfo=timezone.utc)
+        paris = timezone(timedelta(hours=1))
+        aware = Job("t", "q", datetime(2030, 1, 1, 13, tzinfo=paris), 0)
+        assert aware.at == naive.at
+        assert aware.at.tzinfo is timezone.utc
+
+    def test_defaults_and_properties(self) -> None:
+        """A new job has an id, no status, no retries, and empty arguments."""
+        job = Job("t", "q", datetime(2000, 1, 1), 2)
+        assert isinstance(job.id, uuid.UUID)
+        assert (job.status, job.retries, job.task_args, job.task_kwargs) == (
+            JobStatus.NOT_SET,
+            0,
+            (),
+            {},
+        )
+        assert job.should_retry
+        assert job.should_start
+        job.retries = 2
+        assert not job.should_retry
+        assert job.at_timestamp == datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()
+        assert repr(job) == f"Job <t NOT_SET {job.id}>"
+
+    def test_serialize_round_trip(self) -> None:
+        """serialize() gives JSON text that deserialize() turns back into an equal job."""
+        job = Job("t", "q", datetime(2030, 1, 1, 0, 0, 0, 123456), 3, (1, [2]), {"k": {"a": []}})
+        job.retries, job.status = 2, JobStatus.WAITING
+        text = job.serialize()
+        assert json.loads(text)["task_name"] == "t"
+        back = Job.deserialize(text)
+        assert back == job
+        assert back.task_args == (1, [2])
+        assert back.at == job.at
+
+    def test_deserialize_garbage(self) -> None:
+        """Text that is not a job is a ValueError quoting it."""
+        for text in ["not json", "[]", '{"task_name": "t"}']:
+            with pytest.raises(ValueError, match="not a serialized Spinach job"):
+                Job.deserialize(text)
+
+
+class TestUtils:
+    def test_exponential_backoff_bounds(self) -> None:
+        """Retry n waits between t and 2t seconds, t = min(3 * 2**n, cap) // 2."""
+        for attempt in range(15):
+            half = min(3 * 2**attempt, 1200) // 2
+            for _ in range(50):
+                delay = exponential_backoff(attempt).total_seconds()
+                assert half <= delay <= 2 * half
+        assert 3 <= exponential_backoff(1).total_seconds() <= 6
+        assert exponential_backoff(10_000).total_seconds() <= 1200
+        assert exponential_backoff(20, cap=10).total_seconds() <= 10
+
+    def test_human_duration(self) -> None:
+        """Durations read as ms below a second, as s above."""
+        assert human_duration(0.0001) == "0 ms"
+        assert human_duration(0.25) == "250 ms"
+        assert human_duration(3.7) == "3 s"
