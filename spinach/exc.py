@@ -15,6 +15,7 @@ meaning matches a builtin, the error derives from that builtin too, so
     ├── NotAttachedError(RuntimeError)    a registry or broker used before it is attached
     ├── BrokerInUseError(RuntimeError)    one broker given to two engines
     ├── WorkerDiedError                   the reason given for a job whose worker died
+    ├── BrokerConnectionError(ConnectionError)  the broker's server stayed out of reach
     ├── RetryException                    raised by a task to ask for a retry
     └── AbortException                    raised by a task to fail its job for good
 
@@ -25,6 +26,7 @@ live in :mod:`spinach.task`.
 from __future__ import annotations
 
 __all__ = [
+    "BrokerConnectionError",
     "BrokerInUseError",
     "ConfigurationError",
     "InvalidJobArgumentError",
@@ -81,3 +83,7 @@ class BrokerInUseError(SpinachError, RuntimeError):
 
 class WorkerDiedError(SpinachError):
     """Reason of the failure of a job whose worker stopped heartbeating while running it."""
+
+
+class BrokerConnectionError(SpinachError, ConnectionError):
+    """The broker's server could not be reached, even after retries."""

@@ -1,0 +1,44 @@
+-- adopt_jobs_of_dead_workers: take over the running jobs of workers silent for too long.
+--
+-- KEYS[1]  workers: sorted set, worker id scored by its last heartbeat
+-- KEYS[2]  running: hash, job id -> token .. " " .. task name (a token starts with the
+--          32-character id of its worker)
+-- KEYS[3]  payloads: hash, job id -> job JSON
+-- ARGV[1]  now, POSIX seconds
+-- ARGV[2]  dead_after: seconds without a heartbeat after which a worker is dead
+-- ARGV[3]  the adopting worker's id
+-- ARGV[4]  token prefix, unique to this call
+-- A worker is dead when its last heartbeat is too old, or when it is not in the workers
+-- set at all (it deregistered, or never heartbeated). Its jobs get new tokens under the
+-- adopter, keeping their concurrency slots; dead workers are forgotten.
+-- Returns: a flat array of token, payload pairs of the adopted jobs.
+-- Not safe to retry blindly: adopted jobs of a lost reply stay running under the adopter.
+
+local workers, running, payloads = KEYS[1], KEYS[2], KEYS[3]
+local now, dead_after = tonumber(ARGV[1]), tonumber(ARGV[2])
+local me, token_prefix = ARGV[3], ARGV[4]
+
+local alive = {}
+local beats = redis.call("ZRANGE", workers, 0, -1, "WITHSCORES")
+for i = 1, #beats, 2 do
+    if now - tonumber(beats[i + 1]) <= dead_after then
+        alive[beats[i]] = true
+    end
+end
+redis.call("ZREMRANGEBYSCORE", workers, "-inf", "(" .. string.format("%.6f", now - dead_after))
+
+local result, adopted = {}, 0
+local records = redis.call("HGETALL", running)
+for i = 1, #records, 2 do
+    local id, record = records[i], records[i + 1]
+    local owner = string.sub(record, 1, 32)
+    if owner ~= me and not alive[owner] then
+        adopted = adopted + 1
+        local token = token_prefix .. adopted
+        local task_name = string.sub(record, string.find(record, " ", 1, true) + 1)
+        redis.call("HSET", running, id, token .. " " .. task_name)
+        table.insert(result, token)
+        table.insert(result, redis.call("HGET", payloads, id))
+    end
+end
+return result

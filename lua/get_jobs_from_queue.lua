@@ -1,0 +1,106 @@
+-- get_jobs_from_queue: hand out up to N ready jobs of one queue, oldest first, within concurrency limits.
+--
+-- KEYS[1]  ready list of the queue: seq (16 digits) .. job id (36 chars) .. task name
+-- KEYS[2]  parked sorted set of the queue: ready entries set aside while their task is at
+--          its limit; all scored 0, each member is len(task) (8 digits) .. task .. entry,
+--          so that the entries of one task sort together, oldest first
+-- KEYS[3]  payloads: hash, job id -> job JSON
+-- KEYS[4]  running: hash, job id -> token .. " " .. task name (a token starts with the
+--          32-character id of the worker it was handed to)
+-- KEYS[5]  limits: hash, task name -> max concurrency
+-- KEYS[6]  in_flight: hash, task name -> running jobs of that limited task
+-- KEYS[7]  failed: list of entries that could not be handed out (no payload)
+-- ARGV[1]  N, the most jobs to hand out
+-- ARGV[2]  token prefix, unique to this call (worker id, then a call number)
+-- A parked entry is always older than every entry of the ready list: it was the head
+-- of the list when it was parked. So parked jobs whose task has a free slot go first,
+-- and a fetch costs the jobs it hands out plus the jobs it parks, never the jobs
+-- already waiting behind a limit.
+-- Returns: a flat array of token, job id, payload triples; an empty token marks an entry
+--          that had no payload: it was moved to the failed list and is returned as the
+--          payload, for the log.
+-- Not safe to retry: the jobs of a lost reply stay running under this worker.
+
+local ready, parked, payloads, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local limits_key, in_flight_key, failed = KEYS[5], KEYS[6], KEYS[7]
+local max_jobs = tonumber(ARGV[1])
+local token_prefix = ARGV[2]
+
+local limits, in_flight = {}, {}
+local limit_pairs = redis.call("HGETALL", limits_key)
+for i = 1, #limit_pairs, 2 do
+    limits[limit_pairs[i]] = tonumber(limit_pairs[i + 1])
+end
+local limited = next(limits) ~= nil
+if limited then
+    local count_pairs = redis.call("HGETALL", in_flight_key)
+    for i = 1, #count_pairs, 2 do
+        in_flight[count_pairs[i]] = tonumber(count_pairs[i + 1])
+    end
+end
+
+local function at_limit(task_name)
+    local limit = limits[task_name]
+    return limit ~= nil and (in_flight[task_name] or 0) >= limit
+end
+
+local function task_prefix(task_name)
+    return string.format("%08d", #task_name) .. task_name
+end
+
+-- The oldest parked entry of a task with a free slot, removed from the parked set.
+local function pop_parked()
+    local best, best_prefix
+    for task_name, _ in pairs(limits) do
+        if not at_limit(task_name) then
+            local prefix = task_prefix(task_name)
+            local member = redis.call("ZRANGEBYLEX", parked, "[" .. prefix, "(" .. prefix .. "\255", "LIMIT", 0, 1)[1]
+            if member and (best == nil or string.sub(member, #prefix + 1) < string.sub(best, #best_prefix + 1)) then
+                best, best_prefix = member, prefix
+            end
+        end
+    end
+    if best == nil then
+        return nil
+    end
+    redis.call("ZREM", parked, best)
+    return string.sub(best, #best_prefix + 1)
+end
+
+-- The head of the ready list, after parking the blocked entries in front of it.
+local function pop_ready()
+    local entry = redis.call("LPOP", ready)
+    while entry and limited and at_limit(string.sub(entry, 53)) do
+        redis.call("ZADD", parked, 0, task_prefix(string.sub(entry, 53)) .. entry)
+        entry = redis.call("LPOP", ready)
+    end
+    return entry
+end
+
+local result, handed = {}, 0
+while handed < max_jobs do
+    local entry = (limited and pop_parked()) or pop_ready()
+    if not entry then
+        break
+    end
+    local id, task_name = string.sub(entry, 17, 52), string.sub(entry, 53)
+    local payload = redis.call("HGET", payloads, id)
+    if not payload then
+        redis.call("RPUSH", failed, entry)
+        table.insert(result, "")
+        table.insert(result, "")
+        table.insert(result, entry)
+    else
+        handed = handed + 1
+        local token = token_prefix .. handed
+        redis.call("HSET", running, id, token .. " " .. task_name)
+        if limits[task_name] then
+            in_flight[task_name] = (in_flight[task_name] or 0) + 1
+            redis.call("HINCRBY", in_flight_key, task_name, 1)
+        end
+        table.insert(result, token)
+        table.insert(result, id)
+        table.insert(result, payload)
+    end
+end
+return result

@@ -1,0 +1,56 @@
+-- set_concurrency_limits: make the given limits the namespace's, and recount the slots in use.
+--
+-- KEYS[1]       limits: hash, task name -> max concurrency
+-- KEYS[2]       in_flight: hash, task name -> running jobs of that limited task
+-- KEYS[3]       running: hash, job id -> token .. " " .. task name
+-- KEYS[4]       queues: set of the namespace's queue names
+-- KEYS[3+2i]    ready list of the i-th queue (i = 1..Q)
+-- KEYS[4+2i]    parked sorted set of the i-th queue
+-- ARGV[1]       Q, the number of queues passed: every queue of the namespace
+-- ARGV[2..1+Q]  the queue names, in the order of their keys
+-- ARGV[2+Q..]   two values per limited task: name, max concurrency
+-- Parked entries of tasks that lost their limit go back to the head of their ready list,
+-- in their order: they are older than every entry of that list.
+-- Returns: -1 when the queues passed are not all the namespace's queues (nothing
+--          changed: call again with all of them); else the number of limits.
+-- Safe to retry.
+
+local limits, in_flight, running, queues = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local queue_count = tonumber(ARGV[1])
+
+if redis.call("SCARD", queues) ~= queue_count then
+    return -1
+end
+
+redis.call("DEL", limits, in_flight)
+local limited, count = {}, 0
+for j = 2 + queue_count, #ARGV, 2 do
+    count = count + 1
+    redis.call("HSET", limits, ARGV[j], ARGV[j + 1])
+    limited[ARGV[j]] = true
+end
+
+local records = redis.call("HVALS", running)
+for _, record in ipairs(records) do
+    local task_name = string.sub(record, string.find(record, " ", 1, true) + 1)
+    if limited[task_name] then
+        redis.call("HINCRBY", in_flight, task_name, 1)
+    end
+end
+
+for i = 1, queue_count do
+    local ready, parked = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
+    local released = {}
+    for _, member in ipairs(redis.call("ZRANGE", parked, 0, -1)) do
+        local length = tonumber(string.sub(member, 1, 8))
+        if not limited[string.sub(member, 9, 8 + length)] then
+            redis.call("ZREM", parked, member)
+            table.insert(released, string.sub(member, 9 + length))
+        end
+    end
+    table.sort(released)
+    for k = #released, 1, -1 do
+        redis.call("LPUSH", ready, released[k])
+    end
+end
+return count

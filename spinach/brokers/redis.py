@@ -1,0 +1,548 @@
+"""The Redis broker: each atomic operation is one Lua script of ``lua/``.
+
+Every key of a namespace carries the hash tag ``{namespace}``, so that a
+namespace lives in one Redis Cluster slot. Payloads are stored and handed back
+byte for byte; scripts never decode or re-encode them. The layout of the keys
+is described in ``docs/redis.md``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import redis as redis_py
+from redis.commands.core import Script
+from typing_extensions import override
+
+from ..clock import Clock, SystemClock
+from ..exc import BrokerConnectionError, ConfigurationError
+from ..job import Job, JobStatus
+from ._lua import read_script
+from .base import Broker, JobCounts, RunningJobState
+
+if TYPE_CHECKING:
+    from ..task import Task
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger(__name__)
+
+_SCRIPTS = (
+    "enqueue_jobs",
+    "get_jobs_from_queue",
+    "remove_job_from_running",
+    "retry_job",
+    "move_future_jobs",
+    "register_periodic_tasks",
+    "set_concurrency_limits",
+    "adopt_jobs_of_dead_workers",
+)
+#: Seconds between two measures of the offset between this host's clock and Redis'.
+_CLOCK_SYNC_INTERVAL = 30.0
+#: Tries of a script whose queue list turned out stale before giving up for this round.
+_QUEUE_REFRESHES = 3
+
+
+@attrs.frozen
+class _Keys:
+    """The Redis keys of one namespace."""
+
+    namespace: str
+    prefix: str
+
+    @classmethod
+    def of(cls, namespace: str) -> _Keys:
+        if "{" in namespace or "}" in namespace:
+            raise ConfigurationError(
+                f"Namespace {namespace!r} cannot be used with Redis: braces are reserved "
+                "for the Redis Cluster hash tag; choose a name without '{' or '}'"
+            )
+        return cls(namespace, f"spinach:{{{namespace}}}:")
+
+    @property
+    def payloads(self) -> str:
+        return self.prefix + "payloads"
+
+    @property
+    def seq(self) -> str:
+        return self.prefix + "seq"
+
+    @property
+    def queues(self) -> str:
+        return self.prefix + "queues"
+
+    @property
+    def running(self) -> str:
+        return self.prefix + "running"
+
+    @property
+    def limits(self) -> str:
+        return self.prefix + "limits"
+
+    @property
+    def in_flight(self) -> str:
+        return self.prefix + "in_flight"
+
+    @property
+    def failed(self) -> str:
+        return self.prefix + "failed"
+
+    @property
+    def periodic(self) -> str:
+        return self.prefix + "periodic"
+
+    @property
+    def periodic_next(self) -> str:
+        return self.prefix + "periodic_next"
+
+    @property
+    def workers(self) -> str:
+        return self.prefix + "workers"
+
+    @property
+    def channel(self) -> str:
+        return self.prefix + "events"
+
+    def ready(self, queue: str) -> str:
+        return f"{self.prefix}queue:{queue}"
+
+    def parked(self, queue: str) -> str:
+        return f"{self.prefix}parked:{queue}"
+
+    def future(self, queue: str) -> str:
+        return f"{self.prefix}future:{queue}"
+
+
+class _ServerClock(Clock):
+    """This host's clock corrected by its offset to the Redis server's clock."""
+
+    def __init__(self, local: Clock, client: redis_py.Redis) -> None:
+        self._local = local
+        self._client = client
+        self._offset = 0.0
+        self._synced_at: float | None = None
+
+    @override
+    def time(self) -> float:
+        if self._synced_at is None or time.monotonic() - self._synced_at > _CLOCK_SYNC_INTERVAL:
+            self.sync()
+        return self._local.time() + self._offset
+
+    def sync(self) -> None:
+        """Measure the offset again (one round trip)."""
+        before = self._local.time()
+        seconds, microseconds = self._client.time()
+        after = self._local.time()
+        self._offset = seconds + microseconds / 1e6 - (before + after) / 2
+        self._synced_at = time.monotonic()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisBroker(Broker):
+    """A broker storing jobs in Redis.
+
+    Args:
+        redis: a redis-py client, decoding responses or not; by default one
+            connected to localhost:6379 with keepalive and timeouts.
+        enqueue_job_max_retries: how many times scheduling retries when Redis
+            cannot be reached, before raising :class:`BrokerConnectionError`.
+        clock: this host's clock; the system clock by default.
+        sync_clock: decide times on the Redis server's clock (this host's
+            clock corrected by its measured offset). Turn it off only to
+            drive time with a manual clock in tests.
+    """
+
+    def __init__(
+        self,
+        redis: redis_py.Redis | None = None,
+        enqueue_job_max_retries: int = 4,
+        *,
+        clock: Clock | None = None,
+        sync_clock: bool = True,
+    ) -> None:
+        if redis is None:
+            redis = redis_py.Redis(
+                host="localhost",
+                port=6379,
+                socket_keepalive=True,
+                socket_connect_timeout=5,
+                socket_timeout=10,
+                health_check_interval=30,
+            )
+        local = clock if clock is not None else SystemClock()
+        super().__init__(_ServerClock(local, redis) if sync_clock else local)
+        self._redis = redis
+        self._enqueue_job_max_retries = enqueue_job_max_retries
+        self._scripts: dict[str, Script] = {
+            name: redis.register_script(read_script(name)) for name in _SCRIPTS
+        }
+        self._calls = itertools.count(1)
+        self._queues: list[str] | None = None
+        self._keys_cache: _Keys | None = None
+        self._stop_listening = threading.Event()
+        self._listener: threading.Thread | None = None
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        enqueue_job_max_retries: int = 4,
+        clock: Clock | None = None,
+        sync_clock: bool = True,
+        **redis_kwargs: Any,
+    ) -> RedisBroker:
+        """A broker for a ``redis://`` or ``rediss://`` (TLS) URL, with user,
+        password and database as the URL gives them."""
+        redis_kwargs.setdefault("socket_keepalive", True)
+        redis_kwargs.setdefault("socket_connect_timeout", 5)
+        redis_kwargs.setdefault("socket_timeout", 10)
+        redis_kwargs.setdefault("health_check_interval", 30)
+        client = redis_py.Redis.from_url(url, **redis_kwargs)
+        return cls(
+            client,
+            enqueue_job_max_retries=enqueue_job_max_retries,
+            clock=clock,
+            sync_clock=sync_clock,
+        )
+
+    @property
+    def redis(self) -> redis_py.Redis:
+        """The redis-py client of this broker."""
+        return self._redis
+
+    @property
+    def _keys(self) -> _Keys:
+        keys = self._keys_cache
+        if keys is None or keys.namespace != self.namespace:
+            keys = self._keys_cache = _Keys.of(self.namespace)
+        return keys
+
+    def _now(self) -> float:
+        # Through a datetime, so that it compares exactly with job times.
+        return self.now().timestamp()
+
+    def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+        return self._scripts[script](keys=keys, args=args)
+
+    def _token_prefix(self) -> str:
+        return f"{self.worker_id}:{next(self._calls)}:"
+
+    def _known_queues(self, refresh: bool) -> list[str]:
+        if refresh or self._queues is None:
+            self._queues = sorted(_text(q) for q in self._redis.smembers(self._keys.queues))
+        return self._queues
+
+    def _run_on_all_queues(
+        self, script: str, keys: list[str], head: list[Any], tail: list[Any], kinds: Sequence[str]
+    ) -> Any:
+        """Run a script that needs the keys of every queue, refreshing a stale queue list.
+
+        Its arguments are ``head``, the number of queues, their names, then ``tail``;
+        None means the queue list kept changing.
+        """
+        k = self._keys
+        for attempt in range(_QUEUE_REFRESHES):
+            queues = self._known_queues(refresh=attempt > 0)
+            queue_keys = [getattr(k, kind)(q) for q in queues for kind in kinds]
+            result = self._run(script, keys + queue_keys, [*head, len(queues), *queues, *tail])
+            if result not in (-1, [-1]):
+                return result
+        return None
+
+    # -- atomic operations ----------------------------------------------------
+
+    @override
+    def enqueue_jobs(self, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
+        k = self._keys
+        queues = list(dict.fromkeys(job.queue for job in jobs))
+        number = {queue: i for i, queue in enumerate(queues, 1)}
+        keys = [k.payloads, k.seq, k.queues]
+        for queue in queues:
+            keys += [k.ready(queue), k.future(queue)]
+        job_args: list[Any] = []
+        for job in jobs:
+            job_args += [
+                str(job.id),
+                number[job.queue],
+                job.at_timestamp,
+                job.task_name,
+                job.serialize(),
+            ]
+        for attempt in itertools.count():
+            try:
+                self._run(
+                    "enqueue_jobs", keys, [self._now(), k.channel, len(queues), *queues, *job_args]
+                )
+                return
+            except (redis_py.ConnectionError, redis_py.TimeoutError) as e:
+                if attempt >= self._enqueue_job_max_retries:
+                    raise BrokerConnectionError(
+                        f"Could not store {len(jobs)} job(s) in Redis after "
+                        f"{attempt + 1} tries: {e}. Check that the Redis server is running "
+                        "and reachable at the URL the broker was given"
+                    ) from e
+                wait = min(5.0, 0.1 * 2**attempt) * (1 + random.random())
+                logger.warning(
+                    "Redis unreachable while scheduling (%s), retrying in %.2f s", e, wait
+                )
+                time.sleep(wait)
+
+    @override
+    def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
+        if max_jobs <= 0:
+            return []
+        k = self._keys
+        flat = self._run(
+            "get_jobs_from_queue",
+            [
+                k.ready(queue),
+                k.parked(queue),
+                k.payloads,
+                k.running,
+                k.limits,
+                k.in_flight,
+                k.failed,
+            ],
+            [max_jobs, self._token_prefix()],
+        )
+        jobs = []
+        for i in range(0, len(flat), 3):
+            token, job_id, payload = _text(flat[i]), _text(flat[i + 1]), flat[i + 2]
+            if not token:
+                logger.error(
+                    "Entry %r of queue %r is not a Spinach job; moved to %s",
+                    payload,
+                    queue,
+                    k.failed,
+                )
+                continue
+            job = self._job_from(job_id, token, payload)
+            if job is not None:
+                jobs.append(job)
+        return jobs
+
+    def _job_from(self, job_id: str, token: str, payload: Any) -> Job | None:
+        """The job of a payload, or None after moving an invalid payload aside."""
+        try:
+            job = Job.deserialize(payload)
+        except ValueError as e:
+            logger.error(
+                "Job %s has an invalid payload, moved to %s: %s", job_id, self._keys.failed, e
+            )
+            self._redis.rpush(self._keys.failed, payload)
+            self._remove_running(job_id, token)
+            return None
+        job.status = JobStatus.RUNNING
+        job.handout_token = token
+        return job
+
+    def _remove_running(self, job_id: str, token: str) -> RunningJobState:
+        k = self._keys
+        result = self._run(
+            "remove_job_from_running",
+            [k.running, k.payloads, k.in_flight],
+            [job_id, token, k.channel],
+        )
+        return RunningJobState(int(result))
+
+    @override
+    def remove_job_from_running(self, job: Job) -> RunningJobState:
+        return self._remove_running(str(job.id), job.handout_token or "")
+
+    @override
+    def retry_job(self, job: Job) -> RunningJobState:
+        k = self._keys
+        result = self._run(
+            "retry_job",
+            [
+                k.running,
+                k.payloads,
+                k.in_flight,
+                k.seq,
+                k.ready(job.queue),
+                k.future(job.queue),
+                k.queues,
+            ],
+            [
+                str(job.id),
+                job.handout_token or "",
+                job.serialize(),
+                job.at_timestamp,
+                self._now(),
+                job.task_name,
+                job.queue,
+                k.channel,
+            ],
+        )
+        return RunningJobState(int(result))
+
+    @override
+    def move_future_jobs(self) -> float | None:
+        k = self._keys
+        result = self._run_on_all_queues(
+            "move_future_jobs",
+            [k.payloads, k.seq, k.periodic, k.periodic_next, k.queues],
+            [self._now(), k.channel, self.namespace],
+            [],
+            ("ready", "future"),
+        )
+        if result is None:
+            return 0.0  # queues are being created right now: look again soon
+        delay = _text(result[1])
+        return float(delay) if delay else None
+
+    @override
+    def register_periodic_tasks(self, tasks: Collection[Task]) -> None:
+        k = self._keys
+        args: list[Any] = [self._now()]
+        for task in tasks:
+            if task.periodicity is not None:
+                args += [task.name, task.periodicity.total_seconds(), task.queue, task.max_retries]
+        self._run("register_periodic_tasks", [k.periodic, k.periodic_next, k.queues], args)
+        self._queues = None
+
+    @override
+    def set_concurrency_limits(self, tasks: Collection[Task]) -> None:
+        k = self._keys
+        limits: list[Any] = []
+        for task in tasks:
+            if task.max_concurrency is not None:
+                limits += [task.name, task.max_concurrency]
+        result = self._run_on_all_queues(
+            "set_concurrency_limits",
+            [k.limits, k.in_flight, k.running, k.queues],
+            [],
+            limits,
+            ("ready", "parked"),
+        )
+        if result is None:
+            raise ConfigurationError(
+                "Could not set the concurrency limits: queues kept being created meanwhile; "
+                "start the workers again"
+            )
+
+    @override
+    def heartbeat(self) -> None:
+        self._redis.zadd(self._keys.workers, {self.worker_id: self._now()})
+
+    @override
+    def deregister_worker(self) -> None:
+        self._redis.zrem(self._keys.workers, self.worker_id)
+
+    @override
+    def adopt_jobs_of_dead_workers(self, dead_after: float) -> list[Job]:
+        k = self._keys
+        flat = self._run(
+            "adopt_jobs_of_dead_workers",
+            [k.workers, k.running, k.payloads],
+            [self._now(), dead_after, self.worker_id, self._token_prefix()],
+        )
+        jobs = []
+        for i in range(0, len(flat), 2):
+            token, payload = _text(flat[i]), flat[i + 1]
+            job_id = token  # only used in the log if the payload is invalid
+            job = self._job_from(job_id, token, payload)
+            if job is not None:
+                jobs.append(job)
+        return jobs
+
+    @override
+    def is_queue_empty(self, queue: str) -> bool:
+        k = self._keys
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.llen(k.ready(queue))
+        pipe.zcard(k.parked(queue))
+        return not any(pipe.execute())
+
+    @override
+    def count_jobs(self) -> JobCounts:
+        k = self._keys
+        queues = self._known_queues(refresh=True)
+        pipe = self._redis.pipeline(transaction=True)
+        for queue in queues:
+            pipe.llen(k.ready(queue))
+            pipe.zcard(k.parked(queue))
+            pipe.zcard(k.future(queue))
+        pipe.hlen(k.running)
+        counts = pipe.execute()
+        queued = {q: counts[3 * i] + counts[3 * i + 1] for i, q in enumerate(queues)}
+        return JobCounts(
+            queued={q: n for q, n in queued.items() if n},
+            future=sum(counts[3 * i + 2] for i in range(len(queues))),
+            running=counts[-1],
+        )
+
+    @override
+    def flush(self) -> None:
+        k = self._keys
+        queues = self._known_queues(refresh=True)
+        per_queue = [key for q in queues for key in (k.ready(q), k.parked(q), k.future(q))]
+        self._redis.delete(
+            k.payloads,
+            k.seq,
+            k.queues,
+            k.running,
+            k.limits,
+            k.in_flight,
+            k.failed,
+            k.periodic,
+            k.periodic_next,
+            k.workers,
+            *per_queue,
+        )
+        self._queues = None
+
+    # -- notifications ----------------------------------------------------------
+
+    @override
+    def start(self) -> None:
+        if isinstance(self._clock, _ServerClock):
+            self._clock.sync()
+        if self._listener is None or not self._listener.is_alive():
+            self._stop_listening.clear()
+            self._listener = threading.Thread(
+                target=self._listen, name=f"{self.namespace}-notifications", daemon=True
+            )
+            self._listener.start()
+
+    @override
+    def stop(self) -> None:
+        self._stop_listening.set()
+        if self._listener is not None:
+            self._listener.join()
+            self._listener = None
+
+    def _listen(self) -> None:
+        """Wake up the engine on each notification, reconnecting after errors."""
+        failures = 0
+        while not self._stop_listening.is_set():
+            # redis-py leaves pubsub() unannotated.
+            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._keys.channel)
+                # Events may have been missed while not subscribed: look now.
+                self.wake_up()
+                while not self._stop_listening.is_set():
+                    if pubsub.get_message(timeout=0.5) is not None:
+                        self.wake_up()
+                    failures = 0
+            except redis_py.RedisError as e:
+                failures += 1
+                wait = min(30.0, 0.1 * 2**failures) * (1 + random.random())
+                logger.warning("Lost the Redis notifications (%s); reconnecting in %.1f s", e, wait)
+                self._stop_listening.wait(wait)
+            finally:
+                pubsub.close()
