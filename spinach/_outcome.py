@@ -52,12 +52,8 @@ def settle(
         job.status = JobStatus.WAITING if job.at > now else JobStatus.QUEUED
         signals.job_schedule_retry.send(namespace, job=job, err=err)
         delay = human_duration(max(0.0, (job.at - now).total_seconds()))
-        if isinstance(err, RetryException):
-            logger.info("Retry requested by run %s of %s%s, retry in %s", run, job, took, delay)
-        else:
-            logger.warning(
-                "Error during run %s of %s%s, retry in %s", run, job, took, delay, exc_info=err
-            )
+        what = "Retry requested by" if isinstance(err, RetryException) else "Error during"
+        logger.warning("%s run %s of %s%s, retry in %s", what, run, job, took, delay, exc_info=err)
         return
     job.status = JobStatus.FAILED
     signals.job_failed.send(namespace, job=job, err=err)

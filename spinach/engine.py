@@ -7,6 +7,7 @@ import inspect
 import logging
 import signal
 import threading
+import uuid
 from datetime import datetime
 from types import FrameType
 from typing import Any, Callable
@@ -195,6 +196,9 @@ class Engine:
         tasks = list(self._tasks.tasks.values())
         self._broker.set_concurrency_limits(tasks)
         self._broker.register_periodic_tasks(tasks)
+        # Each start is a new worker: jobs a previous start left running (their
+        # outcome could not be recorded) belong to a dead worker and get adopted.
+        self._broker.worker_id = uuid.uuid4().hex
         self._broker.heartbeat()
         self._broker.start()
         self._must_stop.clear()
@@ -221,6 +225,9 @@ class Engine:
         record its outcome, then return. The workers can be started again."""
         self._must_stop.set()
         self._broker.wake_up()
+        if self._workers is not None and self._workers.runs_in_current_thread():
+            # Called from a job: joining would wait for this very job.
+            return
         self._join_threads()
 
     def _join_threads(self) -> None:
@@ -329,18 +336,19 @@ class Engine:
 
     def _shut_down(self, workers: Workers) -> None:
         workers.stop()
+        # Stop adopting before the last outcomes are recorded, so that none is left behind.
+        self._maintenance_must_stop.set()
+        if self._maintenance is not None:
+            self._maintenance.join()
         try:
             self._record_outcomes()
         except Exception:
             logger.exception(
-                "Could not record the outcome of %d jobs at shutdown; other workers will "
-                "take them over",
+                "Could not record the outcome of %d jobs at shutdown; the next worker "
+                "to start in this namespace will take them over",
                 len(self._to_record),
             )
             self._to_record.clear()
-        self._maintenance_must_stop.set()
-        if self._maintenance is not None:
-            self._maintenance.join()
         try:
             self._broker.deregister_worker()
         except Exception:

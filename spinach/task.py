@@ -38,6 +38,10 @@ def _check_periodicity(
         )
 
 
+def _zero_if_none(value: int | None) -> int:
+    return 0 if value is None else value
+
+
 @attrs.frozen
 class Task:
     """A function registered to run as jobs, with its settings.
@@ -49,7 +53,7 @@ class Task:
     func: Callable[..., Any]
     name: str
     queue: str
-    max_retries: int
+    max_retries: int = attrs.field(converter=_zero_if_none)
     periodicity: timedelta | None = attrs.field(validator=_check_periodicity)
     max_concurrency: int | None = None
 
@@ -60,6 +64,10 @@ class Task:
                 f"{where}: max_retries must be an int >= 0, got {self.max_retries!r}"
             )
         if self.max_concurrency is not None:
+            if not isinstance(self.max_concurrency, int):
+                raise InvalidTaskError(
+                    f"{where}: max_concurrency must be an int, got {self.max_concurrency!r}"
+                )
             if not self.max_retries:
                 raise InvalidTaskError(
                     f"{where}: max_retries must be set if max_concurrency is set "
@@ -190,7 +198,14 @@ class Tasks:
 
         def register(func: F) -> F:
             self.add(func, name, queue, max_retries, periodicity, max_concurrency)
-            func.task_name = name  # type: ignore[attr-defined]  # documented marker attribute
+            try:
+                func.task_name = name  # type: ignore[attr-defined]  # documented marker attribute
+            except AttributeError:
+                del self._tasks[name]  # type: ignore[arg-type]  # add() checked the name
+                raise InvalidTaskError(
+                    f"Task {name!r}: cannot mark {func!r} with its task name; wrap it in "
+                    "a function of your own, or register it with tasks.add()"
+                ) from None
             return func
 
         return register if func is None else register(func)
@@ -282,6 +297,8 @@ class RetryException(SpinachError):
     """
 
     def __init__(self, message: str, at: datetime | None = None) -> None:
+        if at is not None and not isinstance(at, datetime):
+            raise TypeError(f"RetryException(at=...) must be a datetime or None, got {at!r}")
         super().__init__(message)
         self.at = at
 

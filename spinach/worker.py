@@ -101,7 +101,12 @@ class Workers(ABC):
         return time.monotonic()
 
     def _ran(self, job: Job, started: float, err: BaseException | None) -> None:
-        settle(self._namespace, job, time.monotonic() - started, err, self._clock.now())
+        try:
+            settle(self._namespace, job, time.monotonic() - started, err, self._clock.now())
+        except Exception:
+            # The job must still be recorded: fail it rather than lose it.
+            logger.exception("Could not settle the outcome of %s; failing it", job)
+            job.status = JobStatus.FAILED
         signals.job_finished.send(self._namespace, job=job)
         self._done.put(job)
         if self._on_job_done is not None:
@@ -114,6 +119,10 @@ class Workers(ABC):
     @abstractmethod
     def stop(self) -> None:
         """Let every submitted job run to its end, then stop the workers."""
+
+    @abstractmethod
+    def runs_in_current_thread(self) -> bool:
+        """Whether the calling code runs in one of these workers."""
 
 
 class ThreadWorkers(Workers):
@@ -159,6 +168,10 @@ class ThreadWorkers(Workers):
                 err = e
             self._ran(job, started, err)
         signals.worker_terminated.send(self._namespace, worker_name=worker_name)
+
+    @override
+    def runs_in_current_thread(self) -> bool:
+        return threading.current_thread() in self._threads
 
     @override
     def stop(self) -> None:
@@ -214,10 +227,10 @@ class AsyncioWorkers(Workers):
             if job is None:
                 break
             started = self._started(job)
-            err: Exception | None = None
+            err: BaseException | None = None
             try:
                 await job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
-            except Exception as e:
+            except BaseException as e:  # a task raising CancelledError must not kill its worker
                 err = e
             self._ran(job, started, err)
         signals.worker_terminated.send(self._namespace, worker_name=worker_name)
@@ -229,6 +242,10 @@ class AsyncioWorkers(Workers):
     @override
     def _submit(self, job: Job) -> None:
         self._loop.call_soon_threadsafe(self._put, job)
+
+    @override
+    def runs_in_current_thread(self) -> bool:
+        return threading.current_thread() is self._thread
 
     @override
     def stop(self) -> None:

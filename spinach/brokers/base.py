@@ -35,7 +35,7 @@ import attrs
 
 from ..clock import Clock, SystemClock
 from ..const import DEFAULT_NAMESPACE
-from ..exc import BrokerInUseError
+from ..exc import BrokerInUseError, ConfigurationError
 
 if TYPE_CHECKING:
     from ..job import Job
@@ -90,7 +90,7 @@ class Broker(ABC):
     @namespace.setter
     def namespace(self, value: str) -> None:
         if not isinstance(value, str) or not value:
-            raise ValueError(f"a namespace must be a non-empty str, got {value!r}")
+            raise ConfigurationError(f"A namespace must be a non-empty str, got {value!r}")
         self._namespace = value
 
     def attach_engine(self, namespace: str) -> None:

@@ -368,6 +368,20 @@ class TestStartAndStop:
         counts = broker.count_jobs()
         assert (counts.queued, counts.running) == ({"spinach": 1}, 0)
 
+    def test_stop_from_inside_a_job(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """A job calling stop_workers() does not deadlock: the workers stop after it."""
+
+        @engine.task(name="stopper")
+        def stopper() -> None:
+            engine.stop_workers()
+
+        job = engine.schedule(stopper)
+        engine.start_workers(number=1, block=True)
+        assert recorder.of(job.id) == ["job_started", "job_finished"]
+        assert all_done(broker)
+
     def test_engine_restarts(self, engine: Engine, broker: MemoryBroker, runs: Runs) -> None:
         """Workers can be started again after a stop."""
         engine.task(lambda: runs.add("x"), name="x")
@@ -447,6 +461,29 @@ class TestTaskKinds:
         engine.start_workers(number=3, workers_class=AsyncioWorkers, stop_when_queue_empty=True)
         assert len(recorder.named("job_finished")) == 3
         assert recorder.named("job_failed") == []
+
+    def test_async_task_raising_cancelled_error_does_not_kill_workers(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder, runs: Runs
+    ) -> None:
+        """An async task raising CancelledError fails its job; the next job still runs."""
+        import asyncio
+
+        from spinach import AsyncioWorkers
+
+        @engine.task(name="cancelled")
+        async def cancelled() -> None:
+            raise asyncio.CancelledError()
+
+        @engine.task(name="after")
+        async def after() -> None:
+            runs.add("after")
+
+        engine.schedule(cancelled)
+        engine.schedule(after)
+        engine.start_workers(number=1, workers_class=AsyncioWorkers, stop_when_queue_empty=True)
+        assert runs.count("after") == 1
+        (failed,) = recorder.named("job_failed")
+        assert isinstance(failed.err, asyncio.CancelledError)
 
     def test_plain_function_refused_by_asyncio_workers(self, engine: Engine) -> None:
         """Starting asyncio workers on a queue with a plain def task is a clear error."""

@@ -296,3 +296,39 @@ class TestUtils:
         assert human_duration(0.0001) == "0 ms"
         assert human_duration(0.25) == "250 ms"
         assert human_duration(3.7) == "3 s"
+
+
+class TestEdgeDefinitions:
+    def test_task_max_retries_none_is_zero(self) -> None:
+        """Task(max_retries=None) means no retry, and cannot carry a concurrency limit."""
+        assert Task(noop, "a", "q", None, None).max_retries == 0  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="max_retries must be set if max_concurrency is set"):
+            Task(noop, "a", "q", None, None, max_concurrency=1)  # type: ignore[arg-type]
+
+    def test_max_concurrency_must_be_an_int(self) -> None:
+        """A limit of the wrong type is an InvalidTaskError, not a raw TypeError."""
+        with pytest.raises(InvalidTaskError, match="max_concurrency must be an int"):
+            Task(noop, "a", "q", 1, None, max_concurrency="2")  # type: ignore[arg-type]
+
+    def test_builtin_cannot_be_decorated(self) -> None:
+        """Decorating a builtin fails clearly and leaves no half-registered task."""
+        tasks = Tasks()
+        with pytest.raises(InvalidTaskError, match=r"tasks\.add"):
+            tasks.task(print, name="print")
+        assert tasks.names == []
+        tasks.add(print, "print")
+        assert tasks.names == ["print"]
+
+    def test_retry_exception_at_must_be_a_datetime(self) -> None:
+        """RetryException(at=<not a datetime>) is a TypeError where it is raised."""
+        from spinach import RetryException
+
+        with pytest.raises(TypeError, match="must be a datetime"):
+            RetryException("x", at=12345)  # type: ignore[arg-type]
+
+    def test_empty_namespace(self) -> None:
+        """An empty namespace is refused with a ConfigurationError."""
+        from spinach.exc import ConfigurationError
+
+        with pytest.raises(ConfigurationError, match="non-empty"):
+            Engine(MemoryBroker(), "")
