@@ -120,15 +120,17 @@ class Broker(ABC):
         """End a :meth:`wait_for_event` in progress (or the next one) now."""
         self._something_happened.set()
 
-    def wait_for_event(self, timeout: float) -> None:
+    def wait_for_event(self, timeout: float) -> bool:
         """Block until something may have changed, or ``timeout`` seconds.
 
         Something changed means: a job became ready, a running job ended, or
         :meth:`wake_up` was called. Spurious wake-ups are allowed; callers
-        check the state again after waking up.
+        check the state again after waking up. Returns False on a timeout.
         """
         if self._something_happened.wait(timeout):
             self._something_happened.clear()
+            return True
+        return False
 
     def start(self) -> None:  # noqa: B027 - an optional hook, empty by design
         """Called when the engine starts workers (open subscriptions...)."""

@@ -136,12 +136,16 @@ class _ServerClock(Clock):
         return self._local.time() + self._offset
 
     def sync(self) -> None:
-        """Measure the offset again (one round trip)."""
-        before = self._local.time()
-        seconds, microseconds = self._client.time()
-        after = self._local.time()
-        self._offset = seconds + microseconds / 1e6 - (before + after) / 2
+        """Measure the offset again (one round trip); keep the last one if Redis is out of reach."""
         self._synced_at = time.monotonic()
+        try:
+            before = self._local.time()
+            seconds, microseconds = self._client.time()
+            after = self._local.time()
+        except redis_py.RedisError as e:
+            logger.warning("Could not read the Redis server's clock (%s); using the last offset", e)
+            return
+        self._offset = seconds + microseconds / 1e6 - (before + after) / 2
 
 
 def _text(value: Any) -> str:
@@ -324,7 +328,7 @@ class RedisBroker(Broker):
             if not token:
                 logger.error(
                     "Entry %r of queue %r is not a Spinach job; moved to %s",
-                    payload,
+                    _text(payload),
                     queue,
                     k.failed,
                 )

@@ -52,6 +52,8 @@ class RedisServer:
             try:
                 client.ping()
                 break
+            except (redis.AuthenticationError, redis.ResponseError):
+                break  # it answers: it is up, and wants a password
             except redis.ConnectionError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
                     raise RuntimeError(f"redis-server did not start on port {self.port}") from None

@@ -1,0 +1,159 @@
+"""Several worker processes on one Redis: exactly-once, limits, periodic tasks, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from spinach import Batch, Engine, Tasks
+from spinach.brokers.redis import RedisBroker
+from spinach.testing import wait_for
+
+WORKER = Path(__file__).with_name("worker_process.py")
+
+
+class Workers:
+    """Worker processes started by a test, stopped with SIGTERM at its end."""
+
+    def __init__(self, url: str, namespace: str) -> None:
+        self.url, self.namespace = url, namespace
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.r = redis.Redis.from_url(url, decode_responses=True)
+
+    def key(self, name: str) -> str:
+        return f"test:{self.namespace}:{name}"
+
+    def list(self, name: str) -> list[str]:
+        return self.r.lrange(self.key(name), 0, -1)
+
+    def start(self, count: int, **options: Any) -> list[subprocess.Popen[bytes]]:
+        started = []
+        for _ in range(count):
+            before = len(self.list("workers"))
+            process = subprocess.Popen(
+                [sys.executable, str(WORKER), self.url, self.namespace, json.dumps(options)]
+            )
+            self.processes.append(process)
+            started.append(process)
+            threads = options.get("threads", 4)
+            wait_for(lambda b=before, t=threads: len(self.list("workers")) >= b + t, timeout=30)
+        return started
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            assert process.wait(timeout=30) in (0, -signal.SIGKILL)
+        self.r.close()
+
+
+@pytest.fixture
+def workers(redis_url: str, namespace: str) -> Iterator[Workers]:
+    workers = Workers(redis_url, namespace)
+    yield workers
+    workers.stop()
+
+
+def producer(redis_url: str, namespace: str) -> Engine:
+    tasks = Tasks()
+    for name, retries, limit in [
+        ("record", 3, None),
+        ("limited", 1, 2),
+        ("hold_least", 2, None),
+        ("hold_most", 0, None),
+    ]:
+        tasks.add(_noop, name, max_retries=retries, max_concurrency=limit)
+    engine = Engine(RedisBroker.from_url(redis_url), namespace)
+    engine.attach_tasks(tasks)
+    return engine
+
+
+def _noop(*args: Any) -> None:
+    """The producer never runs tasks."""
+
+
+def schedule_many(engine: Engine, task: str, count: int) -> None:
+    for start in range(0, count, 250):
+        batch = Batch()
+        for i in range(start, min(count, start + 250)):
+            batch.schedule(task, i)
+        engine.schedule_batch(batch)
+
+
+def test_each_job_runs_exactly_once(redis_url: str, namespace: str, workers: Workers) -> None:
+    """2,000 jobs drained by 3 worker processes each run exactly once."""
+    workers.start(3)
+    engine = producer(redis_url, namespace)
+    schedule_many(engine, "record", 1000)
+    for i in range(1000, 2000):
+        engine.schedule("record", i)
+    wait_for(lambda: len(workers.list("runs")) >= 2000, timeout=120)
+    runs = sorted(int(i) for i in workers.list("runs"))
+    assert runs == list(range(2000))
+    workers.stop()
+    assert len(workers.list("exited")) == 3
+
+
+def test_concurrency_limit_across_processes(
+    redis_url: str, namespace: str, workers: Workers
+) -> None:
+    """A task limited to 2 never runs more than 2 jobs at once across processes."""
+    workers.start(3)
+    engine = producer(redis_url, namespace)
+    schedule_many(engine, "limited", 200)
+    wait_for(lambda: len(workers.list("runs")) >= 200, timeout=120)
+    samples = [int(s) for s in workers.list("samples")]
+    assert len(samples) == 200
+    assert max(samples) <= 2
+    assert sorted(int(i) for i in workers.list("runs")) == list(range(200))
+
+
+def test_periodic_task_not_duplicated_across_processes(
+    redis_url: str, namespace: str, workers: Workers
+) -> None:
+    """Three processes registering one periodic task run it once per period."""
+    workers.start(3, periodic=True)
+    wait_for(lambda: len(workers.list("ticks")) >= 4, timeout=30)
+    workers.stop()
+    ticks = [line.split() for line in workers.list("ticks")]
+    ids = [t[0] for t in ticks]
+    assert len(ids) == len(set(ids))
+    times = sorted(float(t[1]) for t in ticks)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert all(gap >= 0.9 for gap in gaps), gaps
+
+
+def test_jobs_of_a_killed_worker_are_recovered(
+    redis_url: str, namespace: str, workers: Workers
+) -> None:
+    """After a SIGKILL, the at-least-once job is re-run elsewhere, the at-most-once one fails."""
+    (victim,) = workers.start(1, threads=2, dead_worker_timeout=2.0)
+    engine = producer(redis_url, namespace)
+    engine.schedule("hold_least", 1)
+    engine.schedule("hold_most", 2)
+    wait_for(lambda: len(workers.list("started")) == 2, timeout=30)
+    workers.start(1, threads=2, dead_worker_timeout=2.0)
+    victim.kill()
+    killed_at = time.monotonic()
+    victim.wait()
+    wait_for(lambda: len(workers.list("started")) == 3, timeout=30)
+    recovered_after = time.monotonic() - killed_at
+    wait_for(lambda: workers.list("failed"), timeout=30)
+    assert workers.list("failed") == ["hold_most:2:WorkerDiedError"]
+    kind, _, pid = workers.list("started")[2].split(":")
+    assert kind == "least"
+    assert int(pid) != victim.pid
+    workers.r.rpush(workers.key("release:1"), "go")
+    wait_for(lambda: workers.list("done"), timeout=30)
+    wait_for(lambda: engine._broker.count_jobs().running == 0, timeout=30)
+    print(f"recovered {recovered_after:.2f} s after SIGKILL (threshold 2 s)")

@@ -1,0 +1,172 @@
+"""The RedisBroker under an engine: notifications, clocks, bad input, outages, URLs."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import redis
+
+from spinach import Engine, Tasks
+from spinach.brokers.redis import RedisBroker
+from spinach.clock import Clock
+from spinach.exc import BrokerConnectionError, ConfigurationError
+from spinach.testing import wait_for
+
+from .conftest import RedisServer, free_port
+
+
+class SkewedClock(Clock):
+    """This host's clock, off by a fixed number of seconds."""
+
+    def __init__(self, skew: float) -> None:
+        self.skew = skew
+
+    def time(self) -> float:
+        return time.time() + self.skew
+
+
+def make_engine(broker: RedisBroker, namespace: str, runs: list[int]) -> Engine:
+    tasks = Tasks()
+    tasks.add(runs.append, "record", max_retries=2)
+    engine = Engine(broker, namespace, heartbeat_interval=0.1, dead_worker_timeout=5)
+    engine.attach_tasks(tasks)
+    return engine
+
+
+def test_jobs_run_end_to_end(redis_client: redis.Redis, namespace: str) -> None:
+    """Jobs scheduled on Redis run once each, with a client decoding responses or not."""
+    runs: list[int] = []
+    engine = make_engine(RedisBroker(redis_client), namespace, runs)
+    for i in range(30):
+        engine.schedule("record", i)
+    engine.start_workers(number=4, stop_when_queue_empty=True)
+    assert sorted(runs) == list(range(30))
+    engine._broker.flush()
+
+
+def test_idle_worker_is_notified_of_new_jobs(redis_url: str, namespace: str) -> None:
+    """A broker waiting for work is woken up by a job enqueued from another process."""
+    waiting = RedisBroker.from_url(redis_url)
+    waiting.namespace = namespace
+    producer = make_engine(RedisBroker.from_url(redis_url), namespace, [])
+    waiting.start()
+    try:
+        # The first wake-up comes once the subscription is in place.
+        assert waiting.wait_for_event(10)
+        producer.schedule("record", 1)
+        assert waiting.wait_for_event(10)
+    finally:
+        waiting.stop()
+        waiting.flush()
+
+
+@pytest.mark.parametrize("skew", [-600.0, 600.0])
+def test_skewed_worker_clock_follows_the_server(
+    redis_url: str, namespace: str, skew: float
+) -> None:
+    """A worker 10 minutes off runs nothing early or late and is not declared dead."""
+    honest = RedisBroker.from_url(redis_url)
+    honest.namespace = namespace
+    skewed = RedisBroker.from_url(redis_url, clock=SkewedClock(skew))
+    skewed.namespace = namespace
+    assert abs(skewed.now().timestamp() - time.time()) < 1
+    producer = make_engine(honest, namespace, [])
+    producer.schedule_at("record", honest.now() + timedelta(seconds=30), 1)
+    delay = skewed.move_future_jobs()
+    assert delay is not None
+    assert 28 < delay <= 30
+    assert skewed.get_jobs_from_queue("spinach", 10) == []
+    producer.schedule("record", 2)
+    assert len(skewed.get_jobs_from_queue("spinach", 10)) == 1
+    skewed.heartbeat()
+    assert honest.adopt_jobs_of_dead_workers(5) == []
+    honest.flush()
+
+
+def test_garbage_in_a_queue_is_moved_aside(
+    redis_client: redis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Entries that are not jobs go to the failed list with an error; good jobs still run."""
+    runs: list[int] = []
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, runs)
+    engine.schedule("record", 1)
+    queue_key = f"spinach:{{{namespace}}}:queue:spinach"
+    redis_client.rpush(queue_key, "not a job", '{"task_name": "record"}')
+    engine.schedule("record", 2)
+    with caplog.at_level(logging.ERROR, "spinach"):
+        engine.start_workers(number=2, stop_when_queue_empty=True)
+    assert sorted(runs) == [1, 2]
+    failed = redis_client.lrange(f"spinach:{{{namespace}}}:failed", 0, -1)
+    assert sorted(f if isinstance(f, str) else f.decode() for f in failed) == [
+        "not a job",
+        '{"task_name": "record"}',
+    ]
+    assert sum("is not a Spinach job" in r.getMessage() for r in caplog.records) == 2
+    broker.flush()
+
+
+def test_schedule_without_redis_is_a_clear_error(namespace: str) -> None:
+    """Scheduling with no Redis to reach fails after the retries, saying what to check."""
+    broker = RedisBroker.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", enqueue_job_max_retries=1, socket_connect_timeout=0.5
+    )
+    engine = make_engine(broker, namespace, [])
+    with pytest.raises(BrokerConnectionError, match=r"after 2 tries.*Check that the Redis server"):
+        engine.schedule("record", 1)
+
+
+def test_namespace_with_braces_is_refused(redis_url: str) -> None:
+    """Braces would break the hash tag: such a namespace is refused clearly."""
+    broker = RedisBroker.from_url(redis_url)
+    broker.namespace = "a{b}"
+    with pytest.raises(ConfigurationError, match="hash tag"):
+        broker.is_queue_empty("q")
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    with tempfile.TemporaryDirectory() as directory:
+        server = RedisServer(free_port(), directory)
+        yield server
+        server.stop()
+
+
+def test_from_url_with_password_and_database(own_server: RedisServer) -> None:
+    """from_url honours the password and the database number of the URL."""
+    own_server.start("--requirepass", "s3cret")
+    url = f"redis://:s3cret@127.0.0.1:{own_server.port}/3"
+    runs: list[int] = []
+    engine = make_engine(RedisBroker.from_url(url), "urls", runs)
+    engine.schedule("record", 7)
+    client = redis.Redis(port=own_server.port, password="s3cret", db=3)
+    assert client.exists("spinach:{urls}:payloads")
+    engine.start_workers(number=1, stop_when_queue_empty=True)
+    assert runs == [7]
+
+
+def test_workers_survive_a_redis_restart(
+    own_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Workers log the outage, reconnect by themselves and run jobs scheduled afterwards."""
+    own_server.start()
+    runs: list[int] = []
+    namespace = f"restart-{uuid.uuid4().hex[:6]}"
+    engine = make_engine(RedisBroker.from_url(own_server.url), namespace, runs)
+    engine.start_workers(number=2, block=False)
+    try:
+        engine.schedule("record", 1)
+        wait_for(lambda: runs == [1])
+        own_server.stop()
+        wait_for(lambda: any(r.levelno >= logging.WARNING for r in caplog.records))
+        own_server.start()
+        engine.schedule("record", 2)
+        wait_for(lambda: runs == [1, 2], timeout=30)
+    finally:
+        engine.stop_workers()

@@ -1,0 +1,95 @@
+"""A worker process for the multi-process tests: ``python worker_process.py URL NS OPTIONS``.
+
+Its tasks record what they do in Redis lists prefixed by the namespace, so the
+test reads the outcome from the same server. OPTIONS is JSON: ``threads``,
+``dead_worker_timeout``, ``periodic`` (register the periodic task).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from datetime import timedelta
+from typing import Any
+
+import redis
+
+from spinach import Engine, Tasks, signals
+from spinach.brokers.redis import RedisBroker
+from spinach.job import Job
+
+url, namespace, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+r = redis.Redis.from_url(url)
+tasks = Tasks()
+
+
+def key(name: str) -> str:
+    return f"test:{namespace}:{name}"
+
+
+@tasks.task(name="record", max_retries=3)
+def record(i: int) -> None:
+    r.rpush(key("runs"), i)
+
+
+@tasks.task(name="limited", max_retries=1, max_concurrency=2)
+def limited(i: int) -> None:
+    r.rpush(key("samples"), r.incr(key("running")))
+    time.sleep(0.005)  # the job's work, so that jobs overlap
+    r.decr(key("running"))
+    r.rpush(key("runs"), i)
+
+
+def hold(kind: str, i: int) -> None:
+    r.rpush(key("started"), f"{kind}:{i}:{os.getpid()}")
+    # Work until the test says stop (or it kills this process).
+    r.blpop([key(f"release:{i}")], timeout=60)
+    r.rpush(key("done"), f"{kind}:{i}:{os.getpid()}")
+
+
+@tasks.task(name="hold_least", max_retries=2)
+def hold_least(i: int) -> None:
+    hold("least", i)
+
+
+@tasks.task(name="hold_most", max_retries=0)
+def hold_most(i: int) -> None:
+    hold("most", i)
+
+
+if options.get("periodic"):
+
+    @tasks.task(name="tick", periodicity=timedelta(seconds=1))
+    def tick() -> None:
+        pass
+
+
+def on_started(sender: str, job: Job) -> None:
+    if job.task_name == "tick":
+        r.rpush(key("ticks"), f"{job.id} {job.at_timestamp}")
+
+
+def on_failed(sender: str, job: Job, err: BaseException) -> None:
+    r.rpush(key("failed"), f"{job.task_name}:{job.task_args[0]}:{type(err).__name__}")
+
+
+def on_worker_started(sender: str, worker_name: str) -> None:
+    r.rpush(key("workers"), f"{os.getpid()}:{worker_name}")
+
+
+receivers: list[Any] = [on_started, on_failed, on_worker_started]
+signals.job_started.connect(on_started, sender=namespace)
+signals.job_failed.connect(on_failed, sender=namespace)
+signals.worker_started.connect(on_worker_started, sender=namespace)
+
+engine = Engine(
+    RedisBroker.from_url(url),
+    namespace,
+    heartbeat_interval=0.2,
+    dead_worker_timeout=options.get("dead_worker_timeout", 10.0),
+)
+engine.attach_tasks(tasks)
+engine.start_workers(number=options.get("threads", 4), block=True)
+r.rpush(key("exited"), os.getpid())
