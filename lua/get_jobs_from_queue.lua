@@ -16,9 +16,11 @@
 -- of the list when it was parked. So parked jobs whose task has a free slot go first,
 -- and a fetch costs the jobs it hands out plus the jobs it parks, never the jobs
 -- already waiting behind a limit.
--- Returns: a flat array of token, job id, payload triples; an empty token marks an entry
---          that had no payload: it was moved to the failed list and is returned as the
---          payload, for the log.
+-- At most 1000 entries are parked per call, so that no call blocks Redis for long.
+-- Returns: a flat array: 1 when the call stopped at that parking budget (call again for
+--          more jobs), else 0; then token, job id, payload triples. An empty token marks
+--          an entry that had no payload: it was moved to the failed list and is returned
+--          as the payload, for the log.
 -- Not safe to retry: the jobs of a lost reply stay running under this worker.
 
 local ready, parked, payloads, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -67,17 +69,23 @@ local function pop_parked()
     return string.sub(best, #best_prefix + 1)
 end
 
+local park_budget = 1000
+
 -- The head of the ready list, after parking the blocked entries in front of it.
 local function pop_ready()
     local entry = redis.call("LPOP", ready)
     while entry and limited and at_limit(string.sub(entry, 53)) do
         redis.call("ZADD", parked, 0, task_prefix(string.sub(entry, 53)) .. entry)
+        park_budget = park_budget - 1
+        if park_budget == 0 then
+            return nil
+        end
         entry = redis.call("LPOP", ready)
     end
     return entry
 end
 
-local result, handed = {}, 0
+local result, handed = {0}, 0
 while handed < max_jobs do
     local entry = (limited and pop_parked()) or pop_ready()
     if not entry then
@@ -102,5 +110,8 @@ while handed < max_jobs do
         table.insert(result, id)
         table.insert(result, payload)
     end
+end
+if park_budget == 0 then
+    result[1] = 1
 end
 return result

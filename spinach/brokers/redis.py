@@ -309,19 +309,22 @@ class RedisBroker(Broker):
         if max_jobs <= 0:
             return []
         k = self._keys
-        flat = self._run(
-            "get_jobs_from_queue",
-            [
-                k.ready(queue),
-                k.parked(queue),
-                k.payloads,
-                k.running,
-                k.limits,
-                k.in_flight,
-                k.failed,
-            ],
-            [max_jobs, self._token_prefix()],
-        )
+        keys = [k.ready(queue), k.parked(queue), k.payloads, k.running, k.limits, k.in_flight]
+        jobs: list[Job] = []
+        more = True
+        while more and len(jobs) < max_jobs:
+            flat = self._run(
+                "get_jobs_from_queue",
+                [*keys, k.failed],
+                [max_jobs - len(jobs), self._token_prefix()],
+            )
+            more = int(flat[0]) == 1
+            jobs += self._jobs_of(queue, flat[1:])
+        return jobs
+
+    def _jobs_of(self, queue: str, flat: list[Any]) -> list[Job]:
+        """The jobs of the triples a fetch returned, logging the entries that were not jobs."""
+        k = self._keys
         jobs = []
         for i in range(0, len(flat), 3):
             token, job_id, payload = _text(flat[i]), _text(flat[i + 1]), flat[i + 2]
@@ -508,6 +511,11 @@ class RedisBroker(Broker):
             *per_queue,
         )
         self._queues = None
+
+    def close(self) -> None:
+        """Stop listening for notifications and close the client's connections."""
+        self.stop()
+        self._redis.close()
 
     # -- notifications ----------------------------------------------------------
 

@@ -8,71 +8,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import tempfile
-import time
 import uuid
 from collections.abc import Iterator
 
-import attrs
 import pytest
 import redis
 
-
-@attrs.define
-class RedisServer:
-    """A redis-server process started for the tests."""
-
-    port: int
-    directory: str
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, *extra: str) -> None:
-        self.process = subprocess.Popen(
-            [
-                "redis-server",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", self.directory,
-                *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port, socket_connect_timeout=1)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except (redis.AuthenticationError, redis.ResponseError):
-                break  # it answers: it is up, and wants a password
-            except redis.ConnectionError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from None
-                time.sleep(0.02)
-            finally:
-                client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+from spinach.testing.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +30,7 @@ def redis_url() -> Iterator[str]:
             pytest.fail(message)
         pytest.skip(message)
     with tempfile.TemporaryDirectory() as directory:
-        server = RedisServer(free_port(), directory)
+        server = RedisServer(directory)
         server.start()
         try:
             yield server.url

@@ -7,7 +7,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,20 @@ def producer(redis_url: str, namespace: str) -> Engine:
     return engine
 
 
+@pytest.fixture
+def make_producer(redis_url: str, namespace: str) -> Iterator[Callable[[], Engine]]:
+    engines: list[Engine] = []
+
+    def make() -> Engine:
+        engines.append(producer(redis_url, namespace))
+        return engines[-1]
+
+    yield make
+    for engine in engines:
+        assert isinstance(engine._broker, RedisBroker)
+        engine._broker.close()
+
+
 def _noop(*args: Any) -> None:
     """The producer never runs tasks."""
 
@@ -90,10 +104,10 @@ def schedule_many(engine: Engine, task: str, count: int) -> None:
         engine.schedule_batch(batch)
 
 
-def test_each_job_runs_exactly_once(redis_url: str, namespace: str, workers: Workers) -> None:
+def test_each_job_runs_exactly_once(make_producer: Callable[[], Engine], workers: Workers) -> None:
     """2,000 jobs drained by 3 worker processes each run exactly once."""
     workers.start(3)
-    engine = producer(redis_url, namespace)
+    engine = make_producer()
     schedule_many(engine, "record", 1000)
     for i in range(1000, 2000):
         engine.schedule("record", i)
@@ -105,11 +119,11 @@ def test_each_job_runs_exactly_once(redis_url: str, namespace: str, workers: Wor
 
 
 def test_concurrency_limit_across_processes(
-    redis_url: str, namespace: str, workers: Workers
+    make_producer: Callable[[], Engine], workers: Workers
 ) -> None:
     """A task limited to 2 never runs more than 2 jobs at once across processes."""
     workers.start(3)
-    engine = producer(redis_url, namespace)
+    engine = make_producer()
     schedule_many(engine, "limited", 200)
     wait_for(lambda: len(workers.list("runs")) >= 200, timeout=120)
     samples = [int(s) for s in workers.list("samples")]
@@ -119,7 +133,7 @@ def test_concurrency_limit_across_processes(
 
 
 def test_periodic_task_not_duplicated_across_processes(
-    redis_url: str, namespace: str, workers: Workers
+    make_producer: Callable[[], Engine], workers: Workers
 ) -> None:
     """Three processes registering one periodic task run it once per period."""
     workers.start(3, periodic=True)
@@ -134,11 +148,11 @@ def test_periodic_task_not_duplicated_across_processes(
 
 
 def test_jobs_of_a_killed_worker_are_recovered(
-    redis_url: str, namespace: str, workers: Workers
+    make_producer: Callable[[], Engine], workers: Workers
 ) -> None:
     """After a SIGKILL, the at-least-once job is re-run elsewhere, the at-most-once one fails."""
     (victim,) = workers.start(1, threads=2, dead_worker_timeout=2.0)
-    engine = producer(redis_url, namespace)
+    engine = make_producer()
     engine.schedule("hold_least", 1)
     engine.schedule("hold_most", 2)
     wait_for(lambda: len(workers.list("started")) == 2, timeout=30)

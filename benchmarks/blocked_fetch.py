@@ -1,0 +1,85 @@
+"""Fetch cost with 100,000 jobs blocked by a concurrency limit.
+
+Prints the Redis time (from INFO commandstats) and the round-trip time of a
+fetch that hands out one job of another task, and the longest single call
+while the blocked jobs were being parked.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from datetime import datetime, timezone
+
+import redis
+from _server import percentile, redis_url
+
+from spinach.brokers.redis import RedisBroker
+from spinach.job import Job
+from spinach.task import Task
+
+BLOCKED = 100_000
+SAMPLES = 300
+
+
+def evalsha_usec(client: redis.Redis) -> tuple[int, int]:
+    stats = client.info("commandstats").get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+    return int(stats["calls"]), int(stats["usec"])
+
+
+def main() -> None:
+    with redis_url() as url:
+        client = redis.Redis.from_url(url)
+        broker = RedisBroker(client)
+        broker.namespace = "bench-blocked"
+        broker.flush()
+        broker.set_concurrency_limits(
+            [
+                Task(print, "blocked", "q", 1, None, max_concurrency=1),
+                Task(print, "other", "q", 1, None, max_concurrency=1000),
+            ]
+        )
+        now = datetime.now(timezone.utc)
+        for start in range(0, BLOCKED, 1000):
+            broker.enqueue_jobs(
+                [Job("blocked", "q", now, 1, (i,)) for i in range(start, start + 1000)]
+            )
+        assert len(broker.get_jobs_from_queue("q", 1)) == 1  # the limit is now reached
+
+        # The next fetch parks the blocked jobs, a bounded number per script call.
+        client.config_resetstat()
+        assert broker.get_jobs_from_queue("q", 1) == []
+        calls, usec = evalsha_usec(client)
+        print(
+            f"parking {BLOCKED} blocked jobs: {calls} script calls, "
+            f"{usec / 1000 / calls:.2f} ms of Redis time per call on average"
+        )
+
+        server_times, round_trips = [], []
+        for i in range(SAMPLES):
+            broker.enqueue_jobs([Job("other", "q", now, 1, (i,))])
+            calls_before, usec_before = evalsha_usec(client)
+            started = time.perf_counter()
+            (job,) = broker.get_jobs_from_queue("q", 1)
+            round_trips.append((time.perf_counter() - started) * 1000)
+            calls_after, usec_after = evalsha_usec(client)
+            assert calls_after - calls_before == 1
+            server_times.append((usec_after - usec_before) / 1000)
+            broker.remove_job_from_running(job)
+        print(f"fetch of one job past {BLOCKED} blocked jobs, {SAMPLES} samples:")
+        print(
+            f"  Redis time: median {statistics.median(server_times):.3f} ms, "
+            f"p99 {percentile(server_times, 0.99):.3f} ms, max {max(server_times):.3f} ms"
+        )
+        print(
+            f"  round trip: median {statistics.median(round_trips):.3f} ms, "
+            f"p99 {percentile(round_trips, 0.99):.3f} ms"
+        )
+        counts = broker.count_jobs()
+        print(f"  still queued: {counts.queued}, running: {counts.running}")
+        broker.flush()
+        broker.close()
+
+
+if __name__ == "__main__":
+    main()
