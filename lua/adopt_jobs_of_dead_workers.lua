@@ -8,6 +8,8 @@
 -- ARGV[2]  dead_after: seconds without a heartbeat after which a worker is dead
 -- ARGV[3]  the adopting worker's id
 -- ARGV[4]  token prefix, unique to this call
+-- ARGV[5..] token prefixes of earlier calls of this worker whose reply was lost: their
+--          jobs are adopted again
 -- A worker is dead when its last heartbeat is too old, or when it is not in the workers
 -- set at all (it deregistered, or never heartbeated). Its jobs get new tokens under the
 -- adopter, keeping their concurrency slots; dead workers are forgotten.
@@ -17,6 +19,15 @@
 local workers, running, payloads = KEYS[1], KEYS[2], KEYS[3]
 local now, dead_after = tonumber(ARGV[1]), tonumber(ARGV[2])
 local me, token_prefix = ARGV[3], ARGV[4]
+
+local function lost_before(record)
+    for i = 5, #ARGV do
+        if string.sub(record, 1, #ARGV[i]) == ARGV[i] then
+            return true
+        end
+    end
+    return false
+end
 
 local alive = {}
 local beats = redis.call("ZRANGE", workers, 0, -1, "WITHSCORES")
@@ -32,7 +43,7 @@ local records = redis.call("HGETALL", running)
 for i = 1, #records, 2 do
     local id, record = records[i], records[i + 1]
     local owner = string.sub(record, 1, 32)
-    if owner ~= me and not alive[owner] then
+    if (owner ~= me and not alive[owner]) or lost_before(record) then
         adopted = adopted + 1
         local token = token_prefix .. adopted
         local task_name = string.sub(record, string.find(record, " ", 1, true) + 1)

@@ -75,6 +75,8 @@ class Engine:
         self._maintenance_must_stop = threading.Event()
         # Jobs whose outcome is settled but not yet recorded in the broker.
         self._to_record: collections.deque[Job] = collections.deque()
+        # Ids of jobs whose outcome is recorded again after a failed call.
+        self._retried_records: set[uuid.UUID] = set()
 
     @property
     def namespace(self) -> str:
@@ -325,9 +327,14 @@ class Engine:
                 else:
                     state = self._broker.retry_job(job)
             except Exception:
+                # The call may have been recorded with its reply lost: then the
+                # next try finds the job no longer ours, which is fine.
+                self._retried_records.add(job.id)
                 self._to_record.appendleft(job)
                 raise
-            if state is RunningJobState.NOT_OURS:
+            if job.id in self._retried_records:
+                self._retried_records.discard(job.id)
+            elif state is RunningJobState.NOT_OURS:
                 logger.warning(
                     "Outcome of %s not recorded: this worker was declared dead and the job "
                     "was taken over by another one",

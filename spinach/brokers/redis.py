@@ -43,6 +43,7 @@ _SCRIPTS = (
     "register_periodic_tasks",
     "set_concurrency_limits",
     "adopt_jobs_of_dead_workers",
+    "requeue_lost_handouts",
 )
 #: Seconds between two measures of the offset between this host's clock and Redis'.
 _CLOCK_SYNC_INTERVAL = 30.0
@@ -192,6 +193,10 @@ class RedisBroker(Broker):
         }
         self._calls = itertools.count(1)
         self._queues: list[str] | None = None
+        # (queue, token prefix) of fetches whose reply was lost, and token
+        # prefixes of adoptions whose reply was lost: repaired on the next call.
+        self._lost_fetches: list[tuple[str, str]] = []
+        self._lost_adoptions: list[str] = []
         self._keys_cache: _Keys | None = None
         self._stop_listening = threading.Event()
         self._listener: threading.Thread | None = None
@@ -309,18 +314,35 @@ class RedisBroker(Broker):
         if max_jobs <= 0:
             return []
         k = self._keys
+        self._requeue_lost_handouts()
         keys = [k.ready(queue), k.parked(queue), k.payloads, k.running, k.limits, k.in_flight]
         jobs: list[Job] = []
         more = True
         while more and len(jobs) < max_jobs:
-            flat = self._run(
-                "get_jobs_from_queue",
-                [*keys, k.failed],
-                [max_jobs - len(jobs), self._token_prefix()],
-            )
+            prefix = self._token_prefix()
+            try:
+                flat = self._run(
+                    "get_jobs_from_queue", [*keys, k.failed], [max_jobs - len(jobs), prefix]
+                )
+            except (redis_py.ConnectionError, redis_py.TimeoutError):
+                # The script may have run and its reply been lost: its jobs are
+                # running under this worker, known to no one. Put them back.
+                self._lost_fetches.append((queue, prefix))
+                raise
             more = int(flat[0]) == 1
             jobs += self._jobs_of(queue, flat[1:])
         return jobs
+
+    def _requeue_lost_handouts(self) -> None:
+        k = self._keys
+        while self._lost_fetches:
+            queue, prefix = self._lost_fetches[0]
+            count = self._run(
+                "requeue_lost_handouts", [k.running, k.in_flight, k.ready(queue)], [prefix]
+            )
+            self._lost_fetches.pop(0)
+            if count:
+                logger.warning("Put back %d job(s) of a fetch whose reply was lost", count)
 
     def _jobs_of(self, queue: str, flat: list[Any]) -> list[Job]:
         """The jobs of the triples a fetch returned, logging the entries that were not jobs."""
@@ -452,11 +474,18 @@ class RedisBroker(Broker):
     @override
     def adopt_jobs_of_dead_workers(self, dead_after: float) -> list[Job]:
         k = self._keys
-        flat = self._run(
-            "adopt_jobs_of_dead_workers",
-            [k.workers, k.running, k.payloads],
-            [self._now(), dead_after, self.worker_id, self._token_prefix()],
-        )
+        prefix = self._token_prefix()
+        try:
+            flat = self._run(
+                "adopt_jobs_of_dead_workers",
+                [k.workers, k.running, k.payloads],
+                [self._now(), dead_after, self.worker_id, prefix, *self._lost_adoptions],
+            )
+        except (redis_py.ConnectionError, redis_py.TimeoutError):
+            # Jobs adopted in a lost reply are adopted again by the next call.
+            self._lost_adoptions.append(prefix)
+            raise
+        self._lost_adoptions.clear()
         jobs = []
         for i in range(0, len(flat), 2):
             token, payload = _text(flat[i]), flat[i + 1]

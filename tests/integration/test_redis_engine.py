@@ -196,3 +196,50 @@ def test_workers_survive_a_redis_restart(
         wait_for(lambda: runs == [1, 2], timeout=30)
     finally:
         engine.stop_workers()
+
+
+def test_jobs_of_a_lost_fetch_reply_are_put_back(redis_client: redis.Redis, namespace: str) -> None:
+    """Jobs handed out by a fetch whose reply was lost go back to the head of their queue."""
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, [])
+    jobs = [engine.schedule("record", i) for i in range(3)]
+    k = broker._keys
+    # The fetch script runs, but the reply never reaches the broker.
+    lost_prefix = broker._token_prefix()
+    broker._scripts["get_jobs_from_queue"](
+        keys=[k.ready("spinach"), k.parked("spinach"), k.payloads, k.running, k.limits,
+              k.in_flight, k.failed],
+        args=[2, lost_prefix],
+    )  # fmt: skip
+    broker._lost_fetches.append(("spinach", lost_prefix))
+    assert broker.count_jobs().running == 2
+    got = broker.get_jobs_from_queue("spinach", 10)
+    assert [job.id for job in got] == [job.id for job in jobs]
+    assert broker.count_jobs().running == 3
+    broker.flush()
+
+
+def test_jobs_of_a_lost_adoption_reply_are_adopted_again(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """Jobs adopted by a call whose reply was lost are returned by the next adoption."""
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, [])
+    job = engine.schedule("record", 1)
+    dead = RedisBroker(redis_client)
+    dead.namespace = namespace
+    dead.get_jobs_from_queue("spinach", 1)
+    broker.heartbeat()
+    k = broker._keys
+    lost_prefix = broker._token_prefix()
+    broker._scripts["adopt_jobs_of_dead_workers"](
+        keys=[k.workers, k.running, k.payloads],
+        args=[broker._now(), 10, broker.worker_id, lost_prefix],
+    )
+    broker._lost_adoptions.append(lost_prefix)
+    (adopted,) = broker.adopt_jobs_of_dead_workers(10)
+    assert adopted.id == job.id
+    assert adopted.handout_token is not None
+    assert not adopted.handout_token.startswith(lost_prefix)
+    assert broker.adopt_jobs_of_dead_workers(10) == []
+    broker.flush()

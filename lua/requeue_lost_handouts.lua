@@ -1,0 +1,37 @@
+-- requeue_lost_handouts: put back at the head of their queue the jobs of a fetch whose reply was lost.
+--
+-- KEYS[1]  running: hash, job id -> token .. " " .. task name
+-- KEYS[2]  in_flight: hash, task name -> running jobs of that limited task
+-- KEYS[3]  ready list of the queue the lost fetch read
+-- ARGV[1]  the token prefix of the lost fetch call
+-- The jobs of that call never reached a worker: they go back to the head of the ready
+-- list, in their order, and free their concurrency slots. RedisBroker calls this after
+-- a fetch that failed with a connection error, before its next fetch.
+-- Returns: the number of jobs put back.
+-- Safe to retry: a second call finds nothing.
+
+local running, in_flight, ready = KEYS[1], KEYS[2], KEYS[3]
+local prefix = ARGV[1]
+
+local lost = {}
+local records = redis.call("HGETALL", running)
+for i = 1, #records, 2 do
+    local id, record = records[i], records[i + 1]
+    if string.sub(record, 1, #prefix) == prefix then
+        local space = string.find(record, " ", 1, true)
+        -- The number after the prefix is the job's rank in the lost reply.
+        table.insert(lost, {tonumber(string.sub(record, #prefix + 1, space - 1)), id, string.sub(record, space + 1)})
+    end
+end
+table.sort(lost, function(a, b) return a[1] < b[1] end)
+for k = #lost, 1, -1 do
+    local id, task_name = lost[k][2], lost[k][3]
+    redis.call("HDEL", running, id)
+    if redis.call("HEXISTS", in_flight, task_name) == 1 then
+        if redis.call("HINCRBY", in_flight, task_name, -1) <= 0 then
+            redis.call("HDEL", in_flight, task_name)
+        end
+    end
+    redis.call("LPUSH", ready, string.format("%016d", 0) .. id .. task_name)
+end
+return #lost
