@@ -11,12 +11,10 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import threading
 import time
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import redis as redis_py
 from redis.commands.core import Script
 from typing_extensions import override
@@ -25,6 +23,9 @@ from ..clock import Clock, SystemClock
 from ..exc import BrokerConnectionError, ConfigurationError
 from ..job import Job, JobStatus
 from ._lua import read_script
+from ._redis_clock import ServerClock
+from ._redis_keys import Keys
+from ._redis_listener import Listener
 from .base import Broker, JobCounts, RunningJobState
 
 if TYPE_CHECKING:
@@ -45,108 +46,8 @@ _SCRIPTS = (
     "adopt_jobs_of_dead_workers",
     "requeue_lost_handouts",
 )
-#: Seconds between two measures of the offset between this host's clock and Redis'.
-_CLOCK_SYNC_INTERVAL = 30.0
 #: Tries of a script whose queue list turned out stale before giving up for this round.
 _QUEUE_REFRESHES = 3
-
-
-@attrs.frozen
-class _Keys:
-    """The Redis keys of one namespace."""
-
-    namespace: str
-    prefix: str
-
-    @classmethod
-    def of(cls, namespace: str) -> _Keys:
-        if "{" in namespace or "}" in namespace:
-            raise ConfigurationError(
-                f"Namespace {namespace!r} cannot be used with Redis: braces are reserved "
-                "for the Redis Cluster hash tag; choose a name without '{' or '}'"
-            )
-        return cls(namespace, f"spinach:{{{namespace}}}:")
-
-    @property
-    def payloads(self) -> str:
-        return self.prefix + "payloads"
-
-    @property
-    def seq(self) -> str:
-        return self.prefix + "seq"
-
-    @property
-    def queues(self) -> str:
-        return self.prefix + "queues"
-
-    @property
-    def running(self) -> str:
-        return self.prefix + "running"
-
-    @property
-    def limits(self) -> str:
-        return self.prefix + "limits"
-
-    @property
-    def in_flight(self) -> str:
-        return self.prefix + "in_flight"
-
-    @property
-    def failed(self) -> str:
-        return self.prefix + "failed"
-
-    @property
-    def periodic(self) -> str:
-        return self.prefix + "periodic"
-
-    @property
-    def periodic_next(self) -> str:
-        return self.prefix + "periodic_next"
-
-    @property
-    def workers(self) -> str:
-        return self.prefix + "workers"
-
-    @property
-    def channel(self) -> str:
-        return self.prefix + "events"
-
-    def ready(self, queue: str) -> str:
-        return f"{self.prefix}queue:{queue}"
-
-    def parked(self, queue: str) -> str:
-        return f"{self.prefix}parked:{queue}"
-
-    def future(self, queue: str) -> str:
-        return f"{self.prefix}future:{queue}"
-
-
-class _ServerClock(Clock):
-    """This host's clock corrected by its offset to the Redis server's clock."""
-
-    def __init__(self, local: Clock, client: redis_py.Redis) -> None:
-        self._local = local
-        self._client = client
-        self._offset = 0.0
-        self._synced_at: float | None = None
-
-    @override
-    def time(self) -> float:
-        if self._synced_at is None or time.monotonic() - self._synced_at > _CLOCK_SYNC_INTERVAL:
-            self.sync()
-        return self._local.time() + self._offset
-
-    def sync(self) -> None:
-        """Measure the offset again (one round trip); keep the last one if Redis is out of reach."""
-        self._synced_at = time.monotonic()
-        try:
-            before = self._local.time()
-            seconds, microseconds = self._client.time()
-            after = self._local.time()
-        except redis_py.RedisError as e:
-            logger.warning("Could not read the Redis server's clock (%s); using the last offset", e)
-            return
-        self._offset = seconds + microseconds / 1e6 - (before + after) / 2
 
 
 def _text(value: Any) -> str:
@@ -185,7 +86,7 @@ class RedisBroker(Broker):
                 health_check_interval=30,
             )
         local = clock if clock is not None else SystemClock()
-        super().__init__(_ServerClock(local, redis) if sync_clock else local)
+        super().__init__(ServerClock(local, redis) if sync_clock else local)
         self._redis = redis
         self._enqueue_job_max_retries = enqueue_job_max_retries
         self._scripts: dict[str, Script] = {
@@ -197,9 +98,8 @@ class RedisBroker(Broker):
         # prefixes of adoptions whose reply was lost: repaired on the next call.
         self._lost_fetches: list[tuple[str, str]] = []
         self._lost_adoptions: list[str] = []
-        self._keys_cache: _Keys | None = None
-        self._stop_listening = threading.Event()
-        self._listener: threading.Thread | None = None
+        self._keys_cache: Keys | None = None
+        self._listener: Listener | None = None
 
     @classmethod
     def from_url(
@@ -231,10 +131,10 @@ class RedisBroker(Broker):
         return self._redis
 
     @property
-    def _keys(self) -> _Keys:
+    def _keys(self) -> Keys:
         keys = self._keys_cache
         if keys is None or keys.namespace != self.namespace:
-            keys = self._keys_cache = _Keys.of(self.namespace)
+            keys = self._keys_cache = Keys.of(self.namespace)
         return keys
 
     def _now(self) -> float:
@@ -550,40 +450,14 @@ class RedisBroker(Broker):
 
     @override
     def start(self) -> None:
-        if isinstance(self._clock, _ServerClock):
+        if isinstance(self._clock, ServerClock):
             self._clock.sync()
-        if self._listener is None or not self._listener.is_alive():
-            self._stop_listening.clear()
-            self._listener = threading.Thread(
-                target=self._listen, name=f"{self.namespace}-notifications", daemon=True
-            )
-            self._listener.start()
+        if self._listener is None:
+            self._listener = Listener(self._redis, self._keys.channel, self.wake_up)
+            self._listener.start(name=f"{self.namespace}-notifications")
 
     @override
     def stop(self) -> None:
-        self._stop_listening.set()
         if self._listener is not None:
-            self._listener.join()
+            self._listener.stop()
             self._listener = None
-
-    def _listen(self) -> None:
-        """Wake up the engine on each notification, reconnecting after errors."""
-        failures = 0
-        while not self._stop_listening.is_set():
-            # redis-py leaves pubsub() unannotated.
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
-            try:
-                pubsub.subscribe(self._keys.channel)
-                # Events may have been missed while not subscribed: look now.
-                self.wake_up()
-                while not self._stop_listening.is_set():
-                    if pubsub.get_message(timeout=0.5) is not None:
-                        self.wake_up()
-                    failures = 0
-            except redis_py.RedisError as e:
-                failures += 1
-                wait = min(30.0, 0.1 * 2**failures) * (1 + random.random())
-                logger.warning("Lost the Redis notifications (%s); reconnecting in %.1f s", e, wait)
-                self._stop_listening.wait(wait)
-            finally:
-                pubsub.close()

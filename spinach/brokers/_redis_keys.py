@@ -1,0 +1,79 @@
+"""The Redis keys of a namespace; every one carries the hash tag ``{namespace}``."""
+
+from __future__ import annotations
+
+import attrs
+
+from ..exc import ConfigurationError
+
+__all__ = ["Keys"]
+
+
+@attrs.frozen
+class Keys:
+    """The Redis keys of one namespace."""
+
+    namespace: str
+    prefix: str
+
+    @classmethod
+    def of(cls, namespace: str) -> Keys:
+        if "{" in namespace or "}" in namespace:
+            raise ConfigurationError(
+                f"Namespace {namespace!r} cannot be used with Redis: braces are reserved "
+                "for the Redis Cluster hash tag; choose a name without '{' or '}'"
+            )
+        return cls(namespace, f"spinach:{{{namespace}}}:")
+
+    @property
+    def payloads(self) -> str:
+        return self.prefix + "payloads"
+
+    @property
+    def seq(self) -> str:
+        return self.prefix + "seq"
+
+    @property
+    def queues(self) -> str:
+        return self.prefix + "queues"
+
+    @property
+    def running(self) -> str:
+        return self.prefix + "running"
+
+    @property
+    def limits(self) -> str:
+        return self.prefix + "limits"
+
+    @property
+    def in_flight(self) -> str:
+        return self.prefix + "in_flight"
+
+    @property
+    def failed(self) -> str:
+        return self.prefix + "failed"
+
+    @property
+    def periodic(self) -> str:
+        return self.prefix + "periodic"
+
+    @property
+    def periodic_next(self) -> str:
+        return self.prefix + "periodic_next"
+
+    @property
+    def workers(self) -> str:
+        return self.prefix + "workers"
+
+    @property
+    def channel(self) -> str:
+        return self.prefix + "events"
+
+    def ready(self, queue: str) -> str:
+        return f"{self.prefix}queue:{queue}"
+
+    def parked(self, queue: str) -> str:
+        return f"{self.prefix}parked:{queue}"
+
+    def future(self, queue: str) -> str:
+        return f"{self.prefix}future:{queue}"

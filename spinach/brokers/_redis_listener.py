@@ -1,0 +1,60 @@
+"""Redis pub/sub notifications that wake up an idle engine."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from typing import Callable
+
+import redis as redis_py
+
+__all__ = ["Listener"]
+
+logger = logging.getLogger("spinach.brokers.redis")
+
+
+class Listener:
+    """A thread calling ``on_message`` for each message of a channel, reconnecting after errors.
+
+    It also calls ``on_message`` right after each (re)subscription, since
+    messages may have been missed while it was not subscribed.
+    """
+
+    def __init__(
+        self, client: redis_py.Redis, channel: str, on_message: Callable[[], None]
+    ) -> None:
+        self._client = client
+        self._channel = channel
+        self._on_message = on_message
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, name: str) -> None:
+        self._thread = threading.Thread(target=self._listen, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _listen(self) -> None:
+        failures = 0
+        while not self._stopping.is_set():
+            # redis-py leaves pubsub() unannotated.
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            try:
+                pubsub.subscribe(self._channel)
+                self._on_message()
+                while not self._stopping.is_set():
+                    if pubsub.get_message(timeout=0.5) is not None:
+                        self._on_message()
+                    failures = 0
+            except redis_py.RedisError as e:
+                failures += 1
+                wait = min(30.0, 0.1 * 2**failures) * (1 + random.random())
+                logger.warning("Lost the Redis notifications (%s); reconnecting in %.1f s", e, wait)
+                self._stopping.wait(wait)
+            finally:
+                pubsub.close()
