@@ -68,6 +68,8 @@ class Engine:
         self._dead_worker_timeout = dead_worker_timeout
         self._tasks = Tasks()
         self._signatures: dict[str, inspect.Signature | None] = {}
+        # Task function, or why it cannot run on the current workers, by task name.
+        self._resolved: dict[str, tuple[Callable[..., Any], InvalidTaskTypeError | None]] = {}
         self._arbiter: threading.Thread | None = None
         self._maintenance: threading.Thread | None = None
         self._workers: Workers | None = None
@@ -195,6 +197,7 @@ class Engine:
             raise ConfigurationError(f"start_workers(number=...) must be 1 or more, got {number!r}")
         self._check_task_kinds(queue, workers_class)
         self._join_threads()
+        self._resolved.clear()
         tasks = list(self._tasks.tasks.values())
         self._broker.set_concurrency_limits(tasks)
         self._broker.register_periodic_tasks(tasks)
@@ -266,11 +269,16 @@ class Engine:
         """Set the job's function, or return why it cannot run here."""
         assert self._workers is not None
         try:
-            task = self._tasks.get(job.task_name)
-        except SpinachError as e:
-            return e
-        job.task_func = task.func
-        return _kind_error(task, type(self._workers))
+            func, error = self._resolved[job.task_name]
+        except KeyError:
+            try:
+                task = self._tasks.get(job.task_name)
+            except SpinachError as e:
+                return e
+            func, error = task.func, _kind_error(task, type(self._workers))
+            self._resolved[job.task_name] = (func, error)
+        job.task_func = func
+        return error
 
     def _arbitrate(self, queue: str, stop_when_queue_empty: bool) -> None:
         """Fetch jobs for free workers and record outcomes, until told to stop."""

@@ -60,6 +60,7 @@ class Workers(ABC):
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._start()
 
     @property
     def num_workers(self) -> int:
@@ -113,6 +114,10 @@ class Workers(ABC):
             self._on_job_done()
 
     @abstractmethod
+    def _start(self) -> None:
+        """Start the workers; called at the end of ``__init__``."""
+
+    @abstractmethod
     def _submit(self, job: Job) -> None:
         """Pass a job to the workers."""
 
@@ -128,15 +133,8 @@ class Workers(ABC):
 class ThreadWorkers(Workers):
     """Workers running plain ``def`` tasks, one thread each, named ``{ns}-worker-{i}``."""
 
-    def __init__(
-        self,
-        num_workers: int,
-        namespace: str,
-        *,
-        clock: Clock | None = None,
-        on_job_done: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(num_workers, namespace, clock=clock, on_job_done=on_job_done)
+    @override
+    def _start(self) -> None:
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(
@@ -145,7 +143,7 @@ class ThreadWorkers(Workers):
                 name=self._worker_name(i),
                 daemon=True,
             )
-            for i in range(1, num_workers + 1)
+            for i in range(1, self._num_workers + 1)
         ]
         for thread in self._threads:
             thread.start()
@@ -187,20 +185,13 @@ class AsyncioWorkers(Workers):
 
     runs_coroutines = True
 
-    def __init__(
-        self,
-        num_workers: int,
-        namespace: str,
-        *,
-        clock: Clock | None = None,
-        on_job_done: Callable[[], None] | None = None,
-    ) -> None:
-        super().__init__(num_workers, namespace, clock=clock, on_job_done=on_job_done)
+    @override
+    def _start(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._queue: asyncio.Queue[Job | None] | None = None
         self._thread = threading.Thread(
-            target=self._run_loop, name=f"{namespace}-asyncio-workers", daemon=True
+            target=self._run_loop, name=f"{self._namespace}-asyncio-workers", daemon=True
         )
         self._thread.start()
         self._ready.wait()
