@@ -13,7 +13,8 @@
 -- A worker is dead when its last heartbeat is too old, or when it is not in the workers
 -- set at all (it deregistered, or never heartbeated). Its jobs get new tokens under the
 -- adopter, keeping their concurrency slots; dead workers are forgotten.
--- Returns: a flat array of token, payload pairs of the adopted jobs.
+-- Returns: a flat array of token, job id, payload triples of the adopted jobs; a job
+--          with no payload (never written by Spinach) gets an empty one.
 -- Not safe to retry blindly: adopted jobs of a lost reply stay running under the adopter.
 
 local workers, running, payloads = KEYS[1], KEYS[2], KEYS[3]
@@ -49,7 +50,8 @@ for i = 1, #records, 2 do
         local task_name = string.sub(record, string.find(record, " ", 1, true) + 1)
         redis.call("HSET", running, id, token .. " " .. task_name)
         table.insert(result, token)
-        table.insert(result, redis.call("HGET", payloads, id))
+        table.insert(result, id)
+        table.insert(result, redis.call("HGET", payloads, id) or "")
     end
 end
 return result

@@ -31,6 +31,9 @@ if redis.call("SCARD", queues) ~= queue_count then
 end
 local queue_number = {}
 for i = 1, queue_count do
+    if redis.call("SISMEMBER", queues, ARGV[4 + i]) == 0 then
+        return {-1}
+    end
     queue_number[ARGV[4 + i]] = i
 end
 

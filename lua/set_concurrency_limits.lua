@@ -21,6 +21,11 @@ local queue_count = tonumber(ARGV[1])
 if redis.call("SCARD", queues) ~= queue_count then
     return -1
 end
+for i = 1, queue_count do
+    if redis.call("SISMEMBER", queues, ARGV[1 + i]) == 0 then
+        return -1
+    end
+end
 
 redis.call("DEL", limits, in_flight)
 local limited, count = {}, 0

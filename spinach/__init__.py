@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ._version import __version__
 from .brokers.memory import MemoryBroker
+from .brokers.redis import RedisBroker
 from .engine import Engine
 from .task import AbortException, Batch, RetryException, Tasks
 from .worker import AsyncioWorkers, ThreadWorkers
@@ -17,6 +18,7 @@ __all__ = [
     "Batch",
     "Engine",
     "MemoryBroker",
+    "RedisBroker",
     "RetryException",
     "Tasks",
     "ThreadWorkers",

@@ -198,9 +198,7 @@ class Engine:
         self._check_task_kinds(queue, workers_class)
         self._join_threads()
         self._resolved.clear()
-        tasks = list(self._tasks.tasks.values())
-        self._broker.set_concurrency_limits(tasks)
-        self._broker.register_periodic_tasks(tasks)
+        self._register_tasks()
         # Each start is a new worker: jobs a previous start left running (their
         # outcome could not be recorded) belong to a dead worker and get adopted.
         self._broker.worker_id = uuid.uuid4().hex
@@ -370,11 +368,32 @@ class Engine:
             logger.exception("Could not deregister the worker at shutdown")
         self._broker.stop()
 
+    def _register_tasks(self) -> None:
+        """Store the concurrency limits and periodic tasks of the namespace in the broker."""
+        tasks = list(self._tasks.tasks.values())
+        self._broker.set_concurrency_limits(tasks)
+        self._broker.register_periodic_tasks(tasks)
+
     def _maintain(self) -> None:
-        """Heartbeat, and take over the jobs of dead workers, until told to stop."""
+        """Heartbeat, and take over the jobs of dead workers, until told to stop.
+
+        After the broker was out of reach, the tasks are registered again (its
+        data may have been lost), and no job is taken over until every live
+        worker has had ``dead_worker_timeout`` to heartbeat again: silence
+        during an outage is not death.
+        """
+        clock = self._broker.clock
+        healthy_since: float | None = clock.time() - self._dead_worker_timeout
         while not self._maintenance_must_stop.wait(self._heartbeat_interval):
             try:
+                if healthy_since is None:
+                    self._register_tasks()
                 self._broker.heartbeat()
+                if healthy_since is None:
+                    healthy_since = clock.time()
+                    logger.info("The broker is reachable again")
+                if clock.time() - healthy_since < self._dead_worker_timeout:
+                    continue
                 for job in self._broker.adopt_jobs_of_dead_workers(self._dead_worker_timeout):
                     err = WorkerDiedError(
                         f"The worker running {job} stopped heartbeating for over "
@@ -384,6 +403,7 @@ class Engine:
                     self._to_record.append(job)
                     self._broker.wake_up()
             except Exception:
+                healthy_since = None
                 logger.exception("Error while heartbeating")
 
 

@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .base import Broker, RunningJobState
 from .memory import MemoryBroker, MemoryStore
+from .redis import RedisBroker
 
-__all__ = ["Broker", "MemoryBroker", "MemoryStore", "RunningJobState"]
+__all__ = ["Broker", "MemoryBroker", "MemoryStore", "RedisBroker", "RunningJobState"]

@@ -17,8 +17,9 @@ Vocabulary used by the contracts below:
   worker declared dead cannot overwrite the work of the one that took over;
 * **now** is :meth:`Broker.now`, the broker's clock, never a worker's own.
 
-Every method name here is also the name of a Redis script in ``lua/`` and of
-a test class in :mod:`spinach.testing.contract`.
+Each atomic operation here has a contract test class named after it in
+:mod:`spinach.testing.contract`, and, when Redis needs more than one command
+for it, a script of the same name in ``lua/``.
 """
 
 from __future__ import annotations
@@ -91,7 +92,11 @@ class Broker(ABC):
     def namespace(self, value: str) -> None:
         if not isinstance(value, str) or not value:
             raise ConfigurationError(f"A namespace must be a non-empty str, got {value!r}")
+        self._check_namespace(value)
         self._namespace = value
+
+    def _check_namespace(self, namespace: str) -> None:  # noqa: B027 - optional hook
+        """Raise ConfigurationError for a namespace this broker cannot store."""
 
     def attach_engine(self, namespace: str) -> None:
         """Bind this broker to one engine and its namespace.

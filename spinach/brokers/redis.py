@@ -130,6 +130,10 @@ class RedisBroker(Broker):
         """The redis-py client of this broker."""
         return self._redis
 
+    @override
+    def _check_namespace(self, namespace: str) -> None:
+        Keys.of(namespace)
+
     @property
     def _keys(self) -> Keys:
         keys = self._keys_cache
@@ -196,6 +200,11 @@ class RedisBroker(Broker):
                     "enqueue_jobs", keys, [self._now(), k.channel, len(queues), *queues, *job_args]
                 )
                 return
+            except redis_py.AuthenticationError as e:
+                raise BrokerConnectionError(
+                    f"Redis refused the credentials of the broker: {e}. Check the user and "
+                    "password in the Redis URL"
+                ) from e
             except (redis_py.ConnectionError, redis_py.TimeoutError) as e:
                 if attempt >= self._enqueue_job_max_retries:
                     raise BrokerConnectionError(
@@ -387,10 +396,8 @@ class RedisBroker(Broker):
             raise
         self._lost_adoptions.clear()
         jobs = []
-        for i in range(0, len(flat), 2):
-            token, payload = _text(flat[i]), flat[i + 1]
-            job_id = token  # only used in the log if the payload is invalid
-            job = self._job_from(job_id, token, payload)
+        for i in range(0, len(flat), 3):
+            job = self._job_from(_text(flat[i + 1]), _text(flat[i]), flat[i + 2])
             if job is not None:
                 jobs.append(job)
         return jobs

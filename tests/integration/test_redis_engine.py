@@ -129,6 +129,16 @@ def test_garbage_in_a_queue_is_moved_aside(
     broker.flush()
 
 
+def test_wrong_password_is_a_clear_error(
+    own_server: RedisServer, from_url: Callable[..., RedisBroker]
+) -> None:
+    """A wrong password is reported as such, at once, not retried as an outage."""
+    own_server.start("--requirepass", "right")
+    engine = make_engine(from_url(f"redis://:wrong@127.0.0.1:{own_server.port}/0"), "pw", [])
+    with pytest.raises(BrokerConnectionError, match="user and password"):
+        engine.schedule("record", 1)
+
+
 def test_schedule_without_redis_is_a_clear_error(
     namespace: str, from_url: Callable[..., RedisBroker]
 ) -> None:
@@ -144,11 +154,9 @@ def test_schedule_without_redis_is_a_clear_error(
 def test_namespace_with_braces_is_refused(
     redis_url: str, from_url: Callable[..., RedisBroker]
 ) -> None:
-    """Braces would break the hash tag: such a namespace is refused clearly."""
-    broker = from_url(redis_url)
-    broker.namespace = "a{b}"
+    """Braces would break the hash tag: an engine with such a namespace is refused at once."""
     with pytest.raises(ConfigurationError, match="hash tag"):
-        broker.is_queue_empty("q")
+        Engine(from_url(redis_url), "a{b}")
 
 
 @pytest.fixture

@@ -623,3 +623,55 @@ class TestPeriodicAndConcurrency:
         assert len(recorder.named("job_finished")) == 8
         assert recorder.named("job_failed") == []
         assert state["max"] == 2
+
+
+class FlakyBroker(MemoryBroker):
+    """A MemoryBroker whose heartbeats fail while ``down`` is set, as during an outage."""
+
+    def __init__(self, clock: ManualClock, store: MemoryStore) -> None:
+        super().__init__(clock, store=store)
+        self.down = threading.Event()
+        self.heartbeats = 0
+        self.failures = 0
+        self.registrations = 0
+
+    def heartbeat(self) -> None:
+        if self.down.is_set():
+            self.failures += 1
+            raise ConnectionError("broker out of reach")
+        super().heartbeat()
+        self.heartbeats += 1
+
+    def set_concurrency_limits(self, tasks: Any) -> None:
+        self.registrations += 1
+        super().set_concurrency_limits(tasks)
+
+
+class TestOutages:
+    def test_no_takeover_right_after_an_outage(
+        self, store: MemoryStore, clock: ManualClock, namespace: str, recorder: Recorder
+    ) -> None:
+        """After an outage, tasks are registered again and silent workers get a full timeout."""
+        broker = FlakyBroker(clock, store)
+        engine = Engine(broker, namespace, heartbeat_interval=0.01, dead_worker_timeout=10)
+        engine.task(lambda: None, name="least", max_retries=2)
+        job = engine.schedule("least")
+        other = MemoryBroker(clock, store=store)
+        other.namespace = namespace
+        other.heartbeat()
+        other.get_jobs_from_queue("spinach", 1)
+        engine.start_workers(number=1, block=False)
+        try:
+            broker.down.set()
+            clock.advance(11)
+            wait_for(lambda: broker.failures >= 1)
+            broker.down.clear()
+            seen = broker.heartbeats
+            wait_for(lambda: broker.heartbeats >= seen + 3)
+            assert broker.registrations == 2
+            assert recorder.of(job.id) == []
+            clock.advance(10)
+            wait_for(lambda: recorder.of(job.id)[-1:] == ["job_finished"])
+            assert recorder.of(job.id)[0] == "job_schedule_retry"
+        finally:
+            engine.stop_workers()
