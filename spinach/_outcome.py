@@ -10,7 +10,7 @@ import logging
 from datetime import datetime
 
 from . import signals
-from .exc import InvalidTaskTypeError, UnknownTask, WorkerDiedError
+from .exc import InvalidJobSignatureError, InvalidTaskTypeError, UnknownTask, WorkerDiedError
 from .job import Job, JobStatus
 from .task import AbortException, RetryException
 from .utils import exponential_backoff, human_duration
@@ -18,7 +18,7 @@ from .utils import exponential_backoff, human_duration
 logger = logging.getLogger("spinach.worker")
 
 #: Errors that another run cannot mend: the job fails at once.
-_FINAL_ERRORS = (AbortException, UnknownTask, InvalidTaskTypeError)
+_FINAL_ERRORS = (AbortException, UnknownTask, InvalidTaskTypeError, InvalidJobSignatureError)
 
 
 def settle(

@@ -68,8 +68,8 @@ class Engine:
         self._dead_worker_timeout = dead_worker_timeout
         self._tasks = Tasks()
         self._signatures: dict[str, inspect.Signature | None] = {}
-        # Task function, or why it cannot run on the current workers, by task name.
-        self._resolved: dict[str, tuple[Callable[..., Any], InvalidTaskTypeError | None]] = {}
+        # Task, and why it cannot run on the current workers if so, by task name.
+        self._resolved: dict[str, tuple[Task, InvalidTaskTypeError | None]] = {}
         self._arbiter: threading.Thread | None = None
         self._maintenance: threading.Thread | None = None
         self._workers: Workers | None = None
@@ -267,16 +267,23 @@ class Engine:
         """Set the job's function, or return why it cannot run here."""
         assert self._workers is not None
         try:
-            func, error = self._resolved[job.task_name]
+            task, error = self._resolved[job.task_name]
         except KeyError:
             try:
                 task = self._tasks.get(job.task_name)
             except SpinachError as e:
                 return e
-            func, error = task.func, _kind_error(task, type(self._workers))
-            self._resolved[job.task_name] = (func, error)
-        job.task_func = func
-        return error
+            error = _kind_error(task, type(self._workers))
+            self._resolved[job.task_name] = (task, error)
+        if error is not None:
+            return error
+        try:
+            # Stored jobs may predate a change of the task's signature.
+            self._check_signature(task, job.task_args, job.task_kwargs)
+        except InvalidJobSignatureError as e:
+            return e
+        job.task_func = task.func
+        return None
 
     def _arbitrate(self, queue: str, stop_when_queue_empty: bool) -> None:
         """Fetch jobs for free workers and record outcomes, until told to stop."""

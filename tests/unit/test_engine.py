@@ -520,6 +520,20 @@ class TestTaskKinds:
         assert runs.count("plain") == 0
         assert all_done(broker)
 
+    def test_job_not_matching_the_signature_fails_at_once(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder, runs: Runs
+    ) -> None:
+        """A stored job whose arguments no longer fit its task fails without running or retrying."""
+        from spinach.exc import InvalidJobSignatureError
+
+        engine.task(lambda a: runs.add("one", a), name="one", max_retries=3)
+        broker.enqueue_jobs([Job("one", "spinach", broker.now(), 3, (1, 2))])
+        engine.start_workers(number=1, stop_when_queue_empty=True)
+        (failed,) = recorder.named("job_failed")
+        assert isinstance(failed.err, InvalidJobSignatureError)
+        assert runs.count("one") == 0
+        assert all_done(broker)
+
     def test_job_of_unknown_task_fails(
         self, engine: Engine, broker: MemoryBroker, recorder: Recorder
     ) -> None:
