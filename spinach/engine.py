@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
 import logging
 import signal
 import threading
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from types import FrameType
 from typing import Any, Callable
@@ -197,6 +199,20 @@ class Engine:
             raise ConfigurationError(f"start_workers(number=...) must be 1 or more, got {number!r}")
         self._check_task_kinds(queue, workers_class)
         self._join_threads()
+        self._must_stop.clear()
+        if block and threading.current_thread() is threading.main_thread():
+            # Handlers first: a SIGTERM while starting still stops gracefully.
+            with self._stopping_on_signals():
+                self._start(number, queue, stop_when_queue_empty, workers_class)
+                self._join_threads()
+        else:
+            self._start(number, queue, stop_when_queue_empty, workers_class)
+            if block:
+                self._join_threads()
+
+    def _start(
+        self, number: int, queue: str, stop_when_queue_empty: bool, workers_class: type[Workers]
+    ) -> None:
         self._resolved.clear()
         self._register_tasks()
         # Each start is a new worker: jobs a previous start left running (their
@@ -204,7 +220,6 @@ class Engine:
         self._broker.worker_id = uuid.uuid4().hex
         self._broker.heartbeat()
         self._broker.start()
-        self._must_stop.clear()
         self._maintenance_must_stop.clear()
         self._workers = workers_class(
             number, self._namespace, clock=self._broker.clock, on_job_done=self._broker.wake_up
@@ -220,8 +235,6 @@ class Engine:
         )
         self._maintenance.start()
         self._arbiter.start()
-        if block:
-            self._wait_for_arbiter()
 
     def stop_workers(self) -> None:
         """Stop fetching jobs, let every job handed to a worker finish and
@@ -238,11 +251,9 @@ class Engine:
             if thread is not None and thread is not threading.current_thread():
                 thread.join()
 
-    def _wait_for_arbiter(self) -> None:
-        assert self._arbiter is not None
-        if threading.current_thread() is not threading.main_thread():
-            self._join_threads()
-            return
+    @contextlib.contextmanager
+    def _stopping_on_signals(self) -> Iterator[None]:
+        """Make SIGINT and SIGTERM stop the workers gracefully, while inside."""
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             logger.info("Received %s, stopping workers gracefully", signal.Signals(signum).name)
@@ -251,7 +262,7 @@ class Engine:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._join_threads()
+            yield
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -1,0 +1,142 @@
+"""Reading what the fault workers recorded, and accounting for every accepted job."""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import attrs
+import redis
+
+from spinach.testing import wait_for
+
+WORKER = Path(__file__).with_name("fault_worker.py")
+
+
+@attrs.define
+class Records:
+    """What every worker process logged, by job id."""
+
+    starts: collections.Counter[str] = attrs.Factory(collections.Counter)
+    #: pids whose log has a start of the job
+    started_in: dict[str, set[int]] = attrs.Factory(dict)
+    succeeded: set[str] = attrs.Factory(set)
+    failed: dict[str, str] = attrs.Factory(dict)
+
+    @classmethod
+    def read(cls, log_dir: Path) -> Records:
+        records = cls()
+        for path in log_dir.glob("*.log"):
+            pid = int(path.stem)
+            for line in path.read_text().splitlines():
+                kind, _, rest = line.partition(" ")
+                if kind == "start":
+                    records.starts[rest] += 1
+                    records.started_in.setdefault(rest, set()).add(pid)
+                elif kind == "ok":
+                    records.succeeded.add(rest)
+                elif kind == "fail":
+                    job_id, _, reason = rest.partition(" ")
+                    records.failed[job_id] = reason
+        return records
+
+
+@attrs.define
+class Account:
+    """Where each accepted job ended."""
+
+    scenario: str
+    accepted: set[str]
+    records: Records
+    stored: set[str]
+
+    @property
+    def succeeded(self) -> set[str]:
+        return self.accepted & self.records.succeeded
+
+    @property
+    def failed(self) -> set[str]:
+        return (self.accepted & set(self.records.failed)) - self.succeeded
+
+    @property
+    def still_stored(self) -> set[str]:
+        return (self.accepted & self.stored) - self.succeeded - self.failed
+
+    @property
+    def lost(self) -> set[str]:
+        return self.accepted - self.succeeded - self.failed - self.stored
+
+    @property
+    def duplicated(self) -> set[str]:
+        return {
+            job_id for job_id, n in self.records.starts.items() if n > 1 and job_id in self.accepted
+        }
+
+    @property
+    def duplicate_runs(self) -> int:
+        return sum(self.records.starts[job_id] - 1 for job_id in self.duplicated)
+
+    def summary(self) -> str:
+        return (
+            f"scenario={self.scenario} accepted={len(self.accepted)} "
+            f"succeeded={len(self.succeeded)} failed={len(self.failed)} "
+            f"stored={len(self.still_stored)} lost={len(self.lost)} "
+            f"duplicate_runs={self.duplicate_runs}"
+        )
+
+
+class Fleet:
+    """Fault worker processes of one scenario."""
+
+    def __init__(self, url: str, namespace: str, log_dir: Path) -> None:
+        self.url, self.namespace, self.log_dir = url, namespace, log_dir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.killed: set[int] = set()
+
+    def start(self, **options: Any) -> subprocess.Popen[bytes]:
+        with open(self.log_dir / f"worker-{len(self.processes)}.err", "wb") as errors:
+            process = subprocess.Popen(
+                [sys.executable, str(WORKER), self.url, self.namespace, str(self.log_dir),
+                 json.dumps(options)],
+                stderr=errors,
+            )  # fmt: skip
+        self.processes.append(process)
+        log = self.log_dir / f"{process.pid}.log"
+        wait_for(lambda: log.exists() and "ready" in log.read_text(), timeout=30)
+        return process
+
+    @property
+    def alive(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.processes if p.poll() is None]
+
+    def kill(self, process: subprocess.Popen[bytes]) -> None:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        self.killed.add(process.pid)
+
+    def stop(self) -> None:
+        """SIGTERM every live worker; each must exit 0 after a graceful stop."""
+        for process in self.alive:
+            process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            if process.pid not in self.killed:
+                assert process.wait(timeout=60) == 0, f"worker {process.pid} failed"
+
+
+def stored_ids(url: str, namespace: str) -> set[str]:
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        return set(client.hkeys(f"spinach:{{{namespace}}}:payloads"))
+    finally:
+        client.close()
+
+
+def scale(size: int) -> int:
+    """``size`` scaled by SPINACH_FAULTS_SCALE (a tenth by default, for CI)."""
+    return max(10, int(size * float(os.environ.get("SPINACH_FAULTS_SCALE", "0.1"))))

@@ -1,0 +1,76 @@
+"""A worker process for the fault scenarios: ``python fault_worker.py URL NS LOG_DIR OPTIONS``.
+
+Every run and outcome is appended to ``LOG_DIR/<pid>.log`` and fsynced before
+the job goes on, so the record survives the process being killed:
+``start <job id>``, ``ok <job id>``, ``fail <job id> <error type>``.
+OPTIONS is JSON: ``threads``, ``dead_worker_timeout``, ``skew`` (seconds added
+to this process' clock), ``work_ms`` (range of a job's duration).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+import time
+from typing import Any
+
+from spinach import Engine, Tasks, signals
+from spinach.brokers.redis import RedisBroker
+from spinach.clock import Clock
+from spinach.job import Job, JobStatus
+
+url, namespace, log_dir, options = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+log = os.open(os.path.join(log_dir, f"{os.getpid()}.log"), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+low_ms, high_ms = options.get("work_ms", [5, 50])
+
+
+def record(line: str) -> None:
+    os.write(log, (line + "\n").encode())
+    os.fsync(log)
+
+
+def work(i: int) -> None:
+    time.sleep(random.uniform(low_ms, high_ms) / 1000)  # the job's work
+
+
+tasks = Tasks()
+tasks.add(work, "least", max_retries=3)
+tasks.add(work, "most", max_retries=0)
+
+
+def on_started(sender: str, job: Job) -> None:
+    record(f"start {job.id}")
+
+
+def on_finished(sender: str, job: Job) -> None:
+    if job.status is JobStatus.SUCCEEDED:
+        record(f"ok {job.id}")
+
+
+def on_failed(sender: str, job: Job, err: BaseException) -> None:
+    record(f"fail {job.id} {type(err).__name__}")
+
+
+receivers: list[Any] = [on_started, on_finished, on_failed]
+signals.job_started.connect(on_started, sender=namespace)
+signals.job_finished.connect(on_finished, sender=namespace)
+signals.job_failed.connect(on_failed, sender=namespace)
+
+
+class SkewedClock(Clock):
+    def time(self) -> float:
+        return time.time() + options.get("skew", 0.0)
+
+
+engine = Engine(
+    RedisBroker.from_url(url, clock=SkewedClock(), socket_timeout=2),
+    namespace,
+    heartbeat_interval=0.2,
+    dead_worker_timeout=options.get("dead_worker_timeout", 2.0),
+)
+engine.attach_tasks(tasks)
+record("ready")
+engine.start_workers(number=options.get("threads", 4), block=True)
+record("exited")
