@@ -51,7 +51,7 @@ _QUEUE_REFRESHES = 3
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class RedisBroker(Broker):
@@ -226,20 +226,21 @@ class RedisBroker(Broker):
         self._requeue_lost_handouts()
         keys = [k.ready(queue), k.parked(queue), k.payloads, k.running, k.limits, k.in_flight]
         jobs: list[Job] = []
+        prefixes: list[str] = []
         more = True
-        while more and len(jobs) < max_jobs:
-            prefix = self._token_prefix()
-            try:
+        try:
+            while more and len(jobs) < max_jobs:
+                prefixes.append(self._token_prefix())
                 flat = self._run(
-                    "get_jobs_from_queue", [*keys, k.failed], [max_jobs - len(jobs), prefix]
+                    "get_jobs_from_queue", [*keys, k.failed], [max_jobs - len(jobs), prefixes[-1]]
                 )
-            except (redis_py.ConnectionError, redis_py.TimeoutError):
-                # The script may have run and its reply been lost: its jobs are
-                # running under this worker, known to no one. Put them back.
-                self._lost_fetches.append((queue, prefix))
-                raise
-            more = int(flat[0]) == 1
-            jobs += self._jobs_of(queue, flat[1:])
+                more = int(flat[0]) == 1
+                jobs += self._jobs_of(queue, flat[1:])
+        except Exception:
+            # The jobs handed out by this call (even a call whose reply was lost)
+            # are running under this worker, known to no one: put them back.
+            self._lost_fetches += [(queue, prefix) for prefix in prefixes]
+            raise
         return jobs
 
     def _requeue_lost_handouts(self) -> None:

@@ -26,6 +26,8 @@ class Records:
     starts: collections.Counter[str] = attrs.Factory(collections.Counter)
     #: pids whose log has a start of the job
     started_in: dict[str, set[int]] = attrs.Factory(dict)
+    #: time of the first start, by this host's clock
+    start_times: dict[str, float] = attrs.Factory(dict)
     succeeded: set[str] = attrs.Factory(set)
     failed: dict[str, str] = attrs.Factory(dict)
 
@@ -37,8 +39,10 @@ class Records:
             for line in path.read_text().splitlines():
                 kind, _, rest = line.partition(" ")
                 if kind == "start":
-                    records.starts[rest] += 1
-                    records.started_in.setdefault(rest, set()).add(pid)
+                    job_id, _, when = rest.partition(" ")
+                    records.starts[job_id] += 1
+                    records.started_in.setdefault(job_id, set()).add(pid)
+                    records.start_times.setdefault(job_id, float(when))
                 elif kind == "ok":
                     records.succeeded.add(rest)
                 elif kind == "fail":

@@ -2,7 +2,7 @@
 
 Every run and outcome is appended to ``LOG_DIR/<pid>.log`` and fsynced before
 the job goes on, so the record survives the process being killed:
-``start <job id>``, ``ok <job id>``, ``fail <job id> <error type>``.
+``start <job id> <time>``, ``ok <job id>``, ``fail <job id> <error type>``.
 OPTIONS is JSON: ``threads``, ``dead_worker_timeout``, ``skew`` (seconds added
 to this process' clock), ``work_ms`` (range of a job's duration).
 """
@@ -41,7 +41,7 @@ tasks.add(work, "most", max_retries=0)
 
 
 def on_started(sender: str, job: Job) -> None:
-    record(f"start {job.id}")
+    record(f"start {job.id} {time.time()}")
 
 
 def on_finished(sender: str, job: Job) -> None:

@@ -10,17 +10,22 @@ from __future__ import annotations
 import random
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import redis
 
 from spinach import Batch, Engine, Tasks
 from spinach.brokers.redis import RedisBroker
+from spinach.exc import BrokerConnectionError
+from spinach.job import Job
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer
 
 from .accounting import Account, Fleet, Records, scale, stored_ids
+from .proxy import ChaosProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -109,3 +114,199 @@ def test_worker_sigkill(
     else:
         assert account.duplicate_runs == 0
         assert {account.records.failed[j] for j in account.failed} <= {"WorkerDiedError"}
+
+
+class Producer(threading.Thread):
+    """Schedules jobs one by one until told to stop, keeping the ids it was told were accepted."""
+
+    def __init__(self, engine: Engine, task: str, count: int, rate: float) -> None:
+        super().__init__(name="producer", daemon=True)
+        self.engine, self.task, self.count, self.rate = engine, task, count, rate
+        self.accepted: set[str] = set()
+        self.refused = 0
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        pace = threading.Event()
+        for i in range(self.count):
+            pace.wait(1 / self.rate)  # the load's rhythm, so that faults land while it runs
+            try:
+                self.accepted.add(str(self.engine.schedule(self.task, i).id))
+            except BrokerConnectionError:
+                self.refused += 1
+        self.done.set()
+
+
+@pytest.mark.parametrize("fsync", ["always", "everysec"])
+def test_redis_restart_under_load(
+    fsync: str,
+    server: RedisServer,
+    namespace: str,
+    log_dir: Path,
+    make_producer: Callable[[str, str], Engine],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Redis SIGKILLed and restarted twice under load: with fsync always, nothing is lost."""
+    options = ("--appendonly", "yes", "--appendfsync", fsync)
+    server.start(*options)
+    fleet = Fleet(server.url, namespace, log_dir)
+    for _ in range(2):
+        fleet.start(threads=4)
+    producer = Producer(make_producer(server.url, namespace), "least", scale(2000), rate=50)
+    producer.start()
+    for restart in range(1, 3):
+        # Each restart once the load has gone on for a while.
+        wait_for(lambda r=restart: len(producer.accepted) > 40 * r, timeout=60)
+        server.stop()
+        server.start(*options)
+    assert producer.done.wait(300)
+    # With everysec, what the last second before a kill held may be gone (the
+    # documented trade-off): wait until nothing is left to run.
+    wait_for(
+        lambda: settled(log_dir, producer.accepted) or not stored_ids(server.url, namespace),
+        timeout=120,
+    )
+    fleet.stop()
+    account = Account(
+        f"redis-restart-fsync-{fsync}",
+        producer.accepted,
+        Records.read(log_dir),
+        stored_ids(server.url, namespace),
+    )
+    report(account, capsys)
+    if fsync == "always":
+        assert account.lost == set()
+        assert account.succeeded == producer.accepted
+
+
+def test_dropped_and_slow_connections(
+    server: RedisServer,
+    namespace: str,
+    log_dir: Path,
+    make_producer: Callable[[str, str], Engine],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Connections cut at random and slowed down lose no job, and workers keep consuming."""
+    server.start()
+    proxy = ChaosProxy(server.port, latency=0.002, cut_every=0.3)
+    proxy.start()
+    try:
+        url = f"redis://127.0.0.1:{proxy.port}/0"
+        fleet = Fleet(url, namespace, log_dir)
+        for _ in range(2):
+            fleet.start(threads=4)
+        producer = Producer(make_producer(url, namespace), "least", scale(1000), rate=100)
+        producer.start()
+        assert producer.done.wait(300)
+        wait_for(lambda: settled(log_dir, producer.accepted), timeout=180)
+        fleet.stop()
+    finally:
+        proxy.stop()
+    account = Account(
+        "dropped-connections",
+        producer.accepted,
+        Records.read(log_dir),
+        stored_ids(server.url, namespace),
+    )
+    report(account, capsys)
+    assert proxy.cuts >= 3
+    assert account.lost == set()
+    assert account.succeeded == producer.accepted
+
+
+def test_graceful_shutdown(
+    server: RedisServer,
+    namespace: str,
+    log_dir: Path,
+    make_producer: Callable[[str, str], Engine],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SIGTERM in the middle of long jobs: they finish, and nothing fetched is left behind."""
+    server.start()
+    fleet = Fleet(server.url, namespace, log_dir)
+    fleet.start(threads=3, work_ms=[300, 600])
+    accepted = schedule_batches(make_producer(server.url, namespace), "least", 12)
+    wait_for(lambda: sum(Records.read(log_dir).starts.values()) >= 3, timeout=30)
+    fleet.stop()
+    records = Records.read(log_dir)
+    account = Account("graceful-shutdown", accepted, records, stored_ids(server.url, namespace))
+    report(account, capsys)
+    assert set(records.starts) <= records.succeeded, "a started job did not finish"
+    assert account.lost == set()
+    assert account.still_stored == accepted - account.succeeded
+    client = RedisBroker.from_url(server.url)
+    client.namespace = namespace
+    try:
+        counts = client.count_jobs()
+    finally:
+        client.close()
+    assert counts.running == 0
+    assert counts.queued == {"spinach": len(account.still_stored)}
+
+
+def test_clock_skew(
+    server: RedisServer,
+    namespace: str,
+    log_dir: Path,
+    make_producer: Callable[[str, str], Engine],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Workers 10 minutes ahead and behind run future jobs on time; nobody is declared dead."""
+    server.start()
+    fleet = Fleet(server.url, namespace, log_dir)
+    fleet.start(threads=2, skew=600.0)
+    fleet.start(threads=2, skew=-600.0)
+    engine = make_producer(server.url, namespace)
+    due: dict[str, float] = {}
+    batch = Batch()
+    for i in range(scale(200)):
+        batch.schedule_at("least", engine._broker.now() + timedelta(seconds=2 + i % 3), i)
+    for job in engine.schedule_batch(batch):
+        due[str(job.id)] = job.at_timestamp
+    wait_for(lambda: settled(log_dir, set(due)), timeout=60)
+    fleet.stop()
+    records = Records.read(log_dir)
+    account = Account("clock-skew", set(due), records, stored_ids(server.url, namespace))
+    report(account, capsys)
+    assert account.lost == set()
+    assert account.succeeded == set(due)
+    assert account.duplicate_runs == 0
+    assert records.failed == {}
+    for job_id, started in records.start_times.items():
+        assert due[job_id] - 0.05 <= started <= due[job_id] + 1.0, job_id
+
+
+def test_poison_input(
+    server: RedisServer,
+    namespace: str,
+    log_dir: Path,
+    make_producer: Callable[[str, str], Engine],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Garbage, unknown tasks and stale signatures end as failed records; good jobs still run."""
+    server.start()
+    fleet = Fleet(server.url, namespace, log_dir)
+    fleet.start(threads=2)
+    engine = make_producer(server.url, namespace)
+    broker = engine._broker
+    good = {str(engine.schedule("least", i).id) for i in range(10)}
+    client = redis.Redis.from_url(server.url)
+    queue = f"spinach:{{{namespace}}}:queue:spinach"
+    client.rpush(queue, "garbage", '{"task_name": "least", "half": ', b"\xff\xfe")
+    ghost = Job("ghost", "spinach", broker.now(), 3)
+    stale = Job("least", "spinach", broker.now(), 3, (1, 2, 3))
+    broker.enqueue_jobs([ghost, stale])
+    good |= {str(engine.schedule("least", i).id) for i in range(10, 20)}
+    accepted = good | {str(ghost.id), str(stale.id)}
+    wait_for(lambda: settled(log_dir, accepted), timeout=60)
+    fleet.stop()
+    records = Records.read(log_dir)
+    account = Account("poison-input", accepted, records, stored_ids(server.url, namespace))
+    report(account, capsys)
+    assert account.lost == set()
+    assert account.succeeded == good
+    assert records.failed[str(ghost.id)] == "UnknownTask"
+    assert records.failed[str(stale.id)] == "InvalidJobSignatureError"
+    failed_entries = client.lrange(f"spinach:{{{namespace}}}:failed", 0, -1)
+    client.close()
+    assert failed_entries == [b"garbage", b'{"task_name": "least", "half": ', b"\xff\xfe"]

@@ -1,0 +1,1 @@
+"""Test app whose tasks module defines no registry: autodiscovery skips it."""

@@ -1,0 +1,1 @@
+"""Test app: a model and a tasks registry whose task writes to it."""
