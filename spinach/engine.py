@@ -87,6 +87,11 @@ class Engine:
         """The namespace of this engine."""
         return self._namespace
 
+    @property
+    def broker(self) -> Broker:
+        """The broker of this engine."""
+        return self._broker
+
     # -- tasks ---------------------------------------------------------------
 
     def attach_tasks(self, tasks: Tasks) -> None:

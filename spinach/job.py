@@ -157,7 +157,8 @@ def check_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any
     """Check that a job's arguments survive a JSON round trip unchanged.
 
     Allowed: ``None``, ``bool``, ``int``, finite ``float``, ``str``, ``list``,
-    ``tuple`` (read back as a list) and ``dict`` with ``str`` keys, nested.
+    ``tuple`` (read back as a list) and ``dict`` with ``str`` keys, nested;
+    subclasses of these are read back as the plain type.
 
     Raises:
         InvalidJobArgumentError: naming the task and the argument at fault.
@@ -172,24 +173,25 @@ _SCALARS = (str, int, type(None), bool)
 
 
 def _check_value(task_name: str, path: str, value: Any) -> None:
-    kind = type(value)
-    if kind in _SCALARS:
+    # Subclasses (str enums, SafeString, OrderedDict...) are accepted: they are
+    # stored as their JSON type and read back as the plain base type.
+    if type(value) in _SCALARS or isinstance(value, (str, int)):
         return
-    if kind is float:
+    if isinstance(value, float):
         if not math.isfinite(value):
             _reject(task_name, path, value, "NaN and infinities are not JSON")
         return
-    if kind is list or kind is tuple:
+    if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             _check_value(task_name, f"{path}[{i}]", item)
         return
-    if kind is dict:
+    if isinstance(value, dict):
         for key, item in value.items():
-            if type(key) is not str:
+            if not isinstance(key, str):
                 _reject(task_name, path, value, f"key {key!r} is not a str, as JSON keys must be")
             _check_value(task_name, f"{path}[{key!r}]", item)
         return
-    _reject(task_name, path, value, f"{kind.__name__} is not a JSON type")
+    _reject(task_name, path, value, f"{type(value).__name__} is not a JSON type")
 
 
 def _reject(task_name: str, path: str, value: Any, why: str) -> None:

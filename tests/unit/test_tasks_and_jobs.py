@@ -184,6 +184,23 @@ class TestScheduleChecks:
             engine.schedule_at("noop", datetime.now(timezone.utc), when=value)
         assert stored(engine) == 0
 
+    def test_subclasses_of_json_types_are_read_back_as_plain_types(self, engine: Engine) -> None:
+        """A str enum, a str subclass or an OrderedDict is accepted and comes back plain."""
+        import collections
+        import enum
+
+        class Color(str, enum.Enum):
+            RED = "red"
+
+        class Safe(str):
+            pass
+
+        engine.schedule("noop", Color.RED, Safe("<b>"), collections.OrderedDict(a=1), tag=Safe("x"))
+        (job,) = engine._broker.get_jobs_from_queue("spinach", 1)
+        assert job.task_args == ("red", "<b>", {"a": 1})
+        assert [type(a) for a in job.task_args] == [str, str, dict]
+        assert job.task_kwargs == {"tag": "x"}
+
     def test_arguments_not_matching_the_signature(self, engine: Engine) -> None:
         """Arguments that do not bind to the function fail before anything is stored."""
         for args, kwargs in [((), {}), ((1, 2, 3), {}), ((1,), {"c": 2})]:
