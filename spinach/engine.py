@@ -81,6 +81,7 @@ class Engine:
         self._to_record: collections.deque[Job] = collections.deque()
         # Ids of jobs whose outcome is recorded again after a failed call.
         self._retried_records: set[uuid.UUID] = set()
+        self._grace_period: float | None = None
 
     @property
     def namespace(self) -> str:
@@ -183,12 +184,20 @@ class Engine:
         block: bool = True,
         stop_when_queue_empty: bool = False,
         workers_class: type[Workers] = ThreadWorkers,
+        *,
+        grace_period: float | None = None,
     ) -> None:
         """Start workers consuming ``queue``.
 
         With ``block=True``, return after SIGINT or SIGTERM (when called from
         the main thread) or once the queue is empty with
         ``stop_when_queue_empty=True``, having stopped gracefully.
+
+        A stop lets running jobs finish. With ``grace_period`` (seconds), jobs
+        still running that long after the stop began are given up: an
+        at-least-once job is queued again (counting a retry), an at-most-once
+        job is reported failed with :class:`WorkerDiedError`; jobs handed to
+        the workers but not started yet are queued again as they were.
 
         Raises:
             WorkersError: the workers of this engine are already running.
@@ -202,6 +211,11 @@ class Engine:
             )
         if not isinstance(number, int) or number < 1:
             raise ConfigurationError(f"start_workers(number=...) must be 1 or more, got {number!r}")
+        if grace_period is not None and grace_period < 0:
+            raise ConfigurationError(
+                f"start_workers(grace_period=...) must be 0 or more seconds, got {grace_period!r}"
+            )
+        self._grace_period = grace_period
         self._check_task_kinds(queue, workers_class)
         self._join_threads()
         self._must_stop.clear()
@@ -371,7 +385,8 @@ class Engine:
                 )
 
     def _shut_down(self, workers: Workers) -> None:
-        workers.stop()
+        if not workers.stop(self._grace_period):
+            self._give_up(workers)
         # Stop adopting before the last outcomes are recorded, so that none is left behind.
         self._maintenance_must_stop.set()
         if self._maintenance is not None:
@@ -396,6 +411,25 @@ class Engine:
         tasks = list(self._tasks.tasks.values())
         self._broker.set_concurrency_limits(tasks)
         self._broker.register_periodic_tasks(tasks)
+
+    def _give_up(self, workers: Workers) -> None:
+        """Settle the jobs still running past the grace period, and requeue the waiting ones."""
+        started, waiting = workers.abandon()
+        now = self._broker.now()
+        for job in waiting:
+            job.at, job.status = now, JobStatus.QUEUED
+        for job in started:
+            err = WorkerDiedError(
+                f"{job} was still running {self._grace_period:g} s after the workers "
+                "were told to stop"
+            )
+            settle(self._namespace, job, None, err, now)
+        logger.warning(
+            "Grace period over: gave up %d running job(s), queued %d waiting one(s) again",
+            len(started),
+            len(waiting),
+        )
+        self._to_record.extend(started + waiting)
 
     def _maintain(self) -> None:
         """Heartbeat, and take over the jobs of dead workers, until told to stop.

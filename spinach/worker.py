@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
@@ -60,6 +61,9 @@ class Workers(ABC):
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._in_flight = 0
         self._lock = threading.Lock()
+        # Submitted jobs not yet done, and the ids of those that started.
+        self._unfinished: dict[uuid.UUID, Job] = {}
+        self._started_ids: set[uuid.UUID] = set()
         self._start()
 
     @property
@@ -77,6 +81,7 @@ class Workers(ABC):
         """Hand a job (with its ``task_func`` set) to a free worker."""
         with self._lock:
             self._in_flight += 1
+            self._unfinished[job.id] = job
         self._submit(job)
 
     def collect_finished(self) -> list[Job]:
@@ -92,8 +97,30 @@ class Workers(ABC):
                 self._in_flight -= len(jobs)
         return jobs
 
+    def abandon(self) -> tuple[list[Job], list[Job]]:
+        """Give up the jobs not done yet: they will not be handed back.
+
+        Returns the jobs that started (and may still be running), and those
+        that never started (and now never will).
+        """
+        with self._lock:
+            jobs = list(self._unfinished.values())
+            started = [job for job in jobs if job.id in self._started_ids]
+            waiting = [job for job in jobs if job.id not in self._started_ids]
+            self._unfinished.clear()
+            self._started_ids.clear()
+        return started, waiting
+
     def _worker_name(self, index: int) -> str:
         return f"{self._namespace}-worker-{index}"
+
+    def _take(self, job: Job) -> bool:
+        """Mark a job as started; False when it was abandoned and must not run."""
+        with self._lock:
+            if job.id not in self._unfinished:
+                return False
+            self._started_ids.add(job.id)
+            return True
 
     def _started(self, job: Job) -> float:
         job.status = JobStatus.RUNNING
@@ -109,6 +136,12 @@ class Workers(ABC):
             logger.exception("Could not settle the outcome of %s; failing it", job)
             job.status = JobStatus.FAILED
         signals.job_finished.send(self._namespace, job=job)
+        with self._lock:
+            abandoned = self._unfinished.pop(job.id, None) is None
+            self._started_ids.discard(job.id)
+        if abandoned:
+            logger.warning("%s ended after the workers gave it up: outcome not recorded", job)
+            return
         self._done.put(job)
         if self._on_job_done is not None:
             self._on_job_done()
@@ -122,8 +155,11 @@ class Workers(ABC):
         """Pass a job to the workers."""
 
     @abstractmethod
-    def stop(self) -> None:
-        """Let every submitted job run to its end, then stop the workers."""
+    def stop(self, timeout: float | None = None) -> bool:
+        """Let every submitted job run to its end, then stop the workers.
+
+        Returns False when ``timeout`` seconds passed before that.
+        """
 
     @abstractmethod
     def runs_in_current_thread(self) -> bool:
@@ -158,6 +194,8 @@ class ThreadWorkers(Workers):
             job = self._queue.get()
             if job is None:
                 break
+            if not self._take(job):
+                continue
             started = self._started(job)
             err: BaseException | None = None
             try:
@@ -172,11 +210,13 @@ class ThreadWorkers(Workers):
         return threading.current_thread() in self._threads
 
     @override
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
         for _ in self._threads:
             self._queue.put(None)
+        deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
-            thread.join()
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(thread.is_alive() for thread in self._threads)
 
 
 class AsyncioWorkers(Workers):
@@ -217,6 +257,8 @@ class AsyncioWorkers(Workers):
             job = await self._queue.get()
             if job is None:
                 break
+            if not self._take(job):
+                continue
             started = self._started(job)
             err: BaseException | None = None
             try:
@@ -239,7 +281,8 @@ class AsyncioWorkers(Workers):
         return threading.current_thread() is self._thread
 
     @override
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
         for _ in range(self._num_workers):
             self._loop.call_soon_threadsafe(self._put, None)
-        self._thread.join()
+        self._thread.join(timeout)
+        return not self._thread.is_alive()

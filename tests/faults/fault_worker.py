@@ -4,7 +4,7 @@ Every run and outcome is appended to ``LOG_DIR/<pid>.log`` and fsynced before
 the job goes on, so the record survives the process being killed:
 ``start <job id> <time>``, ``ok <job id>``, ``fail <job id> <error type>``.
 OPTIONS is JSON: ``threads``, ``dead_worker_timeout``, ``skew`` (seconds added
-to this process' clock), ``work_ms`` (range of a job's duration).
+to this process' clock), ``work_ms`` (range of a job's duration), ``grace_period``.
 """
 
 from __future__ import annotations
@@ -72,5 +72,7 @@ engine = Engine(
 )
 engine.attach_tasks(tasks)
 record("ready")
-engine.start_workers(number=options.get("threads", 4), block=True)
+engine.start_workers(
+    number=options.get("threads", 4), block=True, grace_period=options.get("grace_period")
+)
 record("exited")

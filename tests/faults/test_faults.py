@@ -244,6 +244,36 @@ def test_graceful_shutdown(
     assert counts.queued == {"spinach": len(account.still_stored)}
 
 
+def test_shutdown_past_the_grace_period(
+    server: RedisServer,
+    namespace: str,
+    log_dir: Path,
+    make_producer: Callable[[str, str], Engine],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Jobs still running past the grace period are queued again or failed; none is lost."""
+    server.start()
+    fleet = Fleet(server.url, namespace, log_dir)
+    leaving = fleet.start(threads=2, work_ms=[1500, 1500], grace_period=0.3)
+    producer = make_producer(server.url, namespace)
+    accepted = {str(producer.schedule(task, i).id) for i, task in enumerate(["least", "most"] * 2)}
+    wait_for(lambda: sum(Records.read(log_dir).starts.values()) == 2, timeout=30)
+    fleet.stop()  # SIGTERM: exits 0 after the grace period
+    fleet.start(threads=4, work_ms=[10, 10])
+    wait_for(lambda: settled(log_dir, accepted), timeout=60)
+    fleet.stop()
+    records = Records.read(log_dir)
+    account = Account("grace-period", accepted, records, stored_ids(server.url, namespace))
+    report(account, capsys)
+    assert account.lost == set()
+    given_up = {j for j, pids in records.started_in.items() if leaving.pid in pids}
+    assert len(given_up) == 2
+    for job_id in given_up:
+        assert job_id not in records.succeeded or records.starts[job_id] == 2
+    assert set(records.failed.values()) <= {"WorkerDiedError"}
+    assert account.duplicate_runs == len(given_up - set(records.failed))
+
+
 def test_clock_skew(
     server: RedisServer,
     namespace: str,

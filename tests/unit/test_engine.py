@@ -689,3 +689,58 @@ class TestOutages:
             assert recorder.of(job.id)[0] == "job_schedule_retry"
         finally:
             engine.stop_workers()
+
+
+class TestGracePeriod:
+    def test_jobs_running_past_the_grace_period_are_given_up(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """Past the grace period, at-least-once jobs are queued again, at-most-once ones fail."""
+        started, release = threading.Barrier(3), threading.Event()
+
+        def hold() -> None:
+            started.wait(10)
+            release.wait(10)
+
+        engine.task(hold, name="least", max_retries=2)
+        engine.task(hold, name="most")
+        least, most = engine.schedule("least"), engine.schedule("most")
+        engine.start_workers(number=2, block=False, grace_period=0.05)
+        started.wait(10)
+        try:
+            engine.stop_workers()
+        finally:
+            release.set()
+        assert recorder.of(least.id) == ["job_started", "job_schedule_retry"]
+        assert recorder.of(most.id) == ["job_started", "job_failed"]
+        assert isinstance(recorder.named("job_failed")[0].err, WorkerDiedError)
+        (requeued,) = broker.get_jobs_from_queue("spinach", 10)
+        assert (requeued.id, requeued.retries) == (least.id, 1)
+        assert broker.count_jobs().running == 1  # only the job just fetched here
+
+    def test_workers_never_start_an_abandoned_job(self, namespace: str) -> None:
+        """A job waiting in the workers when they are given up is returned, and never runs."""
+        from spinach import ThreadWorkers
+
+        release, ran = threading.Event(), []
+        workers = ThreadWorkers(1, namespace)
+        clock_now = MemoryBroker().now()
+        first = Job("a", "q", clock_now, 0)
+        first.task_func = lambda: release.wait(10)
+        second = Job("b", "q", clock_now, 0)
+        second.task_func = lambda: ran.append(1)
+        workers.submit_job(first)
+        workers.submit_job(second)
+        assert workers.stop(timeout=0.01) is False
+        started, waiting = workers.abandon()
+        release.set()
+        assert [job.id for job in started] == [first.id]
+        assert [job.id for job in waiting] == [second.id]
+        assert workers.stop() is True
+        assert ran == []
+        assert workers.collect_finished() == []
+
+    def test_negative_grace_period(self, engine: Engine) -> None:
+        """A negative grace period is refused, naming the argument."""
+        with pytest.raises(ConfigurationError, match="grace_period"):
+            engine.start_workers(block=False, grace_period=-1)
