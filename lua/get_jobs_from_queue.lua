@@ -10,6 +10,8 @@
 -- KEYS[5]  limits: hash, task name -> max concurrency
 -- KEYS[6]  in_flight: hash, task name -> running jobs of that limited task
 -- KEYS[7]  failed: list of entries that could not be handed out (no payload)
+-- KEYS[8]  calls: hash, worker id -> its last fetch: token prefix .. "\n" .. the more
+--          flag (1 digit) .. the ids of the jobs it handed out (36 characters each)
 -- ARGV[1]  N, the most jobs to hand out
 -- ARGV[2]  token prefix, unique to this call (worker id, then a call number)
 -- A parked entry is always older than every entry of the ready list: it was the head
@@ -21,12 +23,27 @@
 --          more jobs), else 0; then token, job id, payload triples. An empty token marks
 --          an entry that had no payload: it was moved to the failed list and is returned
 --          as the payload, for the log.
--- Not safe to retry: the jobs of a lost reply stay running under this worker.
+-- Safe to retry: a call run again with the same token prefix (a client retrying after
+-- a lost reply) hands out nothing new and returns the jobs of the first run.
 
 local ready, parked, payloads, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local limits_key, in_flight_key, failed = KEYS[5], KEYS[6], KEYS[7]
+local limits_key, in_flight_key, failed, calls = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local max_jobs = tonumber(ARGV[1])
 local token_prefix = ARGV[2]
+local worker = string.sub(token_prefix, 1, 32)
+
+local last = redis.call("HGET", calls, worker)
+if last and string.sub(last, 1, #token_prefix + 1) == token_prefix .. "\n" then
+    local result = {tonumber(string.sub(last, #token_prefix + 2, #token_prefix + 2))}
+    local ids = string.sub(last, #token_prefix + 3)
+    for k = 1, #ids / 36 do
+        local id = string.sub(ids, 36 * k - 35, 36 * k)
+        table.insert(result, token_prefix .. k)
+        table.insert(result, id)
+        table.insert(result, redis.call("HGET", payloads, id) or "")
+    end
+    return result
+end
 
 local limits, in_flight = {}, {}
 local limit_pairs = redis.call("HGETALL", limits_key)
@@ -85,7 +102,7 @@ local function pop_ready()
     return entry
 end
 
-local result, handed = {0}, 0
+local result, handed, handed_ids = {0}, 0, {}
 while handed < max_jobs do
     local entry = (limited and pop_parked()) or pop_ready()
     if not entry then
@@ -109,9 +126,11 @@ while handed < max_jobs do
         table.insert(result, token)
         table.insert(result, id)
         table.insert(result, payload)
+        table.insert(handed_ids, id)
     end
 end
 if park_budget == 0 then
     result[1] = 1
 end
+redis.call("HSET", calls, worker, token_prefix .. "\n" .. result[1] .. table.concat(handed_ids))
 return result

@@ -379,8 +379,8 @@ class Engine:
                 self._retried_records.discard(job.id)
             elif state is RunningJobState.NOT_OURS:
                 logger.warning(
-                    "Outcome of %s not recorded: this worker was declared dead and the job "
-                    "was taken over by another one",
+                    "Outcome of %s not recorded: the job is no longer this worker's (it was "
+                    "taken over after this worker was declared dead, or given up at shutdown)",
                     job,
                 )
 

@@ -62,6 +62,10 @@ class Keys:
         return self.prefix + "periodic_next"
 
     @property
+    def calls(self) -> str:
+        return self.prefix + "calls"
+
+    @property
     def workers(self) -> str:
         return self.prefix + "workers"
 

@@ -232,7 +232,9 @@ class RedisBroker(Broker):
             while more and len(jobs) < max_jobs:
                 prefixes.append(self._token_prefix())
                 flat = self._run(
-                    "get_jobs_from_queue", [*keys, k.failed], [max_jobs - len(jobs), prefixes[-1]]
+                    "get_jobs_from_queue",
+                    [*keys, k.failed, k.calls],
+                    [max_jobs - len(jobs), prefixes[-1]],
                 )
                 more = int(flat[0]) == 1
                 jobs += self._jobs_of(queue, flat[1:])
@@ -379,7 +381,10 @@ class RedisBroker(Broker):
 
     @override
     def deregister_worker(self) -> None:
-        self._redis.zrem(self._keys.workers, self.worker_id)
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(self._keys.workers, self.worker_id)
+        pipe.hdel(self._keys.calls, self.worker_id)
+        pipe.execute()
 
     @override
     def adopt_jobs_of_dead_workers(self, dead_after: float) -> list[Job]:
@@ -388,7 +393,7 @@ class RedisBroker(Broker):
         try:
             flat = self._run(
                 "adopt_jobs_of_dead_workers",
-                [k.workers, k.running, k.payloads],
+                [k.workers, k.running, k.payloads, k.calls],
                 [self._now(), dead_after, self.worker_id, prefix, *self._lost_adoptions],
             )
         except (redis_py.ConnectionError, redis_py.TimeoutError):
@@ -445,6 +450,7 @@ class RedisBroker(Broker):
             k.periodic,
             k.periodic_next,
             k.workers,
+            k.calls,
             *per_queue,
         )
         self._queues = None

@@ -216,7 +216,7 @@ def test_jobs_of_a_lost_fetch_reply_are_put_back(redis_client: redis.Redis, name
     lost_prefix = broker._token_prefix()
     broker._scripts["get_jobs_from_queue"](
         keys=[k.ready("spinach"), k.parked("spinach"), k.payloads, k.running, k.limits,
-              k.in_flight, k.failed],
+              k.in_flight, k.failed, k.calls],
         args=[2, lost_prefix],
     )  # fmt: skip
     broker._lost_fetches.append(("spinach", lost_prefix))
@@ -241,7 +241,7 @@ def test_jobs_of_a_lost_adoption_reply_are_adopted_again(
     k = broker._keys
     lost_prefix = broker._token_prefix()
     broker._scripts["adopt_jobs_of_dead_workers"](
-        keys=[k.workers, k.running, k.payloads],
+        keys=[k.workers, k.running, k.payloads, k.calls],
         args=[broker._now(), 10, broker.worker_id, lost_prefix],
     )
     broker._lost_adoptions.append(lost_prefix)
@@ -250,4 +250,38 @@ def test_jobs_of_a_lost_adoption_reply_are_adopted_again(
     assert adopted.handout_token is not None
     assert not adopted.handout_token.startswith(lost_prefix)
     assert broker.adopt_jobs_of_dead_workers(10) == []
+    broker.flush()
+
+
+def test_scripts_run_again_by_the_client_hand_out_nothing_new(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """A fetch or adoption re-run with the same token prefix (a client retry) answers the same."""
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, [])
+    jobs = [engine.schedule("record", i) for i in range(4)]
+    k = broker._keys
+    prefix = broker._token_prefix()
+    fetch_keys = [k.ready("spinach"), k.parked("spinach"), k.payloads, k.running, k.limits,
+                  k.in_flight, k.failed, k.calls]  # fmt: skip
+    first = broker._scripts["get_jobs_from_queue"](keys=fetch_keys, args=[2, prefix])
+    again = broker._scripts["get_jobs_from_queue"](keys=fetch_keys, args=[2, prefix])
+    assert again == first
+    assert broker.count_jobs().running == 2
+    assert [job.id for job in broker.get_jobs_from_queue("spinach", 10)] == [
+        job.id for job in jobs[2:]
+    ]
+    dead = RedisBroker(redis_client)
+    dead.namespace = namespace
+    dead.heartbeat()
+    engine.schedule("record", 4)
+    dead.get_jobs_from_queue("spinach", 1)
+    broker.heartbeat()
+    adopt_keys = [k.workers, k.running, k.payloads, k.calls]
+    adopt_args = [broker._now() + 11, 10, broker.worker_id, broker._token_prefix()]
+    adopted = broker._scripts["adopt_jobs_of_dead_workers"](keys=adopt_keys, args=adopt_args)
+    assert len(adopted) == 3
+    assert (
+        broker._scripts["adopt_jobs_of_dead_workers"](keys=adopt_keys, args=adopt_args) == adopted
+    )
     broker.flush()
