@@ -74,8 +74,8 @@ for j = 1, #due_tasks, 2 do
         push_ready(i, id .. task_name)
         moved = moved + 1
     end
-    local missed = math.floor((now - next_run) / definition.period)
-    redis.call("ZADD", periodic_next, next_run + (missed + 1) * definition.period, task_name)
+    -- One period later; after a delay, one period from now: never twice within a period.
+    redis.call("ZADD", periodic_next, math.max(next_run, now) + definition.period, task_name)
 end
 
 if moved > 0 then

@@ -37,6 +37,8 @@ _FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
 #: Longest wait of an idle engine between two looks at the broker, in seconds.
 _MAX_IDLE_WAIT = 1.0
 _MAX_ERROR_WAIT = 30.0
+#: Tries of each broker operation made while starting workers.
+_START_TRIES = 5
 
 
 class Engine:
@@ -233,16 +235,20 @@ class Engine:
         self, number: int, queue: str, stop_when_queue_empty: bool, workers_class: type[Workers]
     ) -> None:
         self._resolved.clear()
-        self._register_tasks()
         # Each start is a new worker: jobs a previous start left running (their
         # outcome could not be recorded) belong to a dead worker and get adopted.
         self._broker.worker_id = uuid.uuid4().hex
-        self._broker.heartbeat()
+        self._with_retries(self._register_tasks)
+        self._with_retries(self._broker.heartbeat)
         self._broker.start()
         self._maintenance_must_stop.clear()
-        self._workers = workers_class(
-            number, self._namespace, clock=self._broker.clock, on_job_done=self._broker.wake_up
-        )
+        try:
+            self._workers = workers_class(
+                number, self._namespace, clock=self._broker.clock, on_job_done=self._broker.wake_up
+            )
+        except BaseException:
+            self._broker.stop()
+            raise
         self._maintenance = threading.Thread(
             target=self._maintain, name=f"{self._namespace}-maintenance", daemon=True
         )
@@ -405,6 +411,21 @@ class Engine:
         except Exception:
             logger.exception("Could not deregister the worker at shutdown")
         self._broker.stop()
+
+    def _with_retries(self, call: Callable[[], None]) -> None:
+        """Call a start-up broker operation, retrying a few times through a brief outage."""
+        for attempt in range(_START_TRIES):
+            try:
+                call()
+                return
+            except SpinachError:
+                raise
+            except Exception as e:
+                if attempt == _START_TRIES - 1:
+                    raise
+                wait = 0.1 * 2**attempt
+                logger.warning("Broker error while starting (%s), trying again in %.1f s", e, wait)
+                self._must_stop.wait(wait)
 
     def _register_tasks(self) -> None:
         """Store the concurrency limits and periodic tasks of the namespace in the broker."""

@@ -194,8 +194,9 @@ class Broker(ABC):
 
         Due future jobs go to the tail of their queue in order of ``at``. Each
         periodic task that is due gets one new ready job, and its next run is
-        set one period later, skipping any period already past: time lost
-        while nobody called this is not made up.
+        set one period after the run it was due for, or one period from now
+        if that is later: time lost while nobody called this is not made up,
+        and a task never gets two jobs within one period.
 
         Returns the seconds until the next future job or periodic run is due
         (0 or more), or ``None`` when there is neither. Atomic; safe to retry.

@@ -267,8 +267,9 @@ class MemoryBroker(Broker):
         job_id = str(job.id)
         ns.payloads[job_id] = job.serialize()
         self._push_ready(ns, job_id, job.queue, job.task_name)
-        missed = (now - periodic.next_run) // periodic.period
-        periodic.next_run += (missed + 1) * periodic.period
+        # The next run is one period later; after a delay, one period from now,
+        # so that the task never runs twice within one period.
+        periodic.next_run = max(periodic.next_run, now) + periodic.period
 
     @override
     def register_periodic_tasks(self, tasks: Collection[Task]) -> None:

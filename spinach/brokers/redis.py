@@ -202,14 +202,15 @@ class RedisBroker(Broker):
                 return
             except redis_py.AuthenticationError as e:
                 raise BrokerConnectionError(
-                    f"Redis refused the credentials of the broker: {e}. Check the user and "
-                    "password in the Redis URL"
+                    f"Redis refused the credentials of the broker: {str(e).rstrip('.')}. "
+                    "Check the user and password in the Redis URL"
                 ) from e
             except (redis_py.ConnectionError, redis_py.TimeoutError) as e:
                 if attempt >= self._enqueue_job_max_retries:
                     raise BrokerConnectionError(
                         f"Could not store {len(jobs)} job(s) in Redis after "
-                        f"{attempt + 1} tries: {e}. Check that the Redis server is running "
+                        f"{attempt + 1} tries: {str(e).rstrip('.')}. Check that the Redis "
+                        "server is running "
                         "and reachable at the URL the broker was given"
                     ) from e
                 wait = min(5.0, 0.1 * 2**attempt) * (1 + random.random())

@@ -53,7 +53,13 @@ def on_failed(sender: str, job: Job, err: BaseException) -> None:
     record(f"fail {job.id} {type(err).__name__}")
 
 
-receivers: list[Any] = [on_started, on_finished, on_failed]
+def on_worker_started(sender: str, worker_name: str) -> None:
+    if worker_name.endswith("-worker-1"):
+        record("ready")  # the workers run: start-up went through
+
+
+receivers: list[Any] = [on_started, on_finished, on_failed, on_worker_started]
+signals.worker_started.connect(on_worker_started, sender=namespace)
 signals.job_started.connect(on_started, sender=namespace)
 signals.job_finished.connect(on_finished, sender=namespace)
 signals.job_failed.connect(on_failed, sender=namespace)
@@ -71,7 +77,6 @@ engine = Engine(
     dead_worker_timeout=options.get("dead_worker_timeout", 2.0),
 )
 engine.attach_tasks(tasks)
-record("ready")
 engine.start_workers(
     number=options.get("threads", 4), block=True, grace_period=options.get("grace_period")
 )

@@ -52,7 +52,11 @@ class ChaosProxy:
         chaos.cancel()
         server.close()
         for writer in list(self._connections):
-            writer.close()
+            writer.transport.abort()
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
         await server.wait_closed()
 
     async def _chaos(self) -> None:
