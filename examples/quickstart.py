@@ -1,15 +1,18 @@
 """Spinach quickstart: schedule a few jobs and run them, no Redis needed.
 
-Run it with ``python examples/quickstart.py``.
+Run it with ``python examples/quickstart.py``. With ``SPINACH_REDIS_URL`` set
+(``redis://localhost:6379/0``, say) it runs the same jobs through that Redis.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 
-from spinach import Batch, Engine, MemoryBroker, Tasks
+from spinach import Batch, Engine, MemoryBroker, RedisBroker, Tasks
+from spinach.brokers.base import Broker
 
 tasks = Tasks()
 results: dict[str, object] = {}
@@ -28,9 +31,15 @@ def greet(name: str) -> None:
         results[f"greet({name!r})"] = f"Hello, {name}!"
 
 
+def make_broker() -> Broker:
+    """A RedisBroker when SPINACH_REDIS_URL is set, else a MemoryBroker."""
+    url = os.environ.get("SPINACH_REDIS_URL")
+    return RedisBroker.from_url(url) if url else MemoryBroker()
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(threadName)s %(message)s")
-    spin = Engine(MemoryBroker(), namespace="quickstart")
+    spin = Engine(make_broker(), namespace="quickstart")
     spin.attach_tasks(tasks)
 
     tasks.schedule(add, 2, 3)
