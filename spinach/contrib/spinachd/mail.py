@@ -105,8 +105,8 @@ def message_from_json(data: dict[str, Any]) -> EmailMessage:
 
 
 def _text(value: Any) -> str:
-    # A plain str: job arguments refuse str subclasses (SafeString from
-    # templates) and lazy translations, so render those as plain text.
+    # A plain str: lazy translations are not strings at all, and str
+    # subclasses such as SafeString would come back plain anyway.
     return str.__str__(str(value))
 
 
