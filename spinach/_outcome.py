@@ -17,8 +17,8 @@ from .utils import exponential_backoff, human_duration
 
 logger = logging.getLogger("spinach.worker")
 
-#: Errors that another run cannot mend: the job fails at once.
-_FINAL_ERRORS = (AbortException, UnknownTask, InvalidTaskTypeError, InvalidJobSignatureError)
+#: Errors of the engine (the job could not run here) that another run cannot mend.
+_ENGINE_FINAL_ERRORS = (UnknownTask, InvalidTaskTypeError, InvalidJobSignatureError)
 
 
 def settle(
@@ -41,7 +41,10 @@ def settle(
         logger.info("Finished execution of %s%s", job, took)
         return
     run = f"{job.retries + 1}/{job.max_retries + 1}"
-    if job.should_retry and not isinstance(err, _FINAL_ERRORS):
+    final = isinstance(err, AbortException) or (
+        duration is None and isinstance(err, _ENGINE_FINAL_ERRORS)
+    )
+    if job.should_retry and not final:
         job.retries += 1
         if isinstance(err, RetryException) and err.at is not None:
             job.at = err.at

@@ -8,6 +8,7 @@ import inspect
 import logging
 import signal
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -39,6 +40,8 @@ _MAX_IDLE_WAIT = 1.0
 _MAX_ERROR_WAIT = 30.0
 #: Tries of each broker operation made while starting workers.
 _START_TRIES = 5
+#: Seconds between two recordings of outcomes while stopping.
+_DRAIN_POLL = 0.1
 
 
 class Engine:
@@ -266,8 +269,11 @@ class Engine:
         record its outcome, then return. The workers can be started again."""
         self._must_stop.set()
         self._broker.wake_up()
-        if self._workers is not None and self._workers.runs_in_current_thread():
-            # Called from a job: joining would wait for this very job.
+        if threading.current_thread() in (self._arbiter, self._maintenance) or (
+            self._workers is not None and self._workers.runs_in_current_thread()
+        ):
+            # Called from a job or a signal receiver of the engine's own threads:
+            # joining would wait for the caller itself.
             return
         self._join_threads()
 
@@ -279,13 +285,21 @@ class Engine:
     @contextlib.contextmanager
     def _stopping_on_signals(self) -> Iterator[None]:
         """Make SIGINT and SIGTERM stop the workers gracefully, while inside."""
+        previous: dict[int, Any] = {}
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
-            logger.info("Received %s, stopping workers gracefully", signal.Signals(signum).name)
+            logger.info(
+                "Received %s, stopping workers gracefully; send it again to stop at once",
+                signal.Signals(signum).name,
+            )
             self._must_stop.set()
             self._broker.wake_up()
+            # A second signal gets the previous behaviour (KeyboardInterrupt, exit).
+            for signum_, handler in previous.items():
+                signal.signal(signum_, handler)
 
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        for stop_signal in (signal.SIGINT, signal.SIGTERM):
+            previous[stop_signal] = signal.signal(stop_signal, on_signal)
         try:
             yield
         finally:
@@ -391,12 +405,33 @@ class Engine:
                 )
 
     def _shut_down(self, workers: Workers) -> None:
-        if not workers.stop(self._grace_period):
-            self._give_up(workers)
-        # Stop adopting before the last outcomes are recorded, so that none is left behind.
-        self._maintenance_must_stop.set()
-        if self._maintenance is not None:
-            self._maintenance.join()
+        try:
+            self._drain(workers)
+        finally:
+            # Stop adopting before the last outcomes are recorded, so that none is left behind.
+            self._maintenance_must_stop.set()
+            if self._maintenance is not None:
+                self._maintenance.join()
+            self._finish_shut_down()
+
+    def _drain(self, workers: Workers) -> None:
+        """Let the running jobs end, recording outcomes as they come, within the grace period."""
+        workers.request_stop()
+        grace = self._grace_period
+        deadline = None if grace is None else time.monotonic() + grace
+        while True:
+            wait = _DRAIN_POLL if deadline is None else deadline - time.monotonic()
+            if workers.join(max(0.0, min(wait, _DRAIN_POLL))):
+                return
+            try:
+                self._record_outcomes()
+            except Exception:
+                logger.exception("Could not record outcomes while stopping; trying again")
+            if deadline is not None and time.monotonic() >= deadline:
+                self._give_up(workers)
+                return
+
+    def _finish_shut_down(self) -> None:
         try:
             self._record_outcomes()
         except Exception:

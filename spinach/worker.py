@@ -139,10 +139,12 @@ class Workers(ABC):
         with self._lock:
             abandoned = self._unfinished.pop(job.id, None) is None
             self._started_ids.discard(job.id)
+            if not abandoned:
+                # Inside the lock: a job is either abandoned or handed back, never neither.
+                self._done.put(job)
         if abandoned:
             logger.warning("%s ended after the workers gave it up: outcome not recorded", job)
             return
-        self._done.put(job)
         if self._on_job_done is not None:
             self._on_job_done()
 
@@ -154,12 +156,21 @@ class Workers(ABC):
     def _submit(self, job: Job) -> None:
         """Pass a job to the workers."""
 
-    @abstractmethod
     def stop(self, timeout: float | None = None) -> bool:
         """Let every submitted job run to its end, then stop the workers.
 
         Returns False when ``timeout`` seconds passed before that.
         """
+        self.request_stop()
+        return self.join(timeout)
+
+    @abstractmethod
+    def request_stop(self) -> None:
+        """Ask the workers to stop once every submitted job has run; do not wait."""
+
+    @abstractmethod
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the workers to stop; False when ``timeout`` seconds passed first."""
 
     @abstractmethod
     def runs_in_current_thread(self) -> bool:
@@ -210,9 +221,12 @@ class ThreadWorkers(Workers):
         return threading.current_thread() in self._threads
 
     @override
-    def stop(self, timeout: float | None = None) -> bool:
+    def request_stop(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
+
+    @override
+    def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -281,8 +295,12 @@ class AsyncioWorkers(Workers):
         return threading.current_thread() is self._thread
 
     @override
-    def stop(self, timeout: float | None = None) -> bool:
-        for _ in range(self._num_workers):
-            self._loop.call_soon_threadsafe(self._put, None)
+    def request_stop(self) -> None:
+        if self._thread.is_alive():
+            for _ in range(self._num_workers):
+                self._loop.call_soon_threadsafe(self._put, None)
+
+    @override
+    def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()

@@ -382,6 +382,79 @@ class TestStartAndStop:
         assert recorder.of(job.id) == ["job_started", "job_finished"]
         assert all_done(broker)
 
+    def test_outcomes_are_recorded_while_stopping(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """During a graceful stop, jobs that end are recorded at once, not after the last one."""
+        started, release = threading.Event(), threading.Event()
+
+        @engine.task(name="slow")
+        def slow() -> None:
+            started.set()
+            release.wait(10)
+
+        @engine.task(name="fast", max_retries=1, max_concurrency=1)
+        def fast() -> None:
+            started.wait(10)
+
+        engine.schedule(slow)
+        engine.schedule(fast)
+        engine.start_workers(number=2, block=False)
+        assert started.wait(10)
+        stopper = threading.Thread(target=engine.stop_workers)
+        stopper.start()
+        try:
+            wait_for(lambda: broker.count_jobs().running == 1)
+            assert stopper.is_alive()
+        finally:
+            release.set()
+            stopper.join(10)
+        assert broker.count_jobs().running == 0
+
+    def test_stop_from_a_receiver_in_the_engine_thread(
+        self, engine: Engine, broker: MemoryBroker, namespace: str
+    ) -> None:
+        """A job_failed receiver calling stop_workers() in the engine's own thread does not hang."""
+
+        def stop(sender: str, job: Job, err: BaseException) -> None:
+            engine.stop_workers()
+
+        signals.job_failed.connect(stop, sender=namespace, weak=False)
+        try:
+            broker.enqueue_jobs([Job("ghost", "spinach", broker.now(), 0)])
+            engine.start_workers(number=1, block=True)
+        finally:
+            signals.job_failed.disconnect(stop, sender=namespace)
+        assert all_done(broker)
+
+    def test_second_sigint_interrupts_at_once(self, engine: Engine, broker: MemoryBroker) -> None:
+        """A second SIGINT during a graceful stop raises KeyboardInterrupt, as Python does."""
+        started, release = threading.Event(), threading.Event()
+
+        @engine.task(name="stuck")
+        def stuck() -> None:
+            started.set()
+            release.wait(10)
+
+        engine.schedule(stuck)
+
+        def interrupt_twice() -> None:
+            started.wait(10)
+            os.kill(os.getpid(), signal.SIGINT)
+            wait_for(engine._must_stop.is_set)
+            os.kill(os.getpid(), signal.SIGINT)
+
+        killer = threading.Thread(target=interrupt_twice)
+        killer.start()
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                engine.start_workers(number=1, block=True)
+        finally:
+            killer.join(10)
+            release.set()
+            engine.stop_workers()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
     def test_engine_restarts(self, engine: Engine, broker: MemoryBroker, runs: Runs) -> None:
         """Workers can be started again after a stop."""
         engine.task(lambda: runs.add("x"), name="x")
@@ -533,6 +606,21 @@ class TestTaskKinds:
         assert isinstance(failed.err, InvalidJobSignatureError)
         assert runs.count("one") == 0
         assert all_done(broker)
+
+    def test_task_code_raising_spinach_errors_is_retried(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder
+    ) -> None:
+        """UnknownTask raised by a task's own code is an ordinary failure: the job is retried."""
+        from spinach.exc import UnknownTask as Unknown
+
+        @engine.task(name="schedules_missing", max_retries=1)
+        def schedules_missing() -> None:
+            raise Unknown("not deployed yet")
+
+        engine.schedule(schedules_missing)
+        engine.start_workers(number=1, stop_when_queue_empty=True)
+        assert len(recorder.named("job_schedule_retry")) == 1
+        assert recorder.named("job_failed") == []
 
     def test_job_of_unknown_task_fails(
         self, engine: Engine, broker: MemoryBroker, recorder: Recorder
