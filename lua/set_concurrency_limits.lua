@@ -1,4 +1,4 @@
--- set_concurrency_limits: make the given limits the namespace's, and recount the slots in use.
+-- set_concurrency_limits: store the given tasks' limits, and recount the slots in use.
 --
 -- KEYS[1]       limits: hash, task name -> max concurrency
 -- KEYS[2]       in_flight: hash, task name -> running jobs of that limited task
@@ -8,11 +8,12 @@
 -- KEYS[4+2i]    parked sorted set of the i-th queue
 -- ARGV[1]       Q, the number of queues passed: every queue of the namespace
 -- ARGV[2..1+Q]  the queue names, in the order of their keys
--- ARGV[2+Q..]   two values per limited task: name, max concurrency
+-- ARGV[2+Q..]   two values per task: name, max concurrency (0: the task has no limit)
+-- Tasks not given keep their limits: engines with different registries share a namespace.
 -- Parked entries of tasks that lost their limit go back to the head of their ready list,
 -- in their order: they are older than every entry of that list.
 -- Returns: -1 when the queues passed are not all the namespace's queues (nothing
---          changed: call again with all of them); else the number of limits.
+--          changed: call again with all of them); else the number of limited tasks.
 -- Safe to retry.
 
 local limits, in_flight, running, queues = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -27,14 +28,20 @@ for i = 1, queue_count do
     end
 end
 
-redis.call("DEL", limits, in_flight)
-local limited, count = {}, 0
 for j = 2 + queue_count, #ARGV, 2 do
+    if tonumber(ARGV[j + 1]) > 0 then
+        redis.call("HSET", limits, ARGV[j], ARGV[j + 1])
+    else
+        redis.call("HDEL", limits, ARGV[j])
+    end
+end
+local limited, count = {}, 0
+for _, task_name in ipairs(redis.call("HKEYS", limits)) do
+    limited[task_name] = true
     count = count + 1
-    redis.call("HSET", limits, ARGV[j], ARGV[j + 1])
-    limited[ARGV[j]] = true
 end
 
+redis.call("DEL", in_flight)
 local records = redis.call("HVALS", running)
 for _, record in ipairs(records) do
     local task_name = string.sub(record, string.find(record, " ", 1, true) + 1)

@@ -204,21 +204,23 @@ class Broker(ABC):
 
     @abstractmethod
     def register_periodic_tasks(self, tasks: Collection[Task]) -> None:
-        """Make ``tasks`` the namespace's periodic tasks.
+        """Store the periodic schedule of ``tasks`` in the namespace.
 
-        A task new to the namespace, or whose periodicity changed, runs first
-        one period from now; a task registered again unchanged keeps its
-        schedule. Periodic tasks not in ``tasks`` are removed. Atomic; safe to
-        retry.
+        A periodic task new to the namespace, or whose periodicity changed,
+        runs first one period from now; one registered again unchanged keeps
+        its schedule; a task of ``tasks`` without periodicity is no longer
+        periodic. Tasks not in ``tasks`` are left as they are: engines with
+        different registries share a namespace. Atomic; safe to retry.
         """
 
     @abstractmethod
     def set_concurrency_limits(self, tasks: Collection[Task]) -> None:
-        """Make the ``max_concurrency`` of ``tasks`` the namespace's limits.
+        """Store the ``max_concurrency`` of ``tasks`` as the namespace's limits.
 
-        Limits of tasks not in ``tasks`` (or with no ``max_concurrency``) are
-        removed; running jobs keep counting against their task's limit.
-        Atomic; safe to retry.
+        A task of ``tasks`` without ``max_concurrency`` loses its limit; tasks
+        not in ``tasks`` keep theirs (engines with different registries share
+        a namespace). Running jobs count against their task's limit. Atomic;
+        safe to retry.
         """
 
     @abstractmethod

@@ -276,27 +276,30 @@ class MemoryBroker(Broker):
         with self._store.lock:
             ns = self._ns()
             now = self._now()
-            registered: dict[str, _Periodic] = {}
             for task in tasks:
                 if task.periodicity is None:
+                    ns.periodic.pop(task.name, None)
                     continue
                 period = task.periodicity.total_seconds()
                 existing = ns.periodic.get(task.name)
                 next_run = now + period
                 if existing is not None and existing.period == period:
                     next_run = existing.next_run
-                registered[task.name] = _Periodic(
+                ns.periodic[task.name] = _Periodic(
                     task.name, task.queue, task.max_retries, period, next_run
                 )
-            ns.periodic = registered
         self._store.notify(self.namespace)
 
     @override
     def set_concurrency_limits(self, tasks: Collection[Task]) -> None:
         with self._store.lock:
             ns = self._ns()
-            ns.limits = {t.name: t.max_concurrency for t in tasks if t.max_concurrency is not None}
-            # Running jobs of newly limited tasks count against the limit.
+            for task in tasks:
+                if task.max_concurrency is None:
+                    ns.limits.pop(task.name, None)
+                else:
+                    ns.limits[task.name] = task.max_concurrency
+            # Running jobs of limited tasks count against the limit.
             in_flight: dict[str, int] = {}
             for running in ns.running.values():
                 if running.task_name in ns.limits:

@@ -351,8 +351,8 @@ class RedisBroker(Broker):
         k = self._keys
         args: list[Any] = [self._now()]
         for task in tasks:
-            if task.periodicity is not None:
-                args += [task.name, task.periodicity.total_seconds(), task.queue, task.max_retries]
+            period = 0.0 if task.periodicity is None else task.periodicity.total_seconds()
+            args += [task.name, period, task.queue, task.max_retries]
         self._run("register_periodic_tasks", [k.periodic, k.periodic_next, k.queues], args)
         self._queues = None
 
@@ -361,8 +361,7 @@ class RedisBroker(Broker):
         k = self._keys
         limits: list[Any] = []
         for task in tasks:
-            if task.max_concurrency is not None:
-                limits += [task.name, task.max_concurrency]
+            limits += [task.name, task.max_concurrency or 0]
         result = self._run_on_all_queues(
             "set_concurrency_limits",
             [k.limits, k.in_flight, k.running, k.queues],

@@ -389,6 +389,17 @@ class RegisterPeriodicTasksContract(_Base):
         broker.move_future_jobs()
         assert [job.task_name for job in broker.get_jobs_from_queue("q", 10)] == ["b"]
 
+    def test_tasks_not_given_keep_their_schedule(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """An engine registering other tasks leaves the periodic tasks it does not know."""
+        broker.register_periodic_tasks([self.periodic("a")])
+        other = make_broker(broker.namespace)
+        other.register_periodic_tasks([self.periodic("b", seconds=120), self.task("c")])
+        clock.advance(60)
+        broker.move_future_jobs()
+        assert [job.task_name for job in broker.get_jobs_from_queue("q", 10)] == ["a"]
+
     def test_never_duplicated_by_racing_workers(
         self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
     ) -> None:
@@ -483,6 +494,15 @@ class SetConcurrencyLimitsContract(_Base):
         broker.enqueue_jobs([b1])
         broker.remove_job_from_running(running)
         assert self.ids(broker.get_jobs_from_queue("q", 10)) == [a2.id, b1.id]
+
+    def test_tasks_not_given_keep_their_limits(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """An engine registering other tasks leaves the limits of tasks it does not know."""
+        broker.set_concurrency_limits([self.task("task", max_concurrency=1)])
+        make_broker(broker.namespace).set_concurrency_limits([self.task("other")])
+        broker.enqueue_jobs([self.job(clock), self.job(clock)])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
 
     def test_removing_a_limit_releases_blocked_jobs(
         self, broker: Broker, clock: ManualClock
