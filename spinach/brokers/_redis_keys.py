@@ -73,6 +73,9 @@ class Keys:
     def channel(self) -> str:
         return self.prefix + "events"
 
+    def enqueue_marker(self, call_id: str) -> str:
+        return f"{self.prefix}enqueued:{call_id}"
+
     def ready(self, queue: str) -> str:
         return f"{self.prefix}queue:{queue}"
 

@@ -12,6 +12,7 @@ import itertools
 import logging
 import random
 import time
+import uuid
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,9 @@ _SCRIPTS = (
     "adopt_jobs_of_dead_workers",
     "requeue_lost_handouts",
 )
+#: Seconds a call storing at-most-once jobs is remembered, so that sending it again
+#: (after a lost reply, by redis-py or by our retries) does not store them twice.
+_ENQUEUE_MARKER_SECONDS = 600
 #: Tries of a script whose queue list turned out stale before giving up for this round.
 _QUEUE_REFRESHES = 3
 
@@ -182,7 +186,10 @@ class RedisBroker(Broker):
         k = self._keys
         queues = list(dict.fromkeys(job.queue for job in jobs))
         number = {queue: i for i, queue in enumerate(queues, 1)}
-        keys = [k.payloads, k.seq, k.queues]
+        # At-most-once jobs must not be stored again by a call sent twice after
+        # their first run: such calls leave a marker for a while.
+        marker_seconds = _ENQUEUE_MARKER_SECONDS if any(j.max_retries == 0 for j in jobs) else 0
+        keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(uuid.uuid4().hex)]
         for queue in queues:
             keys += [k.ready(queue), k.future(queue)]
         job_args: list[Any] = []
@@ -194,11 +201,10 @@ class RedisBroker(Broker):
                 job.task_name,
                 job.serialize(),
             ]
+        head = [k.channel, marker_seconds, len(queues), *queues]
         for attempt in itertools.count():
             try:
-                self._run(
-                    "enqueue_jobs", keys, [self._now(), k.channel, len(queues), *queues, *job_args]
-                )
+                self._run("enqueue_jobs", keys, [self._now(), *head, *job_args])
                 return
             except redis_py.AuthenticationError as e:
                 raise BrokerConnectionError(
@@ -381,6 +387,7 @@ class RedisBroker(Broker):
 
     @override
     def deregister_worker(self) -> None:
+        self._requeue_lost_handouts()
         pipe = self._redis.pipeline(transaction=True)
         pipe.zrem(self._keys.workers, self.worker_id)
         pipe.hdel(self._keys.calls, self.worker_id)

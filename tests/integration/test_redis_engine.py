@@ -17,6 +17,7 @@ from spinach import Engine, Tasks
 from spinach.brokers.redis import RedisBroker
 from spinach.clock import Clock
 from spinach.exc import BrokerConnectionError, ConfigurationError
+from spinach.job import Job
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer, free_port
 
@@ -284,4 +285,40 @@ def test_scripts_run_again_by_the_client_hand_out_nothing_new(
     assert (
         broker._scripts["adopt_jobs_of_dead_workers"](keys=adopt_keys, args=adopt_args) == adopted
     )
+    broker.flush()
+
+
+def test_enqueue_sent_again_after_the_job_ran_stores_nothing(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """A scheduling call sent twice (lost reply) does not store its at-most-once job again."""
+    broker = RedisBroker(redis_client)
+    broker.namespace = namespace
+    job = Job("once", "q", broker.now(), 0)
+    k = broker._keys
+    keys = [k.payloads, k.seq, k.queues, k.enqueue_marker("call-1"), k.ready("q"), k.future("q")]
+    args = [broker._now(), k.channel, 600, 1, "q",
+            str(job.id), 1, job.at_timestamp, job.task_name, job.serialize()]  # fmt: skip
+    enqueue = broker._scripts["enqueue_jobs"]
+    assert enqueue(keys=keys, args=args) == 1
+    (got,) = broker.get_jobs_from_queue("q", 1)
+    broker.remove_job_from_running(got)
+    assert enqueue(keys=keys, args=args) == 0
+    assert broker.count_jobs().queued == {}
+    assert 0 < redis_client.ttl(k.enqueue_marker("call-1")) <= 600
+    broker.flush()
+
+
+def test_only_calls_with_at_most_once_jobs_leave_a_marker(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """At-least-once jobs may run twice anyway: scheduling them leaves no marker behind."""
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, [])
+    engine.task(lambda: None, name="once")
+    pattern = f"spinach:{{{namespace}}}:enqueued:*"
+    engine.schedule("record", 1)
+    assert redis_client.keys(pattern) == []
+    engine.schedule("once")
+    assert len(redis_client.keys(pattern)) == 1
     broker.flush()
