@@ -7,7 +7,6 @@ them, so that none reaches the trace writer (and no agent is needed).
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 import uuid
@@ -28,6 +27,8 @@ with warnings.catch_warnings():
         "ignore", message="Support for ddtrace with Python version", category=DeprecationWarning
     )
     from ddtrace.trace import Span, TraceFilter, Tracer, tracer
+
+pytestmark = pytest.mark.usefixtures("no_receiver_errors")
 
 
 class SpanRecorder(TraceFilter):
@@ -59,15 +60,6 @@ def recorder() -> Iterator[SpanRecorder]:
 
 
 Register = Callable[..., Callable[[], None]]
-
-
-@pytest.fixture(autouse=True)
-def no_receiver_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fail a test whose signal receivers raised: Spinach only logs that."""
-    caplog.set_level(logging.ERROR, logger="spinach.signals")
-    yield
-    records = caplog.get_records("call")
-    assert [r.getMessage() for r in records if r.name == "spinach.signals"] == []
 
 
 @pytest.fixture

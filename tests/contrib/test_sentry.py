@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import threading
 import time
 import uuid
@@ -25,6 +24,8 @@ from spinach.job import Job
 
 #: Never contacted: the recording transport replaces the HTTP one.
 DSN = "https://public@sentry.example/1"
+
+pytestmark = pytest.mark.usefixtures("no_receiver_errors")
 
 
 class RecordingTransport(Transport):
@@ -51,15 +52,6 @@ class RecordingTransport(Transport):
 
 
 SentryInit = Callable[..., RecordingTransport]
-
-
-@pytest.fixture(autouse=True)
-def no_receiver_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    """Fail a test whose signal receivers raised: Spinach only logs that."""
-    caplog.set_level(logging.ERROR, logger="spinach.signals")
-    yield
-    records = caplog.get_records("call")
-    assert [r.getMessage() for r in records if r.name == "spinach.signals"] == []
 
 
 @pytest.fixture
