@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "DEFAULT_DEAD_WORKER_TIMEOUT",
     "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_MAX_JOB_SIZE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_NAMESPACE",
     "DEFAULT_QUEUE",
@@ -21,5 +22,7 @@ DEFAULT_WORKER_NUMBER = 5
 DEFAULT_HEARTBEAT_INTERVAL = 1.0
 #: Seconds without a heartbeat after which a worker is declared dead.
 DEFAULT_DEAD_WORKER_TIMEOUT = 10.0
+#: Largest serialized job scheduling accepts by default, in bytes.
+DEFAULT_MAX_JOB_SIZE = 512 * 1024
 #: Shortest periodicity a periodic task may have, in seconds.
 MIN_PERIODICITY = 1.0

@@ -22,6 +22,7 @@ from .exc import (
     ConfigurationError,
     InvalidJobSignatureError,
     InvalidTaskTypeError,
+    JobTooLargeError,
     SpinachError,
     WorkerDiedError,
     WorkersError,
@@ -53,6 +54,8 @@ class Engine:
         heartbeat_interval: seconds between two heartbeats of running workers.
         dead_worker_timeout: seconds without a heartbeat after which another
             engine's workers are declared dead and their jobs taken over.
+        max_job_size: the largest serialized job, in bytes, that scheduling
+            accepts (512 KiB by default); None for no limit.
     """
 
     def __init__(
@@ -62,7 +65,12 @@ class Engine:
         *,
         heartbeat_interval: float = const.DEFAULT_HEARTBEAT_INTERVAL,
         dead_worker_timeout: float = const.DEFAULT_DEAD_WORKER_TIMEOUT,
+        max_job_size: int | None = const.DEFAULT_MAX_JOB_SIZE,
     ) -> None:
+        if max_job_size is not None and max_job_size < 1:
+            raise ConfigurationError(
+                f"max_job_size must be a number of bytes above 0, or None, got {max_job_size!r}"
+            )
         if not 0 < heartbeat_interval < dead_worker_timeout:
             raise ConfigurationError(
                 "heartbeat_interval must be above 0 and below dead_worker_timeout, got "
@@ -73,6 +81,7 @@ class Engine:
         self._namespace = namespace
         self._heartbeat_interval = heartbeat_interval
         self._dead_worker_timeout = dead_worker_timeout
+        self._max_job_size = max_job_size
         self._tasks = Tasks()
         self._signatures: dict[str, inspect.Signature | None] = {}
         # Task, and why it cannot run on the current workers if so, by task name.
@@ -159,6 +168,15 @@ class Engine:
         now = self._broker.now()
         job = Job(task.name, task.queue, now if at is None else at, task.max_retries, args, kwargs)
         job.status = JobStatus.QUEUED if job.at <= now else JobStatus.WAITING
+        if self._max_job_size is not None:
+            # Serialized JSON is ASCII: its length is its size in bytes.
+            size = len(job.serialize())
+            if size > self._max_job_size:
+                raise JobTooLargeError(
+                    f"Task {task.name!r}: the job is {size:,} bytes once serialized, over "
+                    f"the limit of {self._max_job_size:,} bytes (Engine(max_job_size=...)). "
+                    "Store large data elsewhere (a file, a database row) and pass its id"
+                )
         return job
 
     def _check_signature(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:

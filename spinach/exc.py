@@ -8,6 +8,7 @@ meaning matches a builtin, the error derives from that builtin too, so
     ├── UnknownTask                       a job or call names a task nobody registered
     ├── InvalidJobSignatureError          arguments that do not bind to the task function
     ├── InvalidJobArgumentError(TypeError)  an argument that is not plain JSON
+    ├── JobTooLargeError(ValueError)      a job over the engine's max_job_size
     ├── InvalidTaskError(ValueError)      a task definition that cannot work
     ├── InvalidTaskTypeError(TypeError)   a plain ``def`` task given to asyncio workers
     ├── WorkersError(RuntimeError)        workers started while already running
@@ -33,6 +34,7 @@ __all__ = [
     "InvalidJobSignatureError",
     "InvalidTaskError",
     "InvalidTaskTypeError",
+    "JobTooLargeError",
     "NotAttachedError",
     "SpinachError",
     "UnknownTask",
@@ -55,6 +57,10 @@ class InvalidJobSignatureError(SpinachError):
 
 class InvalidJobArgumentError(SpinachError, TypeError):
     """A job argument that cannot be stored as plain JSON and read back unchanged."""
+
+
+class JobTooLargeError(SpinachError, ValueError):
+    """A job larger, once serialized, than the engine's ``max_job_size``."""
 
 
 class InvalidTaskError(SpinachError, ValueError):

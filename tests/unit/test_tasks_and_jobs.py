@@ -209,6 +209,31 @@ class TestScheduleChecks:
         engine.schedule("pair", 1, b=2)
         assert stored(engine) == 1
 
+    def test_job_over_the_size_limit(self) -> None:
+        """A job over max_job_size fails at schedule time naming the task and the size."""
+        from spinach.exc import JobTooLargeError
+
+        engine = Engine(MemoryBroker(), "sizes", max_job_size=1000)
+        engine.task(noop, name="noop")
+        engine.schedule("noop", "x" * 800)
+        batch = Batch()
+        batch.schedule("noop", "x" * 2000)
+        for schedule in (
+            lambda: engine.schedule("noop", "x" * 2000),
+            lambda: engine.schedule_batch(batch),
+        ):
+            with pytest.raises(JobTooLargeError, match=r"'noop'.*2,\d{3} bytes.*1,000 bytes"):
+                schedule()
+        assert stored(engine) == 1
+
+    def test_default_size_limit_is_512_kib(self, engine: Engine) -> None:
+        """By default 100 KB arguments pass and 600 KB ones do not."""
+        from spinach.exc import JobTooLargeError
+
+        engine.schedule("noop", "x" * 100_000)
+        with pytest.raises(JobTooLargeError, match="524,288 bytes"):
+            engine.schedule("noop", "x" * 600_000)
+
     def test_unknown_task(self, engine: Engine) -> None:
         """Scheduling a task nobody registered fails naming it."""
         with pytest.raises(UnknownTask, match="'nope'"):
