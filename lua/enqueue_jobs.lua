@@ -32,7 +32,7 @@ for i = 1, queue_count do
     redis.call("SADD", queues, ARGV[4 + i])
 end
 
-local stored, ready_stored = 0, false
+local stored = 0
 for j = 5 + queue_count, #ARGV, 5 do
     local id, queue_number, at = ARGV[j], tonumber(ARGV[j + 1]), tonumber(ARGV[j + 2])
     local task_name, payload = ARGV[j + 3], ARGV[j + 4]
@@ -41,14 +41,14 @@ for j = 5 + queue_count, #ARGV, 5 do
         if at <= now then
             local place = string.format("%016d", redis.call("INCR", seq))
             redis.call("RPUSH", KEYS[3 + 2 * queue_number], place .. id .. task_name)
-            ready_stored = true
         else
             redis.call("ZADD", KEYS[4 + 2 * queue_number], at, id .. task_name)
         end
     end
 end
 
-if ready_stored then
-    redis.call("PUBLISH", channel, "ready")
+if stored > 0 then
+    -- Ready jobs can start; a future one may be due before idle engines look again.
+    redis.call("PUBLISH", channel, "stored")
 end
 return stored

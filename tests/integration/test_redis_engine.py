@@ -79,6 +79,9 @@ def test_idle_worker_is_notified_of_new_jobs(
         assert waiting.wait_for_event(10)
         producer.schedule("record", 1)
         assert waiting.wait_for_event(10)
+        # A future job too: it may be due before the idle engine's next look.
+        producer.schedule_at("record", producer.broker.now() + timedelta(seconds=30), 2)
+        assert waiting.wait_for_event(10)
     finally:
         waiting.stop()
         waiting.flush()
