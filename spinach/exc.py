@@ -16,6 +16,8 @@ meaning matches a builtin, the error derives from that builtin too, so
     ├── NotAttachedError(RuntimeError)    a registry or broker used before it is attached
     ├── BrokerInUseError(RuntimeError)    one broker given to two engines
     ├── WorkerDiedError                   the reason given for a job whose worker died
+    ├── TargetError(ValueError)           ``spinach doctor`` cannot use its target
+                                          (in :mod:`spinach.doctor`)
     ├── BrokerConnectionError(ConnectionError)  the broker's server stayed out of reach
     ├── RetryException                    raised by a task to ask for a retry
     └── AbortException                    raised by a task to fail its job for good

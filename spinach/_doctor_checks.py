@@ -1,0 +1,493 @@
+"""The checks of ``spinach doctor`` against a live Redis server.
+
+Each check reads the server with plain redis-py calls (INFO, CONFIG GET, TIME,
+SCAN, TTL, ZRANGE) and returns a :class:`~spinach.doctor.Check`. A command the
+server refuses (a restricted ACL user, a managed Redis that renames CONFIG)
+makes its check ``unknown``, saying why; a lost connection propagates.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import ssl
+from typing import TYPE_CHECKING, Any, Callable, Literal
+
+import attrs
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from .brokers._redis_keys import Keys
+
+if TYPE_CHECKING:
+    from .clock import Clock
+
+__all__ = ["SCAN_LIMIT", "Check", "Status", "run_checks"]
+
+Status = Literal["pass", "warn", "fail", "unknown"]
+
+#: Most keys SCAN reads, so that the doctor stays cheap on a big server.
+SCAN_LIMIT = 10_000
+_SCAN_COUNT = 1_000
+_MIN_VERSION = (6, 2)
+_MAX_CLOCK_OFFSET = 1.0
+_MIN_PASSWORD_LENGTH = 16
+_EXAMPLES = 3
+_SPINACH_KEY = re.compile(r"spinach:\{([^{}]*)\}:(.*)", re.DOTALL)
+
+_FIX_PERSISTENCE = (
+    "set `appendonly yes` and `appendfsync everysec` in redis.conf "
+    "(or `always`, at the cost of a disk sync per write)"
+)
+_FIX_EVICTION = "set `maxmemory-policy noeviction` in redis.conf, with enough memory for the jobs"
+_FIX_AUTH = (
+    "require a password: `requirepass <long random password>` in redis.conf (or an ACL user "
+    "with one, and `ACL SETUSER default off`), and put it in the URL"
+)
+_FIX_DEDICATED = "give Spinach a Redis server of its own; keep caches and other data elsewhere"
+_FIX_WORKERS = (
+    "start workers for the namespace (engine.start_workers) under systemd, supervisord "
+    "or an orchestrator"
+)
+
+
+def _text(value: Any) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _refused(command: str, error: redis.ResponseError) -> str:
+    return f"the server refused {command}: {error}"
+
+
+@attrs.frozen
+class Check:
+    """The outcome of one check.
+
+    Attributes:
+        name: what is checked, a stable identifier such as ``"persistence"``.
+        status: ``"pass"``, ``"warn"``, ``"fail"``, or ``"unknown"`` when the
+            server would not say (``detail`` then says why).
+        detail: what was found, in one sentence.
+        fix: what to do about it; None for a check that passes.
+    """
+
+    name: str
+    status: Status
+    detail: str
+    fix: str | None = None
+
+
+def _config(client: redis.Redis, *names: str) -> dict[str, str]:
+    """CONFIG GET of each name (one call each: several names in one call need Redis 7)."""
+    values: dict[str, str] = {}
+    for name in names:
+        reply = client.config_get(name)
+        for key, value in reply.items():
+            values[_text(key)] = _text(value)
+        if name not in values:
+            raise redis.ResponseError(f"CONFIG GET {name} returned nothing")
+    return values
+
+
+def check_persistence(client: redis.Redis) -> Check:
+    name = "persistence"
+    try:
+        config = _config(client, "appendonly", "appendfsync", "save")
+    except redis.ResponseError as e:
+        return Check(
+            name,
+            "unknown",
+            _refused("CONFIG GET", e),
+            "check in the provider's settings that AOF is on with `appendfsync everysec`, "
+            "or allow this user `CONFIG GET`",
+        )
+    fsync = config["appendfsync"]
+    if config["appendonly"] != "yes":
+        if config["save"].strip():
+            detail = f"AOF is off (RDB snapshots only, save {config['save']!r})"
+            why = "a crash loses every job accepted since the last snapshot"
+        else:
+            detail, why = "AOF is off and so are RDB snapshots", "a restart loses every job"
+        return Check(name, "fail", f"{detail}: {why}", _FIX_PERSISTENCE)
+    if fsync == "everysec":
+        return Check(name, "pass", "AOF on, appendfsync everysec (a crash loses up to ~1 s)")
+    if fsync == "always":
+        return Check(name, "pass", "AOF on, appendfsync always (each write waits for the disk)")
+    return Check(
+        name,
+        "warn",
+        f"AOF on, but appendfsync {fsync}: the OS decides when writes reach the disk, "
+        "and a crash of the host may lose tens of seconds of jobs",
+        "set `appendfsync everysec` (or `always`) in redis.conf",
+    )
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    size, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.1f} {unit}"
+
+
+def check_eviction(client: redis.Redis) -> Check:
+    name = "eviction"
+    try:
+        config = _config(client, "maxmemory", "maxmemory-policy")
+    except redis.ResponseError as e:
+        return Check(
+            name,
+            "unknown",
+            _refused("CONFIG GET", e),
+            "check in the provider's settings that the eviction policy is `noeviction`, "
+            "or allow this user `CONFIG GET`",
+        )
+    policy, limit = config["maxmemory-policy"], int(config["maxmemory"])
+    if policy == "noeviction":
+        where = f"maxmemory {_size(limit)}" if limit else "no maxmemory"
+        return Check(name, "pass", f"maxmemory-policy noeviction ({where}): no job is evicted")
+    if not limit:
+        return Check(
+            name,
+            "warn",
+            f"no maxmemory, so nothing is evicted now, but maxmemory-policy is {policy}: "
+            "setting maxmemory later would make Redis delete jobs",
+            _FIX_EVICTION,
+        )
+    return Check(
+        name,
+        "fail",
+        f"maxmemory {_size(limit)} with maxmemory-policy {policy}: once memory is full, "
+        "Redis deletes keys, and with them jobs, silently",
+        _FIX_EVICTION,
+    )
+
+
+def _probe_kwargs(client: redis.Redis) -> dict[str, Any]:
+    kept = {"host", "port", "path", "socket_timeout", "socket_connect_timeout", "protocol"}
+    return {
+        k: v
+        for k, v in client.connection_pool.connection_kwargs.items()
+        if k in kept or k.startswith("ssl_")
+    }
+
+
+def check_authentication(client: redis.Redis) -> Check:
+    """Connect again without credentials: the only test that needs no ACL permission."""
+    name = "authentication"
+    pool = client.connection_pool
+    probe = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=pool.connection_class,
+            retry=Retry(NoBackoff(), 0),
+            **_probe_kwargs(client),
+        )
+    )
+    try:
+        probe.ping()
+    except redis.AuthenticationError:
+        pass
+    except redis.ResponseError as e:
+        if not str(e).startswith(("NOAUTH", "Authentication required")):
+            return Check(name, "unknown", f"a connection without a password got: {e}", _FIX_AUTH)
+    except redis.RedisError as e:
+        return Check(
+            name, "unknown", f"could not connect without a password to compare: {e}", _FIX_AUTH
+        )
+    else:
+        return Check(
+            name,
+            "fail",
+            "the default user needs no password: anyone who reaches the server can read, "
+            "change and delete jobs",
+            _FIX_AUTH,
+        )
+    finally:
+        probe.close()
+    user = pool.connection_kwargs.get("username") or "default"
+    password = pool.connection_kwargs.get("password")
+    if isinstance(password, str) and len(password) < _MIN_PASSWORD_LENGTH:
+        return Check(
+            name,
+            "warn",
+            f"a password is required, but the one of user {user!r} has only "
+            f"{len(password)} characters",
+            f"use a random password of {_MIN_PASSWORD_LENGTH} characters or more "
+            "(`openssl rand -hex 24`)",
+        )
+    return Check(name, "pass", f"a password is required (connected as user {user!r})")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, unresolved) is this machine."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_tls(client: redis.Redis) -> Check:
+    name = "tls"
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    if issubclass(pool.connection_class, redis.UnixDomainSocketConnection):
+        return Check(name, "pass", f"unix socket {kwargs.get('path')}: no network traffic")
+    host = str(kwargs.get("host", "localhost"))
+    if issubclass(pool.connection_class, redis.SSLConnection):
+        if kwargs.get("ssl_cert_reqs") in ("none", ssl.CERT_NONE):
+            return Check(
+                name,
+                "warn",
+                f"TLS to {host}, but without checking the server's certificate",
+                "drop `ssl_cert_reqs=none` and pass `ssl_ca_certs` with the server's CA",
+            )
+        return Check(name, "pass", f"TLS to {host}")
+    if is_loopback(host):
+        return Check(name, "pass", f"no TLS, but {host} is a loopback address")
+    return Check(
+        name,
+        "warn",
+        f"no TLS to {host}, which is not a loopback address: the password and the jobs "
+        "cross the network in clear text",
+        "use a rediss:// URL (TLS) unless every network between the hosts is trusted",
+    )
+
+
+def check_version(client: redis.Redis) -> Check:
+    name = "redis-version"
+    try:
+        info = client.info("server")
+    except redis.ResponseError as e:
+        return Check(name, "unknown", _refused("INFO", e), "check that Redis is 6.2 or later")
+    version = _text(info.get("redis_version", "0"))
+    numbers = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    label = f"Redis {version}"
+    if "valkey_version" in info:
+        label = f"Valkey {_text(info['valkey_version'])} (as Redis {version})"
+    wanted = ".".join(map(str, _MIN_VERSION))
+    if numbers < _MIN_VERSION:
+        return Check(
+            name,
+            "fail",
+            f"{label}: Spinach supports Redis {wanted} or later",
+            f"upgrade Redis to {wanted} or later",
+        )
+    return Check(name, "pass", f"{label} (supported: {wanted} or later)")
+
+
+def check_clock(client: redis.Redis, clock: Clock) -> tuple[Check, float]:
+    """The clock check, and the server's time (this host's when TIME is refused)."""
+    name = "clock"
+    before = clock.time()
+    try:
+        seconds, microseconds = client.time()
+    except redis.ResponseError as e:
+        return Check(name, "unknown", _refused("TIME", e), "run NTP on every host"), before
+    after = clock.time()
+    server = seconds + microseconds / 1e6
+    offset = server - (before + after) / 2
+    side = "behind" if offset > 0 else "ahead of"
+    detail = (
+        f"this host's clock is {abs(offset):.3f} s {side} the Redis server's "
+        f"(measured to +/- {(after - before) / 2:.4f} s)"
+    )
+    if abs(offset) > _MAX_CLOCK_OFFSET:
+        return Check(
+            name,
+            "warn",
+            f"{detail}; the broker corrects it, but times given to schedule_at and "
+            "Job.should_start use this host's clock",
+            "run NTP (chrony or systemd-timesyncd) on this host and on the Redis server",
+        ), server
+    return Check(name, "pass", detail), server
+
+
+@attrs.define
+class _Sample:
+    """What SCAN saw of the keys of the connection's database."""
+
+    scanned: int = 0
+    total: int = 0
+    namespaces: dict[str, int] = attrs.Factory(dict)
+    foreign: list[str] = attrs.Factory(list)
+    with_ttl: list[str] = attrs.Factory(list)
+    unreadable_ttl: int = 0
+
+
+def _scan(client: redis.Redis) -> _Sample:
+    sample = _Sample(total=int(client.dbsize()))
+    to_time: list[str] = []
+    cursor = 0
+    while True:
+        cursor, keys = client.scan(cursor, count=_SCAN_COUNT)
+        for key in keys[: SCAN_LIMIT - sample.scanned]:
+            text = _text(key)
+            sample.scanned += 1
+            match = _SPINACH_KEY.fullmatch(text)
+            if match is None:
+                sample.foreign.append(text)
+                to_time.append(text)
+            else:
+                namespace = match.group(1)
+                sample.namespaces[namespace] = sample.namespaces.get(namespace, 0) + 1
+                # The markers of at-most-once scheduling calls expire by design.
+                if not match.group(2).startswith("enqueued:"):
+                    to_time.append(text)
+        if cursor == 0 or sample.scanned >= SCAN_LIMIT:
+            break
+    for start in range(0, len(to_time), _SCAN_COUNT):
+        chunk = to_time[start : start + _SCAN_COUNT]
+        pipe = client.pipeline(transaction=False)
+        for key in chunk:
+            pipe.ttl(key)
+        for key, ttl in zip(chunk, pipe.execute(raise_on_error=False)):
+            if isinstance(ttl, Exception):
+                sample.unreadable_ttl += 1
+            elif int(ttl) >= 0:
+                sample.with_ttl.append(key)
+    return sample
+
+
+def _examples(keys: list[str]) -> str:
+    shown = ", ".join(repr(k[:60]) for k in keys[:_EXAMPLES])
+    return shown + (", ..." if len(keys) > _EXAMPLES else "")
+
+
+def check_dedicated(client: redis.Redis, sample: _Sample) -> Check:
+    name = "dedicated-server"
+    db = int(client.connection_pool.connection_kwargs.get("db", 0))
+    findings = []
+    if sample.with_ttl:
+        findings.append(f"{len(sample.with_ttl)} key(s) with a TTL ({_examples(sample.with_ttl)})")
+    timed = set(sample.with_ttl)
+    foreign_without_ttl = [k for k in sample.foreign if k not in timed]
+    if foreign_without_ttl:
+        findings.append(
+            f"{len(foreign_without_ttl)} other key(s) that are not Spinach's "
+            f"({_examples(foreign_without_ttl)})"
+        )
+    try:
+        keyspace = client.info("keyspace")
+    except redis.ResponseError:
+        keyspace = {}
+    for other, stats in sorted(keyspace.items()):
+        if other != f"db{db}" and isinstance(stats, dict) and stats.get("keys"):
+            findings.append(
+                f"db {other[2:]} holds {stats['keys']} key(s), {stats.get('expires', 0)} with a TTL"
+            )
+    scope = f"{sample.scanned} key(s) scanned in db {db}" if sample.scanned else f"db {db} is empty"
+    if sample.scanned < sample.total:
+        scope = f"the first {sample.scanned} of {sample.total} keys of db {db} scanned"
+    if sample.unreadable_ttl:
+        scope += f"; the TTL of {sample.unreadable_ttl} key(s) could not be read"
+    if findings:
+        return Check(
+            name,
+            "warn",
+            f"{'; '.join(findings)} ({scope}): the server seems to serve more than Spinach, "
+            "maybe as a cache",
+            _FIX_DEDICATED,
+        )
+    return Check(name, "pass", f"only Spinach keys ({scope})")
+
+
+def check_namespaces(sample: _Sample, namespace: str | None) -> Check:
+    name = "namespaces"
+    found = sorted(sample.namespaces)
+    if namespace is None:
+        if not found:
+            return Check(name, "pass", "no Spinach namespace in this database")
+        listed = ", ".join(f"{ns!r} ({sample.namespaces[ns]} keys)" for ns in found)
+        return Check(name, "pass", f"{len(found)} namespace(s): {listed}")
+    others = [ns for ns in found if ns != namespace]
+    own = (
+        f"namespace {namespace!r} holds {sample.namespaces[namespace]} key(s)"
+        if namespace in sample.namespaces
+        else f"namespace {namespace!r} holds no key yet"
+    )
+    shared = f"shared with {', '.join(map(repr, others))}" if others else "no other namespace"
+    return Check(name, "pass", f"{own}; {shared}")
+
+
+def check_workers(
+    client: redis.Redis,
+    namespaces: list[str],
+    server_now: float,
+    timeout: float,
+    one_namespace: bool,
+) -> Check:
+    name = "workers"
+    if not namespaces:
+        return Check(name, "warn", "no Spinach namespace, so no live worker", _FIX_WORKERS)
+    pipe = client.pipeline(transaction=False)
+    for namespace in namespaces:
+        pipe.zrange(Keys.of(namespace).workers, 0, -1, withscores=True)
+    idle = []
+    parts = []
+    for namespace, beats in zip(namespaces, pipe.execute()):
+        scores = [float(score) for _, score in beats]
+        live = sum(score >= server_now - timeout for score in scores)
+        part = f"{namespace!r}: {live} live worker process(es)"
+        if len(scores) > live:
+            oldest = server_now - min(scores)
+            part += f", {len(scores) - live} silent (the oldest for {oldest:.0f} s)"
+        parts.append(part)
+        if not live:
+            idle.append(namespace)
+    detail = f"{'; '.join(parts)} (live: a heartbeat in the last {timeout:g} s)"
+    if idle:
+        who = "this namespace has" if one_namespace else f"{len(idle)} namespace(s) have"
+        return Check(name, "warn", f"{who} no live worker: {detail}", _FIX_WORKERS)
+    return Check(name, "pass", detail)
+
+
+def _guarded(name: str, fix: str | None, run: Callable[[], Check]) -> Check:
+    try:
+        return run()
+    except redis.ResponseError as e:
+        return Check(name, "unknown", str(e), fix)
+
+
+def run_checks(
+    client: redis.Redis, namespace: str | None, dead_worker_timeout: float, clock: Clock
+) -> list[Check]:
+    """Every check, in the order of the production checklist."""
+    checks = [
+        _guarded("persistence", _FIX_PERSISTENCE, lambda: check_persistence(client)),
+        _guarded("eviction", _FIX_EVICTION, lambda: check_eviction(client)),
+        _guarded("authentication", _FIX_AUTH, lambda: check_authentication(client)),
+        check_tls(client),
+        _guarded("redis-version", None, lambda: check_version(client)),
+    ]
+    clock_check, server_now = check_clock(client, clock)
+    checks.append(clock_check)
+    namespaces = [] if namespace is None else [namespace]
+    try:
+        sample = _scan(client)
+    except redis.ResponseError as e:
+        why = _refused("SCAN", e)
+        checks += [
+            Check("dedicated-server", "unknown", why, _FIX_DEDICATED),
+            Check("namespaces", "unknown", why),
+        ]
+    else:
+        checks += [check_dedicated(client, sample), check_namespaces(sample, namespace)]
+        if namespace is None:
+            namespaces = sorted(sample.namespaces)
+    checks.append(
+        _guarded(
+            "workers",
+            _FIX_WORKERS,
+            lambda: check_workers(
+                client, namespaces, server_now, dead_worker_timeout, namespace is not None
+            ),
+        )
+    )
+    return checks
