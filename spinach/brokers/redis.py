@@ -8,12 +8,14 @@ is described in ``docs/redis.md``.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import random
+import ssl
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis as redis_py
@@ -52,6 +54,35 @@ _SCRIPTS = (
 _ENQUEUE_MARKER_SECONDS = 600
 #: Tries of a script whose queue list turned out stale before giving up for this round.
 _QUEUE_REFRESHES = 3
+
+
+@contextlib.contextmanager
+def _refused_clearly() -> Iterator[None]:
+    """Turn the errors no retry can mend (credentials, certificate) into clear ones."""
+    try:
+        yield
+    except redis_py.AuthenticationError as e:
+        raise BrokerConnectionError(
+            f"Redis refused the credentials of the broker: {str(e).rstrip('.')}. "
+            "Check the user and password in the Redis URL"
+        ) from e
+    except redis_py.ConnectionError as e:
+        if not _caused_by(e, ssl.SSLCertVerificationError):
+            raise
+        raise BrokerConnectionError(
+            f"The TLS certificate of the Redis server could not be verified: {e}. Pass the "
+            "CA that signed it (RedisBroker.from_url(url, ssl_ca_certs=...)) and use a host "
+            "name that the certificate names"
+        ) from e
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _text(value: Any) -> str:
@@ -150,14 +181,17 @@ class RedisBroker(Broker):
         return self.now().timestamp()
 
     def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        return self._scripts[script](keys=keys, args=args)
+        with _refused_clearly():
+            return self._scripts[script](keys=keys, args=args)
 
     def _token_prefix(self) -> str:
         return f"{self.worker_id}:{next(self._calls)}:"
 
     def _known_queues(self, refresh: bool) -> list[str]:
         if refresh or self._queues is None:
-            self._queues = sorted(_text(q) for q in self._redis.smembers(self._keys.queues))
+            with _refused_clearly():
+                members = self._redis.smembers(self._keys.queues)
+            self._queues = sorted(_text(q) for q in members)
         return self._queues
 
     def _run_on_all_queues(
@@ -206,11 +240,6 @@ class RedisBroker(Broker):
             try:
                 self._run("enqueue_jobs", keys, [self._now(), *head, *job_args])
                 return
-            except redis_py.AuthenticationError as e:
-                raise BrokerConnectionError(
-                    f"Redis refused the credentials of the broker: {str(e).rstrip('.')}. "
-                    "Check the user and password in the Redis URL"
-                ) from e
             except (redis_py.ConnectionError, redis_py.TimeoutError) as e:
                 if attempt >= self._enqueue_job_max_retries:
                     raise BrokerConnectionError(
@@ -383,7 +412,8 @@ class RedisBroker(Broker):
 
     @override
     def heartbeat(self) -> None:
-        self._redis.zadd(self._keys.workers, {self.worker_id: self._now()})
+        with _refused_clearly():
+            self._redis.zadd(self._keys.workers, {self.worker_id: self._now()})
 
     @override
     def deregister_worker(self) -> None:
