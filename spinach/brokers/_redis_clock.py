@@ -19,9 +19,13 @@ _CLOCK_SYNC_INTERVAL = 30.0
 
 
 class ServerClock(Clock):
-    """This host's clock corrected by its offset to the Redis server's clock."""
+    """This host's clock corrected by its offset to the Redis server's clock.
 
-    def __init__(self, local: Clock, client: redis_py.Redis) -> None:
+    On a Redis Cluster it reads the clock of the client's default node: the
+    nodes of a cluster are expected to keep their clocks in sync (NTP).
+    """
+
+    def __init__(self, local: Clock, client: redis_py.Redis | redis_py.RedisCluster) -> None:
         self._local = local
         self._client = client
         self._offset = 0.0

@@ -19,10 +19,17 @@ class Listener:
 
     It also calls ``on_message`` right after each (re)subscription, since
     messages may have been missed while it was not subscribed.
+
+    On a Redis Cluster, a PUBLISH reaches the subscribers of every node, so the
+    listener subscribes on the node of the channel's slot first, and on a node
+    picked at random after a failure: it depends on no single node.
     """
 
     def __init__(
-        self, client: redis_py.Redis, channel: str, on_message: Callable[[], None]
+        self,
+        client: redis_py.Redis | redis_py.RedisCluster,
+        channel: str,
+        on_message: Callable[[], None],
     ) -> None:
         self._client = client
         self._channel = channel
@@ -42,8 +49,7 @@ class Listener:
     def _listen(self) -> None:
         failures = 0
         while not self._stopping.is_set():
-            # redis-py leaves pubsub() unannotated.
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self._pubsub(failures)
             try:
                 pubsub.subscribe(self._channel)
                 self._on_message()
@@ -58,3 +64,10 @@ class Listener:
                 self._stopping.wait(wait)
             finally:
                 pubsub.close()
+
+    def _pubsub(self, failures: int) -> redis_py.client.PubSub:
+        if isinstance(self._client, redis_py.RedisCluster) and failures:
+            # redis-py leaves get_nodes() and pubsub() unannotated.
+            node = random.choice(self._client.get_nodes())  # type: ignore[no-untyped-call]
+            return self._client.pubsub(node=node, ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,no-any-return]
+        return self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,no-any-return]

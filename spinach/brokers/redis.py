@@ -1,9 +1,11 @@
 """The Redis broker: each atomic operation is one Lua script of ``lua/``.
 
 Every key of a namespace carries the hash tag ``{namespace}``, so that a
-namespace lives in one Redis Cluster slot. Payloads are stored and handed back
-byte for byte; scripts never decode or re-encode them. The layout of the keys
-is described in ``docs/redis.md``.
+namespace lives in one Redis Cluster slot: on a cluster, every script of a
+namespace runs on the node serving that slot. Payloads are stored and handed
+back byte for byte; scripts never decode or re-encode them. The layout of the
+keys is described in ``docs/redis.md``; clusters and Sentinel in
+``docs/scaling.md``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import ssl
 import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import redis as redis_py
 from redis.commands.core import Script
@@ -32,7 +35,12 @@ from ._redis_listener import Listener
 from .base import Broker, JobCounts, RunningJobState
 
 if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
+
     from ..task import Task
+
+#: The clients a RedisBroker accepts: a plain (or Sentinel) client, or a cluster client.
+RedisClient: TypeAlias = Union[redis_py.Redis, redis_py.RedisCluster]
 
 __all__ = ["RedisBroker"]
 
@@ -93,8 +101,11 @@ class RedisBroker(Broker):
     """A broker storing jobs in Redis.
 
     Args:
-        redis: a redis-py client, decoding responses or not; by default one
-            connected to localhost:6379 with keepalive and timeouts.
+        redis: a redis-py client, decoding responses or not: a
+            :class:`redis.Redis` (also the one of
+            ``redis.sentinel.Sentinel.master_for``) or a
+            :class:`redis.cluster.RedisCluster`; by default one connected to
+            localhost:6379 with keepalive and timeouts.
         enqueue_job_max_retries: how many times scheduling retries when Redis
             cannot be reached, before raising :class:`BrokerConnectionError`.
         clock: this host's clock; the system clock by default.
@@ -105,7 +116,7 @@ class RedisBroker(Broker):
 
     def __init__(
         self,
-        redis: redis_py.Redis | None = None,
+        redis: RedisClient | None = None,
         enqueue_job_max_retries: int = 4,
         *,
         clock: Clock | None = None,
@@ -147,12 +158,22 @@ class RedisBroker(Broker):
         **redis_kwargs: Any,
     ) -> RedisBroker:
         """A broker for a ``redis://`` or ``rediss://`` (TLS) URL, with user,
-        password and database as the URL gives them."""
+        password and database as the URL gives them.
+
+        ``redis+cluster://host:port`` (``rediss+cluster://`` for TLS) connects
+        to a Redis Cluster through that node, which serves to discover the others.
+        """
         redis_kwargs.setdefault("socket_keepalive", True)
         redis_kwargs.setdefault("socket_connect_timeout", 5)
         redis_kwargs.setdefault("socket_timeout", 10)
         redis_kwargs.setdefault("health_check_interval", 30)
-        client = redis_py.Redis.from_url(url, **redis_kwargs)
+        parts = urlsplit(url)
+        client: RedisClient
+        if parts.scheme in ("redis+cluster", "rediss+cluster"):
+            plain = urlunsplit(parts._replace(scheme=parts.scheme.split("+")[0]))
+            client = redis_py.RedisCluster.from_url(plain, **redis_kwargs)
+        else:
+            client = redis_py.Redis.from_url(url, **redis_kwargs)
         return cls(
             client,
             enqueue_job_max_retries=enqueue_job_max_retries,
@@ -162,8 +183,10 @@ class RedisBroker(Broker):
 
     @property
     def redis(self) -> redis_py.Redis:
-        """The redis-py client of this broker."""
-        return self._redis
+        """The redis-py client of this broker (a ``RedisCluster`` on a cluster)."""
+        # Typed as a plain client for the doctor, which only runs commands that
+        # RedisCluster offers too.
+        return cast(redis_py.Redis, self._redis)
 
     @override
     def _check_namespace(self, namespace: str) -> None:
