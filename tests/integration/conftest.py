@@ -10,11 +10,14 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
+from spinach import Engine, Tasks
+from spinach.brokers.redis import RedisBroker
 from spinach.testing.redis_server import RedisServer
 
 
@@ -49,3 +52,27 @@ def redis_client(request: pytest.FixtureRequest, redis_url: str) -> Iterator[red
 @pytest.fixture
 def namespace() -> str:
     return f"it-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def from_url() -> Iterator[Callable[..., RedisBroker]]:
+    """RedisBroker.from_url, closing the brokers it made at the end of the test."""
+    brokers: list[RedisBroker] = []
+
+    def make(url: str, **kwargs: Any) -> RedisBroker:
+        broker = RedisBroker.from_url(url, **kwargs)
+        brokers.append(broker)
+        return broker
+
+    yield make
+    for broker in brokers:
+        broker.close()
+
+
+def make_engine(broker: RedisBroker, namespace: str, runs: list[Any]) -> Engine:
+    """An engine with one task, ``record``, appending its argument to ``runs``."""
+    tasks = Tasks()
+    tasks.add(runs.append, "record", max_retries=2)
+    engine = Engine(broker, namespace, heartbeat_interval=0.1, dead_worker_timeout=5)
+    engine.attach_tasks(tasks)
+    return engine

@@ -8,18 +8,19 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import redis
 
-from spinach import Engine, Tasks
+from spinach import Engine
 from spinach.brokers.redis import RedisBroker
 from spinach.clock import Clock
 from spinach.exc import BrokerConnectionError, ConfigurationError
 from spinach.job import Job
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer, free_port
+
+from .conftest import make_engine
 
 
 class SkewedClock(Clock):
@@ -30,29 +31,6 @@ class SkewedClock(Clock):
 
     def time(self) -> float:
         return time.time() + self.skew
-
-
-@pytest.fixture
-def from_url() -> Iterator[Callable[..., RedisBroker]]:
-    """RedisBroker.from_url, closing the brokers it made at the end of the test."""
-    brokers: list[RedisBroker] = []
-
-    def make(url: str, **kwargs: Any) -> RedisBroker:
-        broker = RedisBroker.from_url(url, **kwargs)
-        brokers.append(broker)
-        return broker
-
-    yield make
-    for broker in brokers:
-        broker.close()
-
-
-def make_engine(broker: RedisBroker, namespace: str, runs: list[int]) -> Engine:
-    tasks = Tasks()
-    tasks.add(runs.append, "record", max_retries=2)
-    engine = Engine(broker, namespace, heartbeat_interval=0.1, dead_worker_timeout=5)
-    engine.attach_tasks(tasks)
-    return engine
 
 
 def test_jobs_run_end_to_end(redis_client: redis.Redis, namespace: str) -> None:

@@ -26,7 +26,7 @@ import pytest
 import redis
 import trustme
 
-from spinach import Engine, Tasks
+from spinach import Tasks
 from spinach.brokers._lua import lua_dir
 from spinach.brokers.base import JobCounts
 from spinach.brokers.redis import RedisBroker
@@ -34,6 +34,8 @@ from spinach.exc import BrokerConnectionError
 from spinach.task import RetryException
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer, free_port
+
+from .conftest import make_engine
 
 _PRODUCTION_DOC = Path(__file__).resolve().parents[2] / "docs" / "production.md"
 #: Placeholders of the documented ACL lines.
@@ -166,38 +168,15 @@ def admin(tls_redis: TlsRedis) -> Iterator[redis.Redis]:
     client.close()
 
 
-@pytest.fixture
-def connect() -> Iterator[Callable[..., RedisBroker]]:
-    """RedisBroker.from_url, closing the brokers it made at the end of the test."""
-    brokers: list[RedisBroker] = []
-
-    def make(url: str, **kwargs: Any) -> RedisBroker:
-        broker = RedisBroker.from_url(url, **kwargs)
-        brokers.append(broker)
-        return broker
-
-    yield make
-    for broker in brokers:
-        broker.close()
-
-
-def make_engine(broker: RedisBroker, namespace: str, runs: list[Any]) -> Engine:
-    tasks = Tasks()
-    tasks.add(runs.append, "record", max_retries=2)
-    engine = Engine(broker, namespace, heartbeat_interval=0.1, dead_worker_timeout=5)
-    engine.attach_tasks(tasks)
-    return engine
-
-
 # -- TLS -----------------------------------------------------------------------
 
 
 def test_jobs_run_over_tls(
-    tls_redis: TlsRedis, namespace: str, connect: Callable[..., RedisBroker]
+    tls_redis: TlsRedis, namespace: str, from_url: Callable[..., RedisBroker]
 ) -> None:
     """Jobs scheduled over rediss://, trusting the server's CA with ssl_ca_certs, run once each."""
     runs: list[Any] = []
-    broker = connect(tls_redis.url(), ssl_ca_certs=tls_redis.certificates.ca)
+    broker = from_url(tls_redis.url(), ssl_ca_certs=tls_redis.certificates.ca)
     engine = make_engine(broker, namespace, runs)
     for i in range(20):
         engine.schedule("record", i)
@@ -210,11 +189,11 @@ def test_idle_engine_is_notified_over_tls(
     tls_redis: TlsRedis,
     admin: redis.Redis,
     namespace: str,
-    connect: Callable[..., RedisBroker],
+    from_url: Callable[..., RedisBroker],
 ) -> None:
     """An idle engine's listener subscribes over TLS, and its workers run a job scheduled later."""
     runs: list[Any] = []
-    broker = connect(tls_redis.url(), ssl_ca_certs=tls_redis.certificates.ca)
+    broker = from_url(tls_redis.url(), ssl_ca_certs=tls_redis.certificates.ca)
     engine = make_engine(broker, namespace, runs)
     channel = f"spinach:{{{namespace}}}:events"
     engine.start_workers(number=2, block=False)
@@ -239,14 +218,14 @@ def test_idle_engine_is_notified_over_tls(
 def test_untrusted_certificate_fails_scheduling(
     tls_redis: TlsRedis,
     namespace: str,
-    connect: Callable[..., RedisBroker],
+    from_url: Callable[..., RedisBroker],
     host: str,
     ca: str | None,
     says: str,
 ) -> None:
     """Scheduling against a certificate the client cannot trust fails, naming the TLS error."""
     trust = {} if ca is None else {"ssl_ca_certs": getattr(tls_redis.certificates, ca)}
-    broker = connect(tls_redis.url(host=host), enqueue_job_max_retries=0, **trust)
+    broker = from_url(tls_redis.url(host=host), enqueue_job_max_retries=0, **trust)
     engine = make_engine(broker, namespace, [])
     with pytest.raises(BrokerConnectionError, match="CERTIFICATE_VERIFY_FAILED") as info:
         engine.schedule("record", 1)
@@ -255,10 +234,10 @@ def test_untrusted_certificate_fails_scheduling(
 
 
 def test_untrusted_certificate_fails_start_workers(
-    tls_redis: TlsRedis, namespace: str, connect: Callable[..., RedisBroker]
+    tls_redis: TlsRedis, namespace: str, from_url: Callable[..., RedisBroker]
 ) -> None:
     """Starting workers against an untrusted certificate fails at once, pointing at the CA."""
-    engine = make_engine(connect(tls_redis.url()), namespace, [])
+    engine = make_engine(from_url(tls_redis.url()), namespace, [])
     with pytest.raises(BrokerConnectionError, match=r"certificate verify failed.*ssl_ca_certs"):
         engine.start_workers(number=1, stop_when_queue_empty=True)
 
@@ -266,11 +245,11 @@ def test_untrusted_certificate_fails_start_workers(
 def test_untrusted_certificate_is_reported_at_once(
     tls_redis: TlsRedis,
     namespace: str,
-    connect: Callable[..., RedisBroker],
+    from_url: Callable[..., RedisBroker],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """An untrusted certificate is a setup error: scheduling raises at once, pointing at the CA."""
-    broker = connect(tls_redis.url(), enqueue_job_max_retries=1)
+    broker = from_url(tls_redis.url(), enqueue_job_max_retries=1)
     engine = make_engine(broker, namespace, [])
     with caplog.at_level(logging.WARNING, "spinach"), pytest.raises(BrokerConnectionError) as info:
         engine.schedule("record", 1)
@@ -282,17 +261,17 @@ def test_client_certificate(
     tmp_path: Path,
     certificates: Certificates,
     namespace: str,
-    connect: Callable[..., RedisBroker],
+    from_url: Callable[..., RedisBroker],
 ) -> None:
     """A server requiring client certificates refuses a client without one, and runs jobs with."""
     server, tls_port = _start_tls_server(tmp_path, certificates, "--tls-auth-clients", "yes")
     try:
         url = f"rediss://localhost:{tls_port}/0"
-        without = connect(url, ssl_ca_certs=certificates.ca, enqueue_job_max_retries=0)
+        without = from_url(url, ssl_ca_certs=certificates.ca, enqueue_job_max_retries=0)
         with pytest.raises(BrokerConnectionError):
             make_engine(without, namespace, []).schedule("record", 1)
         runs: list[Any] = []
-        broker = connect(
+        broker = from_url(
             url,
             ssl_ca_certs=certificates.ca,
             ssl_certfile=certificates.client_cert,
@@ -321,14 +300,14 @@ def test_client_certificate(
 def test_bad_credentials_fail_scheduling_at_once(
     tls_redis: TlsRedis,
     namespace: str,
-    connect: Callable[..., RedisBroker],
+    from_url: Callable[..., RedisBroker],
     caplog: pytest.LogCaptureFixture,
     user: str,
     password: str,
     says: str,
 ) -> None:
     """Bad credentials make scheduling raise BrokerConnectionError at once, saying what to check."""
-    broker = connect(tls_redis.url(user, password), ssl_ca_certs=tls_redis.certificates.ca)
+    broker = from_url(tls_redis.url(user, password), ssl_ca_certs=tls_redis.certificates.ca)
     engine = make_engine(broker, namespace, [])
     bad_credentials = pytest.raises(BrokerConnectionError, match="Check the user and password")
     with caplog.at_level(logging.WARNING, "spinach"), bad_credentials as info:
@@ -339,10 +318,10 @@ def test_bad_credentials_fail_scheduling_at_once(
 
 
 def test_wrong_password_fails_start_workers(
-    tls_redis: TlsRedis, namespace: str, connect: Callable[..., RedisBroker]
+    tls_redis: TlsRedis, namespace: str, from_url: Callable[..., RedisBroker]
 ) -> None:
     """Starting workers with a wrong password fails at once, saying to check the password."""
-    broker = connect(tls_redis.url("", "wrong"), ssl_ca_certs=tls_redis.certificates.ca)
+    broker = from_url(tls_redis.url("", "wrong"), ssl_ca_certs=tls_redis.certificates.ca)
     engine = make_engine(broker, namespace, [])
     with pytest.raises(BrokerConnectionError, match=r"username-password.*user and password"):
         engine.start_workers(number=1, stop_when_queue_empty=True)
@@ -441,7 +420,7 @@ def test_engine_runs_under_the_documented_acl_user(
     admin: redis.Redis,
     acl_user: AclUser,
     namespace: str,
-    connect: Callable[..., RedisBroker],
+    from_url: Callable[..., RedisBroker],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Under the documented ACL user, over TLS, every broker operation runs; nothing is refused."""
@@ -451,7 +430,7 @@ def test_engine_runs_under_the_documented_acl_user(
     url = tls_redis.url(acl_user.name, acl_user.password)
     ca = tls_redis.certificates.ca
     # A tiny interval makes redis-py send its health-check PING before almost every command.
-    broker = connect(url, ssl_ca_certs=ca, health_check_interval=0.001)
+    broker = from_url(url, ssl_ca_certs=ca, health_check_interval=0.001)
     runs: list[Any] = []
     ticks: list[int] = []
     flaky_runs: list[int] = []
@@ -479,7 +458,7 @@ def test_engine_runs_under_the_documented_acl_user(
 
     # A worker that fetches a job and dies: the engine must adopt that job.
     orphan = engine.schedule("record", "orphan")
-    dead = connect(url, ssl_ca_certs=ca)
+    dead = from_url(url, ssl_ca_certs=ca)
     dead.namespace = namespace
     assert [job.id for job in dead.get_jobs_from_queue("spinach", 1)] == [orphan.id]
     for i in range(5):
@@ -513,11 +492,11 @@ def test_acl_user_cannot_reach_another_namespace(
     admin: redis.Redis,
     acl_user: AclUser,
     namespace: str,
-    connect: Callable[..., RedisBroker],
+    from_url: Callable[..., RedisBroker],
 ) -> None:
     """The documented user is refused other namespaces' keys and channel, and other commands."""
     url = tls_redis.url(acl_user.name, acl_user.password)
-    broker = connect(url, ssl_ca_certs=tls_redis.certificates.ca)
+    broker = from_url(url, ssl_ca_certs=tls_redis.certificates.ca)
     client = broker.redis
     # A namespace whose name starts with this one's is another namespace all the same.
     other = f"{namespace}-other"
@@ -530,7 +509,7 @@ def test_acl_user_cannot_reach_another_namespace(
     with pytest.raises(redis.exceptions.NoPermissionError, match="'flushall' command"):
         client.flushall()
     with pytest.raises(redis.exceptions.NoPermissionError, match="access one of the keys"):
-        make_engine(connect(url, ssl_ca_certs=tls_redis.certificates.ca), other, []).schedule(
+        make_engine(from_url(url, ssl_ca_certs=tls_redis.certificates.ca), other, []).schedule(
             "record", 1
         )
     assert admin.keys(f"spinach:{{{other}}}:*") == []
@@ -547,7 +526,7 @@ def test_acl_user_cannot_reach_another_namespace(
 def test_documented_acl_file_line_works(
     tmp_path: Path,
     namespace: str,
-    connect: Callable[..., RedisBroker],
+    from_url: Callable[..., RedisBroker],
     where: str,
 ) -> None:
     """The documented ``user`` line, read by redis-server at start, gives a user that runs jobs."""
@@ -567,7 +546,7 @@ def test_documented_acl_file_line_works(
     try:
         runs: list[Any] = []
         url = f"redis://{_DOC_USER}:{password}@127.0.0.1:{server.port}/0"
-        engine = make_engine(connect(url), namespace, runs)
+        engine = make_engine(from_url(url), namespace, runs)
         for i in range(3):
             engine.schedule("record", i)
         engine.start_workers(number=2, stop_when_queue_empty=True)
