@@ -53,9 +53,24 @@ def make_producer() -> Iterator[Callable[[str, str], Engine]]:
         broker.close()
 
 
-def report(account: Account, capsys: pytest.CaptureFixture[str]) -> None:
-    with capsys.disabled():
-        print(f"\n{account.summary()}")
+CloseBooks = Callable[[str, "set[str]"], Account]
+
+
+@pytest.fixture
+def close_books(
+    server: RedisServer, namespace: str, log_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> CloseBooks:
+    """Account for every accepted job of a scenario, and print its summary line."""
+
+    def close(scenario: str, accepted: set[str]) -> Account:
+        account = Account(
+            scenario, accepted, Records.read(log_dir), stored_ids(server.url, namespace)
+        )
+        with capsys.disabled():
+            print(f"\n{account.summary()}")
+        return account
+
+    return close
 
 
 def schedule_batches(engine: Engine, task: str, count: int) -> set[str]:
@@ -80,7 +95,7 @@ def test_worker_sigkill(
     namespace: str,
     log_dir: Path,
     make_producer: Callable[[str, str], Engine],
-    capsys: pytest.CaptureFixture[str],
+    close_books: CloseBooks,
 ) -> None:
     """Workers SIGKILLed under load lose no job; only jobs of killed workers run twice or fail."""
     server.start()
@@ -100,11 +115,7 @@ def test_worker_sigkill(
         pace.wait(interval)
     wait_for(lambda: settled(log_dir, accepted), timeout=120)
     fleet.stop()
-    records = Records.read(log_dir)
-    account = Account(
-        f"worker-sigkill-{task}", accepted, records, stored_ids(server.url, namespace)
-    )
-    report(account, capsys)
+    account = close_books(f"worker-sigkill-{task}", accepted)
     assert kills >= 2
     assert account.lost == set()
     if task == "least":
@@ -144,7 +155,7 @@ def test_redis_restart_under_load(
     namespace: str,
     log_dir: Path,
     make_producer: Callable[[str, str], Engine],
-    capsys: pytest.CaptureFixture[str],
+    close_books: CloseBooks,
 ) -> None:
     """Redis SIGKILLed and restarted twice under load: with fsync always, nothing is lost."""
     options = ("--appendonly", "yes", "--appendfsync", fsync)
@@ -167,13 +178,7 @@ def test_redis_restart_under_load(
         timeout=120,
     )
     fleet.stop()
-    account = Account(
-        f"redis-restart-fsync-{fsync}",
-        producer.accepted,
-        Records.read(log_dir),
-        stored_ids(server.url, namespace),
-    )
-    report(account, capsys)
+    account = close_books(f"redis-restart-fsync-{fsync}", producer.accepted)
     if fsync == "always":
         assert account.lost == set()
         assert account.succeeded == producer.accepted
@@ -184,7 +189,7 @@ def test_dropped_and_slow_connections(
     namespace: str,
     log_dir: Path,
     make_producer: Callable[[str, str], Engine],
-    capsys: pytest.CaptureFixture[str],
+    close_books: CloseBooks,
 ) -> None:
     """Connections cut at random and slowed down lose no job, and workers keep consuming."""
     server.start()
@@ -202,13 +207,7 @@ def test_dropped_and_slow_connections(
         fleet.stop()
     finally:
         proxy.stop()
-    account = Account(
-        "dropped-connections",
-        producer.accepted,
-        Records.read(log_dir),
-        stored_ids(server.url, namespace),
-    )
-    report(account, capsys)
+    account = close_books("dropped-connections", producer.accepted)
     assert proxy.cuts >= 3
     assert account.lost == set()
     assert account.succeeded == producer.accepted
@@ -219,7 +218,7 @@ def test_graceful_shutdown(
     namespace: str,
     log_dir: Path,
     make_producer: Callable[[str, str], Engine],
-    capsys: pytest.CaptureFixture[str],
+    close_books: CloseBooks,
 ) -> None:
     """SIGTERM in the middle of long jobs: they finish, and nothing fetched is left behind."""
     server.start()
@@ -228,9 +227,8 @@ def test_graceful_shutdown(
     accepted = schedule_batches(make_producer(server.url, namespace), "least", 12)
     wait_for(lambda: sum(Records.read(log_dir).starts.values()) >= 3, timeout=30)
     fleet.stop()
-    records = Records.read(log_dir)
-    account = Account("graceful-shutdown", accepted, records, stored_ids(server.url, namespace))
-    report(account, capsys)
+    account = close_books("graceful-shutdown", accepted)
+    records = account.records
     assert set(records.starts) <= records.succeeded, "a started job did not finish"
     assert account.lost == set()
     assert account.still_stored == accepted - account.succeeded
@@ -249,7 +247,7 @@ def test_shutdown_past_the_grace_period(
     namespace: str,
     log_dir: Path,
     make_producer: Callable[[str, str], Engine],
-    capsys: pytest.CaptureFixture[str],
+    close_books: CloseBooks,
 ) -> None:
     """Jobs still running past the grace period are queued again or failed; none is lost."""
     server.start()
@@ -262,9 +260,8 @@ def test_shutdown_past_the_grace_period(
     fleet.start(threads=4, work_ms=[10, 10])
     wait_for(lambda: settled(log_dir, accepted), timeout=60)
     fleet.stop()
-    records = Records.read(log_dir)
-    account = Account("grace-period", accepted, records, stored_ids(server.url, namespace))
-    report(account, capsys)
+    account = close_books("grace-period", accepted)
+    records = account.records
     assert account.lost == set()
     given_up = {j for j, pids in records.started_in.items() if leaving.pid in pids}
     assert len(given_up) == 2
@@ -279,7 +276,7 @@ def test_clock_skew(
     namespace: str,
     log_dir: Path,
     make_producer: Callable[[str, str], Engine],
-    capsys: pytest.CaptureFixture[str],
+    close_books: CloseBooks,
 ) -> None:
     """Workers 10 minutes ahead and behind run future jobs on time; nobody is declared dead."""
     server.start()
@@ -295,9 +292,8 @@ def test_clock_skew(
         due[str(job.id)] = job.at_timestamp
     wait_for(lambda: settled(log_dir, set(due)), timeout=60)
     fleet.stop()
-    records = Records.read(log_dir)
-    account = Account("clock-skew", set(due), records, stored_ids(server.url, namespace))
-    report(account, capsys)
+    account = close_books("clock-skew", set(due))
+    records = account.records
     assert account.lost == set()
     assert account.succeeded == set(due)
     assert account.duplicate_runs == 0
@@ -311,7 +307,7 @@ def test_poison_input(
     namespace: str,
     log_dir: Path,
     make_producer: Callable[[str, str], Engine],
-    capsys: pytest.CaptureFixture[str],
+    close_books: CloseBooks,
 ) -> None:
     """Garbage, unknown tasks and stale signatures end as failed records; good jobs still run."""
     server.start()
@@ -330,9 +326,8 @@ def test_poison_input(
     accepted = good | {str(ghost.id), str(stale.id)}
     wait_for(lambda: settled(log_dir, accepted), timeout=60)
     fleet.stop()
-    records = Records.read(log_dir)
-    account = Account("poison-input", accepted, records, stored_ids(server.url, namespace))
-    report(account, capsys)
+    account = close_books("poison-input", accepted)
+    records = account.records
     assert account.lost == set()
     assert account.succeeded == good
     assert records.failed[str(ghost.id)] == "UnknownTask"
