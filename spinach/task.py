@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar, Union, overload
 
 import attrs
 
@@ -127,20 +127,30 @@ class Tasks:
         Raises:
             UnknownTask: no such task is registered here.
         """
+        task_name: Any
         if isinstance(name, Task):
             task_name = name.name
         elif callable(name):
-            task_name = str(getattr(name, "task_name", None) or getattr(name, "__qualname__", name))
+            task_name = getattr(name, "task_name", None)
+            if task_name is None:
+                # A function registered with add(): found by identity, never by its name.
+                for task in self._tasks.values():
+                    if task.func is name:
+                        return task
+                self._unknown(f"function {getattr(name, '__qualname__', name)!r}")
         else:
             task_name = name
         try:
             return self._tasks[task_name]
         except (KeyError, TypeError):
-            known = ", ".join(repr(n) for n in sorted(self._tasks)) or "none"
-            raise UnknownTask(
-                f"Unknown task {task_name!r}; the known tasks are: {known}. Register it with "
-                "@tasks.task(name=...) and attach its registry with engine.attach_tasks()"
-            ) from None
+            self._unknown(f"task {task_name!r}")
+
+    def _unknown(self, what: str) -> NoReturn:
+        known = ", ".join(repr(n) for n in sorted(self._tasks)) or "none"
+        raise UnknownTask(
+            f"Unknown {what}; the known tasks are: {known}. Register it with "
+            "@tasks.task(name=...) and attach its registry with engine.attach_tasks()"
+        ) from None
 
     def update(self, tasks: Tasks) -> None:
         """Add every task of another registry to this one.

@@ -121,6 +121,24 @@ class TestTaskDefinitions:
             Tasks().add(noop, **kwargs)
         assert isinstance(raised.value, InvalidTaskError)
 
+    def test_get_finds_added_functions_by_identity(self) -> None:
+        """get() finds a function registered with add(), and never another task by name."""
+        tasks = Tasks()
+
+        def plain() -> None:
+            """Registered under another name."""
+
+        def impostor() -> None:
+            """Not a registered task, though it bears the name of one."""
+
+        impostor.__qualname__ = "noop"
+        tasks.add(plain, "renamed")
+        tasks.add(noop, "noop")
+        assert tasks.get(plain).name == "renamed"
+        assert tasks.get(noop).func is noop
+        with pytest.raises(UnknownTask, match=r"function 'noop'"):
+            tasks.get(impostor)
+
     def test_duplicate_name(self) -> None:
         """Registering a second task under a taken name is a ValueError."""
         tasks = Tasks()
