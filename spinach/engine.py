@@ -35,10 +35,15 @@ __all__ = ["Engine"]
 
 logger = logging.getLogger(__name__)
 
-_FINISHED = (JobStatus.SUCCEEDED, JobStatus.FAILED)
+#: Most call shapes remembered as matching their task's signature.
+_MAX_BOUND_SHAPES = 10_000
+#: Most outcomes recorded in one broker call.
+_RECORD_BATCH = 500
 #: Longest wait of an idle engine between two looks at the broker, in seconds.
 _MAX_IDLE_WAIT = 1.0
 _MAX_ERROR_WAIT = 30.0
+#: Least time between two moves of future jobs, unless one is due.
+_MOVE_INTERVAL = 0.05
 #: Tries of each broker operation made while starting workers.
 _START_TRIES = 5
 #: Seconds between two recordings of outcomes while stopping.
@@ -84,6 +89,7 @@ class Engine:
         self._max_job_size = max_job_size
         self._tasks = Tasks()
         self._signatures: dict[str, inspect.Signature | None] = {}
+        self._bound_shapes: set[tuple[Any, ...]] = set()
         # Task, and why it cannot run on the current workers if so, by task name.
         self._resolved: dict[str, tuple[Task, InvalidTaskTypeError | None]] = {}
         self._arbiter: threading.Thread | None = None
@@ -180,6 +186,11 @@ class Engine:
         return job
 
     def _check_signature(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # Whether a call binds depends only on how many positional arguments
+        # and which keywords it has: a shape that bound once binds again.
+        shape = (task.name, len(args), *kwargs)
+        if shape in self._bound_shapes:
+            return
         try:
             sig = self._signatures[task.name]
         except KeyError:
@@ -197,6 +208,8 @@ class Engine:
                 f"Task {task.name!r} cannot be called as {task.name}{sig} with "
                 f"args={args!r:.200} and kwargs={kwargs!r:.200}: {e}"
             ) from None
+        if len(self._bound_shapes) < _MAX_BOUND_SHAPES:
+            self._bound_shapes.add(shape)
 
     # -- workers -------------------------------------------------------------
 
@@ -310,11 +323,12 @@ class Engine:
                 "Received %s, stopping workers gracefully; send it again to stop at once",
                 signal.Signals(signum).name,
             )
-            self._must_stop.set()
-            self._broker.wake_up()
-            # A second signal gets the previous behaviour (KeyboardInterrupt, exit).
+            # A second signal gets the previous behaviour (KeyboardInterrupt, exit),
+            # from the moment the stop is visible.
             for signum_, handler in previous.items():
                 signal.signal(signum_, handler)
+            self._must_stop.set()
+            self._broker.wake_up()
 
         for stop_signal in (signal.SIGINT, signal.SIGTERM):
             previous[stop_signal] = signal.signal(stop_signal, on_signal)
@@ -358,23 +372,37 @@ class Engine:
         workers = self._workers
         assert workers is not None
         errors = 0
+        last_move = -_MAX_IDLE_WAIT
+        move_due = 0.0
         while not self._must_stop.is_set():
             try:
                 self._record_outcomes()
-                next_due = self._broker.move_future_jobs()
+                now = time.monotonic()
+                # Future jobs are moved when one is due, and at most every
+                # _MOVE_INTERVAL otherwise: a busy engine does not pay a broker
+                # call per loop to learn that nothing is due.
+                if now >= move_due or now - last_move >= _MOVE_INTERVAL:
+                    next_due = self._broker.move_future_jobs()
+                    last_move = now
+                    move_due = now + (
+                        _MAX_IDLE_WAIT if next_due is None else min(next_due, _MAX_IDLE_WAIT)
+                    )
+                    look_again = move_due
+                else:
+                    # Woken up meanwhile: a future job may have been stored.
+                    look_again = min(move_due, last_move + _MOVE_INTERVAL)
                 fetched = self._fetch(queue, workers)
                 if (
                     stop_when_queue_empty
                     and not fetched
-                    and workers.available_slots == workers.num_workers
+                    and workers.idle
                     and not self._to_record
                     and self._broker.is_queue_empty(queue)
                 ):
                     logger.info("Queue %r is empty, stopping workers", queue)
                     break
                 if not fetched:
-                    timeout = _MAX_IDLE_WAIT if next_due is None else min(next_due, _MAX_IDLE_WAIT)
-                    self._broker.wait_for_event(timeout)
+                    self._broker.wait_for_event(max(0.0, look_again - time.monotonic()))
                 errors = 0
             except Exception:
                 errors += 1
@@ -384,7 +412,7 @@ class Engine:
         self._shut_down(workers)
 
     def _fetch(self, queue: str, workers: Workers) -> int:
-        slots = workers.available_slots
+        slots = workers.jobs_wanted
         if slots <= 0:
             return 0
         jobs = self._broker.get_jobs_from_queue(queue, slots)
@@ -401,26 +429,26 @@ class Engine:
         assert self._workers is not None
         self._to_record.extend(self._workers.collect_finished())
         while self._to_record:
-            job = self._to_record.popleft()
+            count = min(len(self._to_record), _RECORD_BATCH)
+            jobs = [self._to_record.popleft() for _ in range(count)]
             try:
-                if job.status in _FINISHED:
-                    state = self._broker.remove_job_from_running(job)
-                else:
-                    state = self._broker.retry_job(job)
+                states = self._broker.record_outcomes(jobs)
             except Exception:
                 # The call may have been recorded with its reply lost: then the
-                # next try finds the job no longer ours, which is fine.
-                self._retried_records.add(job.id)
-                self._to_record.appendleft(job)
+                # next try finds the jobs no longer ours, which is fine.
+                self._retried_records.update(job.id for job in jobs)
+                self._to_record.extendleft(reversed(jobs))
                 raise
-            if job.id in self._retried_records:
-                self._retried_records.discard(job.id)
-            elif state is RunningJobState.NOT_OURS:
-                logger.warning(
-                    "Outcome of %s not recorded: the job is no longer this worker's (it was "
-                    "taken over after this worker was declared dead, or given up at shutdown)",
-                    job,
-                )
+            for job, state in zip(jobs, states):
+                if job.id in self._retried_records:
+                    self._retried_records.discard(job.id)
+                elif state is RunningJobState.NOT_OURS:
+                    logger.warning(
+                        "Outcome of %s not recorded: the job is no longer this worker's (it "
+                        "was taken over after this worker was declared dead, or given up at "
+                        "shutdown)",
+                        job,
+                    )
 
     def _shut_down(self, workers: Workers) -> None:
         try:

@@ -43,7 +43,12 @@ def _to_args(value: tuple[Any, ...] | None) -> tuple[Any, ...]:
     return () if value is None else tuple(value)
 
 
-@attrs.define(eq=False)
+#: One encoder for every job: building one per call costs more than encoding a small job.
+_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_NO_HOOK = attrs.setters.NO_OP
+
+
+@attrs.define(eq=False, on_setattr=_NO_HOOK)
 class Job:
     """One run of a task, with the arguments to call it with.
 
@@ -58,7 +63,7 @@ class Job:
 
     task_name: str
     queue: str
-    at: datetime = attrs.field(converter=_to_utc)
+    at: datetime = attrs.field(converter=_to_utc, on_setattr=attrs.setters.convert)
     max_retries: int
     task_args: tuple[Any, ...] = attrs.field(default=None, converter=_to_args)
     task_kwargs: dict[str, Any] = attrs.field(default=None, converter=_to_kwargs)
@@ -88,7 +93,7 @@ class Job:
 
     def serialize(self) -> str:
         """Return the job as JSON text, the form brokers store."""
-        return json.dumps(
+        return _encode(
             {
                 "id": str(self.id),
                 "status": self.status.value,
@@ -99,9 +104,7 @@ class Job:
                 "at": self.at.timestamp(),
                 "task_args": self.task_args,
                 "task_kwargs": self.task_kwargs,
-            },
-            separators=(",", ":"),
-            allow_nan=False,
+            }
         )
 
     @classmethod
@@ -113,18 +116,31 @@ class Job:
         """
         try:
             data = json.loads(job_json)
-            job = cls(
-                task_name=data["task_name"],
-                queue=data["queue"],
+            # Checked as __init__ would, without drawing an id only to replace it.
+            task_name, queue, max_retries = data["task_name"], data["queue"], data["max_retries"]
+            args, kwargs = data["task_args"], data["task_kwargs"]
+            if not (
+                type(task_name) is str
+                and type(queue) is str
+                and type(max_retries) is int
+                and type(args) is list
+                and type(kwargs) is dict
+            ):
+                raise TypeError("a field has the wrong type")
+            job = _new_job(
+                task_name=task_name,
+                queue=queue,
                 at=datetime.fromtimestamp(data["at"], tz=timezone.utc),
-                max_retries=data["max_retries"],
-                task_args=data["task_args"],
-                task_kwargs=data["task_kwargs"],
+                max_retries=max_retries,
+                task_args=tuple(args),
+                task_kwargs=kwargs,
+                id=uuid.UUID(data["id"]),
+                status=JobStatus(data["status"]),
+                retries=data["retries"],
+                task_func=None,
+                handout_token=None,
             )
-            job.id = uuid.UUID(data["id"])
-            job.status = JobStatus(data["status"])
-            job.retries = data["retries"]
-        except (ValueError, TypeError, KeyError, OverflowError) as e:
+        except (ValueError, TypeError, KeyError, OverflowError, AttributeError) as e:
             raise ValueError(f"not a serialized Spinach job ({e!r}): {job_json[:200]!r}") from e
         return job
 
@@ -137,6 +153,17 @@ class Job:
         return _identity(self) == _identity(other)
 
     __hash__ = None  # type: ignore[assignment]  # mutable record, like a list
+
+
+_FIELDS = tuple(field.name for field in attrs.fields(Job))
+
+
+def _new_job(**values: Any) -> Job:
+    """A job with every field given, built without running ``__init__``."""
+    job = object.__new__(Job)
+    for name in _FIELDS:
+        object.__setattr__(job, name, values[name])
+    return job
 
 
 def _identity(job: Job) -> tuple[Any, ...]:

@@ -28,6 +28,12 @@ __all__ = ["AsyncioWorkers", "ThreadWorkers", "Workers"]
 
 logger = logging.getLogger(__name__)
 
+#: Work, in seconds of the recent mean job duration, queued beyond the free
+#: workers so that they do not wait for the broker's round trip between jobs.
+_QUEUED_WORK = 0.02
+#: Most jobs queued beyond the free workers.
+_MAX_QUEUED = 64
+
 
 class Workers(ABC):
     """A pool of ``num_workers`` workers of one namespace.
@@ -64,6 +70,8 @@ class Workers(ABC):
         # Submitted jobs not yet done, and the ids of those that started.
         self._unfinished: dict[uuid.UUID, Job] = {}
         self._started_ids: set[uuid.UUID] = set()
+        # Moving mean of the run time of jobs, None before the first one.
+        self._mean_duration: float | None = None
         self._start()
 
     @property
@@ -76,6 +84,27 @@ class Workers(ABC):
         """How many more jobs can be submitted now."""
         with self._lock:
             return self._num_workers - self._in_flight
+
+    @property
+    def jobs_wanted(self) -> int:
+        """How many more jobs to submit now.
+
+        One per free worker, plus, while jobs are short, as many as the
+        workers run in about 20 ms (64 at most) to queue: short jobs are not
+        held back by the round trip that fetches the next ones.
+        """
+        with self._lock:
+            queued = 0
+            mean = self._mean_duration
+            if mean is not None:
+                queued = min(_MAX_QUEUED, int(self._num_workers * _QUEUED_WORK / max(mean, 1e-6)))
+            return self._num_workers + queued - self._in_flight
+
+    @property
+    def idle(self) -> bool:
+        """Whether no submitted job is waiting, running or uncollected."""
+        with self._lock:
+            return self._in_flight == 0
 
     def submit_job(self, job: Job) -> None:
         """Hand a job (with its ``task_func`` set) to a free worker."""
@@ -129,14 +158,17 @@ class Workers(ABC):
         return time.monotonic()
 
     def _ran(self, job: Job, started: float, err: BaseException | None) -> None:
+        duration = time.monotonic() - started
         try:
-            settle(self._namespace, job, time.monotonic() - started, err, self._clock.now())
+            settle(self._namespace, job, duration, err, self._clock.now())
         except Exception:
             # The job must still be recorded: fail it rather than lose it.
             logger.exception("Could not settle the outcome of %s; failing it", job)
             job.status = JobStatus.FAILED
         signals.job_finished.send(self._namespace, job=job)
         with self._lock:
+            mean = self._mean_duration
+            self._mean_duration = duration if mean is None else 0.9 * mean + 0.1 * duration
             abandoned = self._unfinished.pop(job.id, None) is None
             self._started_ids.discard(job.id)
             if not abandoned:

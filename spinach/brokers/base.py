@@ -37,12 +37,16 @@ import attrs
 from ..clock import Clock, SystemClock
 from ..const import DEFAULT_NAMESPACE
 from ..exc import BrokerInUseError, ConfigurationError
+from ..job import Job, JobStatus
 
 if TYPE_CHECKING:
-    from ..job import Job
     from ..task import Task
 
-__all__ = ["Broker", "JobCounts", "RunningJobState"]
+__all__ = ["FINISHED", "Broker", "JobCounts", "RunningJobState"]
+
+
+#: The statuses of a job that ended for good: its outcome removes it from the broker.
+FINISHED = frozenset((JobStatus.SUCCEEDED, JobStatus.FAILED))
 
 
 class RunningJobState(enum.IntEnum):
@@ -187,6 +191,19 @@ class Broker(ABC):
         later than now, else aside until due. Its id stays the same. Safe to
         retry (a second call returns ``NOT_OURS`` and changes nothing).
         """
+
+    def record_outcomes(self, jobs: Sequence[Job]) -> list[RunningJobState]:
+        """Record the outcomes of running jobs, one state per job, in order.
+
+        A job whose status is in :data:`FINISHED` is recorded as by
+        :meth:`remove_job_from_running`, any other as by :meth:`retry_job`.
+        Each job's record is atomic and safe to retry; brokers may record
+        them all in one step (this default records them one by one).
+        """
+        return [
+            self.remove_job_from_running(job) if job.status in FINISHED else self.retry_job(job)
+            for job in jobs
+        ]
 
     @abstractmethod
     def move_future_jobs(self) -> float | None:

@@ -19,7 +19,7 @@ import attrs
 from typing_extensions import override
 
 from ..job import Job, JobStatus
-from .base import Broker, JobCounts, RunningJobState
+from .base import FINISHED, Broker, JobCounts, RunningJobState
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -221,24 +221,36 @@ class MemoryBroker(Broker):
             ns.release_slot(running.task_name)
         return True
 
+    def _record(self, jobs: Sequence[Job], again: Sequence[bool]) -> list[RunningJobState]:
+        """Record the end of running jobs, each for good or to run ``again``."""
+        # Payloads first: a job that cannot be serialized fails the call before anything changes.
+        payloads = [job.serialize() if run_again else None for job, run_again in zip(jobs, again)]
+        states = []
+        with self._store.lock:
+            ns = self._ns()
+            now = self._now()
+            for job, payload in zip(jobs, payloads):
+                if not self._end_running(ns, job):
+                    states.append(RunningJobState.NOT_OURS)
+                    continue
+                if payload is not None:
+                    self._store_job(ns, job, payload, now)
+                states.append(RunningJobState.RECORDED)
+        if RunningJobState.RECORDED in states:
+            self._store.notify(self.namespace)
+        return states
+
+    @override
+    def record_outcomes(self, jobs: Sequence[Job]) -> list[RunningJobState]:
+        return self._record(jobs, [job.status not in FINISHED for job in jobs])
+
     @override
     def remove_job_from_running(self, job: Job) -> RunningJobState:
-        with self._store.lock:
-            if not self._end_running(self._ns(), job):
-                return RunningJobState.NOT_OURS
-        self._store.notify(self.namespace)
-        return RunningJobState.RECORDED
+        return self._record([job], [False])[0]
 
     @override
     def retry_job(self, job: Job) -> RunningJobState:
-        payload = job.serialize()  # fails before anything changes
-        with self._store.lock:
-            ns = self._ns()
-            if not self._end_running(ns, job):
-                return RunningJobState.NOT_OURS
-            self._store_job(ns, job, payload, self._now())
-        self._store.notify(self.namespace)
-        return RunningJobState.RECORDED
+        return self._record([job], [True])[0]
 
     @override
     def move_future_jobs(self) -> float | None:

@@ -32,7 +32,7 @@ from ._lua import read_script
 from ._redis_clock import ServerClock
 from ._redis_keys import Keys
 from ._redis_listener import Listener
-from .base import Broker, JobCounts, RunningJobState
+from .base import FINISHED, Broker, JobCounts, RunningJobState
 
 if TYPE_CHECKING:
     from typing_extensions import TypeAlias
@@ -49,8 +49,7 @@ logger = logging.getLogger(__name__)
 _SCRIPTS = (
     "enqueue_jobs",
     "get_jobs_from_queue",
-    "remove_job_from_running",
-    "retry_job",
+    "record_outcomes",
     "move_future_jobs",
     "register_periodic_tasks",
     "set_concurrency_limits",
@@ -60,6 +59,7 @@ _SCRIPTS = (
 #: Seconds a call storing at-most-once jobs is remembered, so that sending it again
 #: (after a lost reply, by redis-py or by our retries) does not store them twice.
 _ENQUEUE_MARKER_SECONDS = 600
+_STATES = {int(state): state for state in RunningJobState}
 #: Tries of a script whose queue list turned out stale before giving up for this round.
 _QUEUE_REFRESHES = 3
 
@@ -290,13 +290,13 @@ class RedisBroker(Broker):
         try:
             while more and len(jobs) < max_jobs:
                 prefixes.append(self._token_prefix())
-                flat = self._run(
+                reply = self._run(
                     "get_jobs_from_queue",
                     [*keys, k.failed, k.calls],
                     [max_jobs - len(jobs), prefixes[-1]],
                 )
-                more = int(flat[0]) == 1
-                jobs += self._jobs_of(queue, flat[1:])
+                more = int(reply[0]) == 1
+                jobs += self._jobs_of(queue, prefixes[-1], reply)
         except Exception:
             # The jobs handed out by this call (even a call whose reply was lost)
             # are running under this worker, known to no one: put them back.
@@ -315,23 +315,29 @@ class RedisBroker(Broker):
             if count:
                 logger.warning("Put back %d job(s) of a fetch whose reply was lost", count)
 
-    def _jobs_of(self, queue: str, flat: list[Any]) -> list[Job]:
-        """The jobs of the triples a fetch returned, logging the entries that were not jobs."""
-        k = self._keys
+    def _jobs_of(self, queue: str, prefix: str, reply: list[Any]) -> list[Job]:
+        """The jobs of a fetch's reply, logging the entries that were not jobs."""
+        for entry in reply[2:]:
+            logger.error(
+                "Entry %r of queue %r is not a Spinach job; moved to %s",
+                _text(entry),
+                queue,
+                self._keys.failed,
+            )
+        packed = reply[1]
+        if isinstance(packed, str):  # a client decoding responses: back to the bytes Lua counted
+            packed = packed.encode()
         jobs = []
-        for i in range(0, len(flat), 3):
-            token, job_id, payload = _text(flat[i]), _text(flat[i + 1]), flat[i + 2]
-            if not token:
-                logger.error(
-                    "Entry %r of queue %r is not a Spinach job; moved to %s",
-                    _text(payload),
-                    queue,
-                    k.failed,
-                )
-                continue
-            job = self._job_from(job_id, token, payload)
+        start, handed = 0, 0
+        while start < len(packed):
+            colon = packed.index(b":", start + 36)
+            end = colon + 1 + int(packed[start + 36 : colon])
+            handed += 1
+            job_id = packed[start : start + 36].decode()
+            job = self._job_from(job_id, f"{prefix}{handed}", packed[colon + 1 : end])
             if job is not None:
                 jobs.append(job)
+            start = end
         return jobs
 
     def _job_from(self, job_id: str, token: str, payload: Any) -> Job | None:
@@ -343,51 +349,52 @@ class RedisBroker(Broker):
                 "Job %s has an invalid payload, moved to %s: %s", job_id, self._keys.failed, e
             )
             self._redis.rpush(self._keys.failed, payload)
-            self._remove_running(job_id, token)
+            self._record([(job_id, token)], [])
             return None
         job.status = JobStatus.RUNNING
         job.handout_token = token
         return job
 
-    def _remove_running(self, job_id: str, token: str) -> RunningJobState:
+    def _record(self, done: Sequence[tuple[str, str]], again: Sequence[Job]) -> list[RunningJobState]:
+        """Record the end of running jobs: (id, token) of those done for good, then
+        those to run ``again``; one state each, in that order."""
         k = self._keys
-        result = self._run(
-            "remove_job_from_running",
-            [k.running, k.payloads, k.in_flight],
-            [job_id, token, k.channel],
-        )
-        return RunningJobState(int(result))
+        queues = list(dict.fromkeys(job.queue for job in again))
+        number = {queue: i for i, queue in enumerate(queues, 1)}
+        keys = [k.running, k.payloads, k.in_flight, k.seq, k.queues]
+        for queue in queues:
+            keys += [k.ready(queue), k.future(queue)]
+        args: list[Any] = [self._now(), k.channel, len(queues), *queues, len(done)]
+        for job_id, token in done:
+            args += [job_id, token]
+        for job in again:
+            args += [
+                str(job.id),
+                job.handout_token or "",
+                number[job.queue],
+                job.at_timestamp,
+                job.task_name,
+                job.serialize(),
+            ]
+        return [_STATES[r] for r in self._run("record_outcomes", keys, args)]
+
+    @override
+    def record_outcomes(self, jobs: Sequence[Job]) -> list[RunningJobState]:
+        done = [job for job in jobs if job.status in FINISHED]
+        again = [job for job in jobs if job.status not in FINISHED]
+        if not jobs:
+            return []
+        states = self._record([(str(job.id), job.handout_token or "") for job in done], again)
+        done_states, again_states = iter(states[: len(done)]), iter(states[len(done) :])
+        return [next(done_states if job.status in FINISHED else again_states) for job in jobs]
 
     @override
     def remove_job_from_running(self, job: Job) -> RunningJobState:
-        return self._remove_running(str(job.id), job.handout_token or "")
+        return self._record([(str(job.id), job.handout_token or "")], [])[0]
 
     @override
     def retry_job(self, job: Job) -> RunningJobState:
-        k = self._keys
-        result = self._run(
-            "retry_job",
-            [
-                k.running,
-                k.payloads,
-                k.in_flight,
-                k.seq,
-                k.ready(job.queue),
-                k.future(job.queue),
-                k.queues,
-            ],
-            [
-                str(job.id),
-                job.handout_token or "",
-                job.serialize(),
-                job.at_timestamp,
-                self._now(),
-                job.task_name,
-                job.queue,
-                k.channel,
-            ],
-        )
-        return RunningJobState(int(result))
+        return self._record([], [job])[0]
 
     @override
     def move_future_jobs(self) -> float | None:

@@ -47,6 +47,7 @@ __all__ = [
     "MakeBroker",
     "MoveFutureJobsContract",
     "NamespaceContract",
+    "RecordOutcomesContract",
     "RegisterPeriodicTasksContract",
     "RemoveJobFromRunningContract",
     "RetryJobContract",
@@ -303,6 +304,59 @@ class RetryJobContract(_Base):
         assert broker.retry_job(job) is RunningJobState.NOT_OURS
         assert broker.is_queue_empty("q")
         assert broker.count_jobs().running == 1
+
+
+class RecordOutcomesContract(_Base):
+    """:meth:`Broker.record_outcomes`."""
+
+    def test_mixed_outcomes_are_recorded_in_one_call(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Finished jobs are forgotten, others queued again; one state per job, in order."""
+        broker.enqueue_jobs([self.job(clock, max_retries=1) for _ in range(4)])
+        jobs = broker.get_jobs_from_queue("q", 4)
+        statuses = [JobStatus.SUCCEEDED, JobStatus.QUEUED, JobStatus.FAILED, JobStatus.QUEUED]
+        for job, status in zip(jobs, statuses):
+            job.status = status
+        jobs[1].retries = jobs[3].retries = 1
+        jobs[2].handout_token = "stale"
+        states = broker.record_outcomes(jobs)
+        recorded, not_ours = RunningJobState.RECORDED, RunningJobState.NOT_OURS
+        assert states == [recorded, recorded, not_ours, recorded]
+        again = broker.get_jobs_from_queue("q", 10)
+        assert self.ids(again) == [jobs[1].id, jobs[3].id]
+        assert [job.retries for job in again] == [1, 1]
+        assert broker.count_jobs().running == 3  # the two again, and the stale one
+
+    def test_recording_again_changes_nothing(self, broker: Broker, clock: ManualClock) -> None:
+        """A call sent twice (after a lost reply) reports NOT_OURS for every job the second time."""
+        broker.enqueue_jobs([self.job(clock, max_retries=1) for _ in range(2)])
+        jobs = broker.get_jobs_from_queue("q", 2)
+        jobs[0].status = JobStatus.SUCCEEDED
+        jobs[1].status = JobStatus.QUEUED
+        assert broker.record_outcomes(jobs) == [RunningJobState.RECORDED] * 2
+        assert broker.record_outcomes(jobs) == [RunningJobState.NOT_OURS] * 2
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [jobs[1].id]
+
+    def test_retries_go_to_their_own_queues_and_times(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Jobs of several queues retried in one call go back to their queue, now or later."""
+        broker.enqueue_jobs([self.job(clock, queue="a"), self.job(clock, queue="b")])
+        (a,) = broker.get_jobs_from_queue("a", 1)
+        (b,) = broker.get_jobs_from_queue("b", 1)
+        a.status = b.status = JobStatus.QUEUED
+        b.at = clock.now() + timedelta(seconds=5)
+        assert broker.record_outcomes([a, b]) == [RunningJobState.RECORDED] * 2
+        assert self.ids(broker.get_jobs_from_queue("a", 1)) == [a.id]
+        assert broker.get_jobs_from_queue("b", 1) == []
+        clock.advance(5)
+        broker.move_future_jobs()
+        assert self.ids(broker.get_jobs_from_queue("b", 1)) == [b.id]
+
+    def test_nothing_to_record(self, broker: Broker) -> None:
+        """An empty list is accepted and records nothing."""
+        assert broker.record_outcomes([]) == []
 
 
 class MoveFutureJobsContract(_Base):
@@ -658,6 +712,7 @@ class BrokerContract(
     GetJobsFromQueueContract,
     RemoveJobFromRunningContract,
     RetryJobContract,
+    RecordOutcomesContract,
     MoveFutureJobsContract,
     RegisterPeriodicTasksContract,
     SetConcurrencyLimitsContract,
