@@ -154,8 +154,9 @@ class Engine:
 
     def schedule_batch(self, batch: Batch) -> list[Job]:
         """Schedule every job of a batch in one broker call; all or none are stored."""
+        now = self._broker.now()
         jobs = [
-            self._build_job(task, at, args, kwargs)
+            self._build_job(task, at, args, kwargs, now)
             for task, at, args, kwargs in batch.jobs_to_create
         ]
         self._broker.enqueue_jobs(jobs)
@@ -167,20 +168,24 @@ class Engine:
         at: datetime | None,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        now: datetime | None = None,
     ) -> Job:
         task = self._tasks.get(task_like)
         self._check_signature(task, args, kwargs)
-        check_arguments(task.name, args, kwargs)
-        now = self._broker.now()
+        size_bound = check_arguments(task.name, args, kwargs)
+        if now is None:
+            now = self._broker.now()
         job = Job(task.name, task.queue, now if at is None else at, task.max_retries, args, kwargs)
         job.status = JobStatus.QUEUED if job.at <= now else JobStatus.WAITING
-        if self._max_job_size is not None:
+        limit = self._max_job_size
+        # Serialized only when the bound of its size could be over the limit.
+        if limit is not None and size_bound + _job_size_bound(task) > limit:
             # Serialized JSON is ASCII: its length is its size in bytes.
             size = len(job.serialize())
-            if size > self._max_job_size:
+            if size > limit:
                 raise JobTooLargeError(
                     f"Task {task.name!r}: the job is {size:,} bytes once serialized, over "
-                    f"the limit of {self._max_job_size:,} bytes (Engine(max_job_size=...)). "
+                    f"the limit of {limit:,} bytes (Engine(max_job_size=...)). "
                     "Store large data elsewhere (a file, a database row) and pass its id"
                 )
         return job
@@ -564,6 +569,12 @@ class Engine:
             except Exception:
                 healthy_since = None
                 logger.exception("Error while heartbeating")
+
+
+def _job_size_bound(task: Task) -> int:
+    """An upper bound of the size of a serialized job of ``task``, without its arguments."""
+    # Field names and punctuation, id, numbers and time; names escaped at worst.
+    return 300 + 12 * (len(task.name) + len(task.queue))
 
 
 def _kind_error(task: Task, workers_class: type[Workers]) -> InvalidTaskTypeError | None:

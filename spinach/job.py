@@ -7,7 +7,7 @@ import json
 import math
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import attrs
 
@@ -45,10 +45,9 @@ def _to_args(value: tuple[Any, ...] | None) -> tuple[Any, ...]:
 
 #: One encoder for every job: building one per call costs more than encoding a small job.
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
-_NO_HOOK = attrs.setters.NO_OP
 
 
-@attrs.define(eq=False, on_setattr=_NO_HOOK)
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class Job:
     """One run of a task, with the arguments to call it with.
 
@@ -63,7 +62,9 @@ class Job:
 
     task_name: str
     queue: str
-    at: datetime = attrs.field(converter=_to_utc, on_setattr=attrs.setters.convert)
+    # A property converts what is assigned to ``at``: attrs' own conversion on
+    # assignment would slow down setting every other field.
+    _at: datetime = attrs.field(converter=_to_utc, alias="at")
     max_retries: int
     task_args: tuple[Any, ...] = attrs.field(default=None, converter=_to_args)
     task_kwargs: dict[str, Any] = attrs.field(default=None, converter=_to_kwargs)
@@ -75,6 +76,15 @@ class Job:
     #: Set by a broker when it hands the job out; proves the job is still ours
     #: when its outcome is recorded. Not part of the stored payload.
     handout_token: str | None = attrs.field(init=False, default=None)
+
+    @property
+    def at(self) -> datetime:
+        """When the job may start, aware UTC (a naive datetime assigned is UTC)."""
+        return self._at
+
+    @at.setter
+    def at(self, value: datetime) -> None:
+        self._at = _to_utc(value)
 
     @property
     def should_retry(self) -> bool:
@@ -130,7 +140,7 @@ class Job:
             job = _new_job(
                 task_name=task_name,
                 queue=queue,
-                at=datetime.fromtimestamp(data["at"], tz=timezone.utc),
+                _at=datetime.fromtimestamp(data["at"], tz=timezone.utc),
                 max_retries=max_retries,
                 task_args=tuple(args),
                 task_kwargs=kwargs,
@@ -180,48 +190,83 @@ def _identity(job: Job) -> tuple[Any, ...]:
     )
 
 
-def check_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+def check_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
     """Check that a job's arguments survive a JSON round trip unchanged.
 
     Allowed: ``None``, ``bool``, ``int``, finite ``float``, ``str``, ``list``,
     ``tuple`` (read back as a list) and ``dict`` with ``str`` keys, nested;
     subclasses of these are read back as the plain type.
 
+    Returns:
+        An upper bound of the size of the arguments once serialized, in bytes.
+
     Raises:
         InvalidJobArgumentError: naming the task and the argument at fault.
     """
+    total = 4
     for i, value in enumerate(args):
-        _check_value(task_name, f"args[{i}]", value)
+        try:
+            total += _json_bound(value) + 1
+        except _Rejected as e:
+            _reject(task_name, f"args[{i}]{e.path}", e.value, e.why)
     for key, value in kwargs.items():
-        _check_value(task_name, f"kwargs[{key!r}]", value)
+        try:
+            total += _json_bound(value) + 12 * len(key) + 4
+        except _Rejected as e:
+            _reject(task_name, f"kwargs[{key!r}]{e.path}", e.value, e.why)
+    return total
 
 
-_SCALARS = (str, int, type(None), bool)
+class _Rejected(Exception):
+    """A value that is not JSON; ``path`` leads to it from the argument."""
+
+    def __init__(self, value: Any, why: str) -> None:
+        self.value, self.why, self.path = value, why, ""
 
 
-def _check_value(task_name: str, path: str, value: Any) -> None:
-    # Subclasses (str enums, SafeString, OrderedDict...) are accepted: they are
-    # stored as their JSON type and read back as the plain base type.
-    if type(value) in _SCALARS or isinstance(value, (str, int)):
-        return
+def _json_bound(value: Any) -> int:
+    """An upper bound of the length of ``value`` as JSON text (ASCII, escaped).
+
+    Subclasses (str enums, SafeString, OrderedDict...) are accepted: they are
+    stored as their JSON type and read back as the plain base type.
+
+    Raises:
+        _Rejected: ``value`` is not JSON or does not come back unchanged.
+    """
+    if isinstance(value, str):
+        return 12 * len(value) + 2  # a character outside the BMP is escaped as 12
+    if value is None or isinstance(value, bool):
+        return 5
+    if isinstance(value, int):
+        return value.bit_length() // 3 + 2
     if isinstance(value, float):
         if not math.isfinite(value):
-            _reject(task_name, path, value, "NaN and infinities are not JSON")
-        return
+            raise _Rejected(value, "NaN and infinities are not JSON")
+        return 25
     if isinstance(value, (list, tuple)):
+        total = len(value) + 2
         for i, item in enumerate(value):
-            _check_value(task_name, f"{path}[{i}]", item)
-        return
+            try:
+                total += _json_bound(item)
+            except _Rejected as e:
+                e.path = f"[{i}]{e.path}"
+                raise
+        return total
     if isinstance(value, dict):
+        total = 2 * len(value) + 2
         for key, item in value.items():
             if not isinstance(key, str):
-                _reject(task_name, path, value, f"key {key!r} is not a str, as JSON keys must be")
-            _check_value(task_name, f"{path}[{key!r}]", item)
-        return
-    _reject(task_name, path, value, f"{type(value).__name__} is not a JSON type")
+                raise _Rejected(value, f"key {key!r} is not a str, as JSON keys must be")
+            try:
+                total += 12 * len(key) + 2 + _json_bound(item)
+            except _Rejected as e:
+                e.path = f"[{key!r}]{e.path}"
+                raise
+        return total
+    raise _Rejected(value, f"{type(value).__name__} is not a JSON type")
 
 
-def _reject(task_name: str, path: str, value: Any, why: str) -> None:
+def _reject(task_name: str, path: str, value: Any, why: str) -> NoReturn:
     raise InvalidJobArgumentError(
         f"Task {task_name!r}: argument {path} = {value!r:.100} cannot be stored ({why}). "
         "Job arguments must be JSON types (str, int, float, bool, None, list, dict "

@@ -11,6 +11,7 @@ keys is described in ``docs/redis.md``; clusters and Sentinel in
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -91,6 +92,11 @@ def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _utf8(text: str) -> bytes:
+    return text.encode()
 
 
 def _text(value: Any) -> str:
@@ -236,32 +242,32 @@ class RedisBroker(Broker):
 
     # -- atomic operations ----------------------------------------------------
 
-    @override
-    def enqueue_jobs(self, jobs: Sequence[Job]) -> None:
-        if not jobs:
-            return
+    def _enqueue_arguments(self, jobs: Sequence[Job], call_id: str) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the enqueue_jobs script storing ``jobs``."""
         k = self._keys
         queues = list(dict.fromkeys(job.queue for job in jobs))
         number = {queue: i for i, queue in enumerate(queues, 1)}
         # At-most-once jobs must not be stored again by a call sent twice after
         # their first run: such calls leave a marker for a while.
         marker_seconds = _ENQUEUE_MARKER_SECONDS if any(j.max_retries == 0 for j in jobs) else 0
-        keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(uuid.uuid4().hex)]
+        keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id)]
         for queue in queues:
             keys += [k.ready(queue), k.future(queue)]
-        job_args: list[Any] = []
+        packed: list[bytes] = []
         for job in jobs:
-            job_args += [
-                str(job.id),
-                number[job.queue],
-                job.at_timestamp,
-                job.task_name,
-                job.serialize(),
-            ]
-        head = [k.channel, marker_seconds, len(queues), *queues]
+            name, payload = _utf8(job.task_name), job.serialize().encode()
+            header = f"{job.id}{number[job.queue]} {job.at_timestamp!r} {len(name)} {len(payload)}\n"
+            packed += [header.encode(), name, payload]
+        return keys, [self._now(), k.channel, marker_seconds, len(queues), *queues, b"".join(packed)]
+
+    @override
+    def enqueue_jobs(self, jobs: Sequence[Job]) -> None:
+        if not jobs:
+            return
+        keys, args = self._enqueue_arguments(jobs, uuid.uuid4().hex)
         for attempt in itertools.count():
             try:
-                self._run("enqueue_jobs", keys, [self._now(), *head, *job_args])
+                self._run("enqueue_jobs", keys, args)
                 return
             except (redis_py.ConnectionError, redis_py.TimeoutError) as e:
                 if attempt >= self._enqueue_job_max_retries:

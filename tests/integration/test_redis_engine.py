@@ -277,9 +277,7 @@ def test_enqueue_sent_again_after_the_job_ran_stores_nothing(
     broker.namespace = namespace
     job = Job("once", "q", broker.now(), 0)
     k = broker._keys
-    keys = [k.payloads, k.seq, k.queues, k.enqueue_marker("call-1"), k.ready("q"), k.future("q")]
-    args = [broker._now(), k.channel, 600, 1, "q",
-            str(job.id), 1, job.at_timestamp, job.task_name, job.serialize()]  # fmt: skip
+    keys, args = broker._enqueue_arguments([job], "call-1")
     enqueue = broker._scripts["enqueue_jobs"]
     assert enqueue(keys=keys, args=args) == 1
     (got,) = broker.get_jobs_from_queue("q", 1)
