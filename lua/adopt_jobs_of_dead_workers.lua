@@ -3,7 +3,7 @@
 -- KEYS[1]  workers: sorted set, worker id scored by its last heartbeat
 -- KEYS[2]  running: hash, job id -> token .. " " .. task name (a token starts with the
 --          32-character id of its worker)
--- KEYS[3]  payloads: hash, job id -> job JSON
+-- KEYS[3]  payloads: hash, job id -> stored job (compact JSON array, see _redis_payload.py)
 -- KEYS[4]  calls: hash, worker id -> its last fetch (see get_jobs_from_queue); the
 --          fields of dead workers are removed
 -- ARGV[1]  now, POSIX seconds

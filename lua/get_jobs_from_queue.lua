@@ -4,7 +4,7 @@
 -- KEYS[2]  parked sorted set of the queue: ready entries set aside while their task is at
 --          its limit; all scored 0, each member is len(task) (8 digits) .. task .. entry,
 --          so that the entries of one task sort together, oldest first
--- KEYS[3]  payloads: hash, job id -> job JSON
+-- KEYS[3]  payloads: hash, job id -> stored job (compact JSON array, see _redis_payload.py)
 -- KEYS[4]  running: hash, job id -> token .. " " .. task name (a token starts with the
 --          32-character id of the worker it was handed to)
 -- KEYS[5]  limits: hash, task name -> max concurrency

@@ -1,6 +1,6 @@
 -- move_future_jobs: move due future jobs to the tail of their queue, then create the jobs of due periodic tasks.
 --
--- KEYS[1]       payloads: hash, job id -> job JSON
+-- KEYS[1]       payloads: hash, job id -> stored job (spinach/brokers/_redis_payload.py)
 -- KEYS[2]       seq: counter giving each ready entry its place in line
 -- KEYS[3]       periodic: hash, task name -> JSON {queue, max_retries, period}
 -- KEYS[4]       periodic_next: sorted set, task name scored by its next run
@@ -65,11 +65,10 @@ for j = 1, #due_tasks, 2 do
     local h = redis.sha1hex(namespace .. "\0" .. task_name .. "\0" .. string.format("%.6f", next_run))
     local id = string.sub(h, 1, 8) .. "-" .. string.sub(h, 9, 12) .. "-" .. string.sub(h, 13, 16)
         .. "-" .. string.sub(h, 17, 20) .. "-" .. string.sub(h, 21, 32)
-    local payload = '{"id":"' .. id .. '","status":2,"task_name":' .. cjson.encode(task_name)
-        .. ',"queue":' .. cjson.encode(definition.queue)
-        .. ',"max_retries":' .. string.format("%d", definition.max_retries)
-        .. ',"retries":0,"at":' .. string.format("%.6f", now)
-        .. ',"task_args":[],"task_kwargs":{}}'
+    -- The stored form of spinach/brokers/_redis_payload.py.
+    local payload = "[" .. cjson.encode(task_name) .. "," .. cjson.encode(definition.queue)
+        .. "," .. string.format("%d", definition.max_retries)
+        .. ",0," .. string.format("%.6f", now) .. ",[],{}]"
     if redis.call("HSETNX", payloads, id, payload) == 1 then
         push_ready(i, id .. task_name)
         moved = moved + 1

@@ -2,7 +2,7 @@
 -- Used by record_outcomes, remove_job_from_running and retry_job.
 --
 -- KEYS[1]       running: hash, job id -> token .. " " .. task name
--- KEYS[2]       payloads: hash, job id -> job JSON
+-- KEYS[2]       payloads: hash, job id -> stored job (compact JSON array, see _redis_payload.py)
 -- KEYS[3]       in_flight: hash, task name -> running jobs of that limited task
 -- KEYS[4]       seq: counter giving each ready entry its place in line
 -- KEYS[5]       queues: set of the namespace's queue names

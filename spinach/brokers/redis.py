@@ -33,6 +33,7 @@ from ._lua import read_script
 from ._redis_clock import ServerClock
 from ._redis_keys import Keys
 from ._redis_listener import Listener
+from ._redis_payload import pack, unpack
 from .base import FINISHED, Broker, JobCounts, RunningJobState
 
 if TYPE_CHECKING:
@@ -255,7 +256,7 @@ class RedisBroker(Broker):
             keys += [k.ready(queue), k.future(queue)]
         packed: list[bytes] = []
         for job in jobs:
-            name, payload = _utf8(job.task_name), job.serialize().encode()
+            name, payload = _utf8(job.task_name), pack(job)
             header = f"{job.id}{number[job.queue]} {job.at_timestamp!r} {len(name)} {len(payload)}\n"
             packed += [header.encode(), name, payload]
         return keys, [self._now(), k.channel, marker_seconds, len(queues), *queues, b"".join(packed)]
@@ -349,7 +350,7 @@ class RedisBroker(Broker):
     def _job_from(self, job_id: str, token: str, payload: Any) -> Job | None:
         """The job of a payload, or None after moving an invalid payload aside."""
         try:
-            job = Job.deserialize(payload)
+            job = unpack(job_id, payload)
         except ValueError as e:
             logger.error(
                 "Job %s has an invalid payload, moved to %s: %s", job_id, self._keys.failed, e
@@ -380,7 +381,7 @@ class RedisBroker(Broker):
                 number[job.queue],
                 job.at_timestamp,
                 job.task_name,
-                job.serialize(),
+                pack(job),
             ]
         return [_STATES[r] for r in self._run("record_outcomes", keys, args)]
 
