@@ -16,7 +16,7 @@
 --               send than five per job); for each job: its id (36 characters), then
 --               "<queue number> <at> <bytes of task name> <bytes of payload>\n", then the
 --               task name and the payload
--- Entries: a ready list holds seq (16 digits) .. id (36 chars) .. task name;
+-- Entries: a ready list holds seq (12 hex digits) .. id (36 chars) .. task name;
 --          a future set holds id .. task name, scored by at.
 -- Returns: the number of jobs stored.
 -- Safe to retry: a job whose id is already stored is skipped; with a marker, a call sent
@@ -68,7 +68,7 @@ local place = redis.call("INCRBY", seq, ready_count) - ready_count
 for queue_number, entries in pairs(ready) do
     for i = 1, #entries do
         place = place + 1
-        entries[i] = string.format("%016d", place) .. entries[i]
+        entries[i] = string.format("%012x", place) .. entries[i]
     end
     for first = 1, #entries, chunk do
         redis.call("RPUSH", KEYS[3 + 2 * queue_number], unpack(entries, first, math.min(first + chunk - 1, #entries)))

@@ -1,6 +1,6 @@
 -- get_jobs_from_queue: hand out up to N ready jobs of one queue, oldest first, within concurrency limits.
 --
--- KEYS[1]  ready list of the queue: seq (16 digits) .. job id (36 chars) .. task name
+-- KEYS[1]  ready list of the queue: seq (12 hex digits) .. job id (36 chars) .. task name
 -- KEYS[2]  parked sorted set of the queue: ready entries set aside while their task is at
 --          its limit; all scored 0, each member is len(task) (8 digits) .. task .. entry,
 --          so that the entries of one task sort together, oldest first
@@ -93,8 +93,8 @@ local park_budget = 1000
 -- The head of the ready list, after parking the blocked entries in front of it.
 local function pop_ready()
     local entry = redis.call("LPOP", ready)
-    while entry and limited and at_limit(string.sub(entry, 53)) do
-        redis.call("ZADD", parked, 0, task_prefix(string.sub(entry, 53)) .. entry)
+    while entry and limited and at_limit(string.sub(entry, 49)) do
+        redis.call("ZADD", parked, 0, task_prefix(string.sub(entry, 49)) .. entry)
         park_budget = park_budget - 1
         if park_budget == 0 then
             return nil
@@ -110,7 +110,7 @@ while handed < max_jobs do
     if not entry then
         break
     end
-    local id, task_name = string.sub(entry, 17, 52), string.sub(entry, 53)
+    local id, task_name = string.sub(entry, 13, 48), string.sub(entry, 49)
     local payload = redis.call("HGET", payloads, id)
     if not payload then
         redis.call("RPUSH", failed, entry)

@@ -38,7 +38,7 @@ for i = 1, queue_count do
 end
 
 local function push_ready(i, member)
-    local place = string.format("%016d", redis.call("INCR", seq))
+    local place = string.format("%012x", redis.call("INCR", seq))
     redis.call("RPUSH", KEYS[4 + 2 * i], place .. member)
 end
 

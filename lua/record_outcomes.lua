@@ -62,7 +62,7 @@ for j = first_retry, #ARGV, 6 do
         redis.call("HSET", payloads, id, ARGV[j + 5])
         redis.call("SADD", queues, ARGV[3 + queue_number])
         if at <= now then
-            local place = string.format("%016d", redis.call("INCR", seq))
+            local place = string.format("%012x", redis.call("INCR", seq))
             redis.call("RPUSH", KEYS[4 + 2 * queue_number], place .. id .. task_name)
         else
             redis.call("ZADD", KEYS[5 + 2 * queue_number], at, id .. task_name)

@@ -32,6 +32,6 @@ for k = #lost, 1, -1 do
             redis.call("HDEL", in_flight, task_name)
         end
     end
-    redis.call("LPUSH", ready, string.format("%016d", 0) .. id .. task_name)
+    redis.call("LPUSH", ready, string.format("%012x", 0) .. id .. task_name)
 end
 return #lost

@@ -382,10 +382,13 @@ class Engine:
         while not self._must_stop.is_set():
             try:
                 self._record_outcomes()
+                fetched = self._fetch(queue, workers)
+                # Future jobs are moved after the fetch, off the path of ready
+                # jobs: when one is due, and at most every _MOVE_INTERVAL
+                # otherwise, so that a busy engine does not pay a broker call
+                # per loop to learn that nothing is due. Jobs moved wake the
+                # engine up, like any job stored.
                 now = time.monotonic()
-                # Future jobs are moved when one is due, and at most every
-                # _MOVE_INTERVAL otherwise: a busy engine does not pay a broker
-                # call per loop to learn that nothing is due.
                 if now >= move_due or now - last_move >= _MOVE_INTERVAL:
                     next_due = self._broker.move_future_jobs()
                     last_move = now
@@ -396,7 +399,6 @@ class Engine:
                 else:
                     # Woken up meanwhile: a future job may have been stored.
                     look_again = min(move_due, last_move + _MOVE_INTERVAL)
-                fetched = self._fetch(queue, workers)
                 if (
                     stop_when_queue_empty
                     and not fetched
