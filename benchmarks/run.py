@@ -36,6 +36,8 @@ QUEUES: dict[str, tuple[str, list[str]]] = {
     "dramatiq": ("dramatiq_queue.py", ["dramatiq[redis]==2.2.1", "redis==8.1.0"]),
     "huey": ("huey_queue.py", ["huey==3.5.4", "redis==8.1.0"]),
     "rq": ("rq_queue.py", ["rq==3.0.0", "redis==8.1.0"]),
+    # Not a queue: plain RPUSH round trips, the floor of enqueueing and latency.
+    "redis-py": ("raw_redis.py", []),
 }
 
 

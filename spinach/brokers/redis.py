@@ -257,9 +257,11 @@ class RedisBroker(Broker):
         packed: list[bytes] = []
         for job in jobs:
             name, payload = _utf8(job.task_name), pack(job)
-            header = f"{job.id}{number[job.queue]} {job.at_timestamp!r} {len(name)} {len(payload)}\n"
+            at, queue_number = job.at_timestamp, number[job.queue]
+            header = f"{job.id}{queue_number} {at!r} {len(name)} {len(payload)}\n"
             packed += [header.encode(), name, payload]
-        return keys, [self._now(), k.channel, marker_seconds, len(queues), *queues, b"".join(packed)]
+        head = [self._now(), k.channel, marker_seconds, len(queues), *queues]
+        return keys, [*head, b"".join(packed)]
 
     @override
     def enqueue_jobs(self, jobs: Sequence[Job]) -> None:
@@ -362,7 +364,9 @@ class RedisBroker(Broker):
         job.handout_token = token
         return job
 
-    def _record(self, done: Sequence[tuple[str, str]], again: Sequence[Job]) -> list[RunningJobState]:
+    def _record(
+        self, done: Sequence[tuple[str, str]], again: Sequence[Job]
+    ) -> list[RunningJobState]:
         """Record the end of running jobs: (id, token) of those done for good, then
         those to run ``again``; one state each, in that order."""
         k = self._keys

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from spinach import AbortException, Engine, MemoryBroker, RetryException, signals
+from spinach import AbortException, Engine, MemoryBroker, RetryException, ThreadWorkers, signals
 from spinach.brokers.base import RunningJobState
 from spinach.brokers.memory import MemoryStore
 from spinach.clock import ManualClock
@@ -832,3 +832,48 @@ class TestGracePeriod:
         """A negative grace period is refused, naming the argument."""
         with pytest.raises(ConfigurationError, match="grace_period"):
             engine.start_workers(block=False, grace_period=-1)
+
+
+class TestQueuedAhead:
+    """Workers ask for more jobs than they have free workers only while jobs are short."""
+
+    @staticmethod
+    def run_jobs(workers: ThreadWorkers, func: Any, count: int) -> None:
+        for _ in range(count):
+            job = Job("t", "q", MemoryBroker().now(), 0)
+            job.task_func = func
+            workers.submit_job(job)
+        finished = 0
+
+        def all_back() -> bool:
+            nonlocal finished
+            finished += len(workers.collect_finished())
+            return finished == count
+
+        wait_for(all_back)
+
+    def test_no_job_queued_ahead_before_any_ran(self) -> None:
+        workers = ThreadWorkers(2, "ahead")
+        try:
+            assert workers.jobs_wanted == 2
+        finally:
+            workers.stop()
+
+    def test_short_jobs_are_queued_ahead(self) -> None:
+        """After quick jobs, up to 64 more jobs than free workers are asked for."""
+        workers = ThreadWorkers(2, "ahead")
+        try:
+            self.run_jobs(workers, lambda: None, 20)
+            assert 2 < workers.jobs_wanted <= 2 + 64
+        finally:
+            workers.stop()
+
+    def test_long_jobs_are_not_queued_ahead(self) -> None:
+        """Jobs of 50 ms or more: one job per free worker, none waiting behind a busy one."""
+        workers = ThreadWorkers(2, "ahead")
+        never = threading.Event()
+        try:
+            self.run_jobs(workers, lambda: never.wait(0.05), 2)  # each runs for 50 ms
+            assert workers.jobs_wanted == 2
+        finally:
+            workers.stop()

@@ -332,6 +332,37 @@ class TestJob:
         assert back.task_args == (1, [2])
         assert back.at == job.at
 
+    def test_assigned_naive_at_is_utc(self) -> None:
+        """Assigning a naive datetime to ``at`` (as a RetryException's may be) means UTC."""
+        job = Job("t", "q", datetime(2030, 1, 1), 0)
+        job.at = datetime(2031, 6, 1, 8)
+        assert job.at == datetime(2031, 6, 1, 8, tzinfo=timezone.utc)
+        with pytest.raises(TypeError, match="must be a datetime"):
+            job.at = "tomorrow"  # type: ignore[assignment]
+
+    @pytest.mark.parametrize(
+        ("args", "kwargs"),
+        [
+            ((), {}),
+            (("é" * 50, "\U0001f600" * 10, '"\\\n\x00'), {"ключ": "\t" * 9}),
+            ((2**200, -(2**63), 0, -1, 1 / 3, -1e-300, 1.7976931348623157e308), {}),
+            (([[[]]], {"a": {"b": [None, True, False]}}), {"k": [1.5, {}]}),
+        ],
+        ids=["empty", "escaped-text", "numbers", "nested"],
+    )
+    def test_size_bound_is_never_below_the_size(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        """check_arguments bounds the serialized size, so that most jobs skip the size check."""
+        from spinach.engine import _job_size_bound
+        from spinach.job import check_arguments
+
+        task = Task(noop, "t\u00e9", queue="q\U0001f600", max_retries=0, periodicity=None)
+        job = Job(task.name, task.queue, datetime(2030, 1, 1), 2**40, args, kwargs)
+        job.retries = 2**40
+        bound = check_arguments(task.name, args, kwargs) + _job_size_bound(task)
+        assert len(job.serialize()) <= bound
+
     def test_deserialize_garbage(self) -> None:
         """Text that is not a job is a ValueError quoting it."""
         for text in ["not json", "[]", '{"task_name": "t"}']:
