@@ -46,6 +46,8 @@ _MAX_ERROR_WAIT = 30.0
 _MOVE_INTERVAL = 0.05
 #: Tries of each broker operation made while starting workers.
 _START_TRIES = 5
+#: Seconds between two looks of a blocked start_workers at the engine's threads.
+_JOIN_POLL = 0.1
 #: Seconds between two recordings of outcomes while stopping.
 _DRAIN_POLL = 0.1
 
@@ -316,7 +318,11 @@ class Engine:
     def _join_threads(self) -> None:
         for thread in (self._arbiter, self._maintenance):
             if thread is not None and thread is not threading.current_thread():
-                thread.join()
+                # Short joins: a signal that the kernel delivered to another
+                # thread only runs its Python handler once the main thread
+                # runs Python code again, which a join without end may never do.
+                while thread.is_alive():
+                    thread.join(_JOIN_POLL)
 
     @contextlib.contextmanager
     def _stopping_on_signals(self) -> Iterator[None]:
@@ -381,8 +387,7 @@ class Engine:
         move_due = 0.0
         while not self._must_stop.is_set():
             try:
-                self._record_outcomes()
-                fetched = self._fetch(queue, workers)
+                fetched = self._exchange(queue, workers)
                 # Future jobs are moved after the fetch, off the path of ready
                 # jobs: when one is due, and at most every _MOVE_INTERVAL
                 # otherwise, so that a busy engine does not pay a broker call
@@ -418,19 +423,39 @@ class Engine:
                 self._must_stop.wait(wait)
         self._shut_down(workers)
 
-    def _fetch(self, queue: str, workers: Workers) -> int:
-        slots = workers.jobs_wanted
-        if slots <= 0:
+    def _exchange(self, queue: str, workers: Workers) -> int:
+        """Record the outcomes that came in and fetch jobs for the free workers,
+        in one broker call when there are both; return the number fetched."""
+        self._to_record.extend(workers.collect_finished())
+        wanted = workers.jobs_wanted
+        if wanted <= 0 or not self._to_record or len(self._to_record) > _RECORD_BATCH:
+            self._record_outcomes()
+            return self._fetch(queue, wanted)
+        jobs = list(self._to_record)
+        self._to_record.clear()
+        with self._recording(jobs) as states:
+            recorded, fetched = self._broker.record_outcomes_and_get_jobs(jobs, queue, wanted)
+            states += recorded
+        self._submit(fetched)
+        return len(fetched)
+
+    def _fetch(self, queue: str, wanted: int) -> int:
+        if wanted <= 0:
             return 0
-        jobs = self._broker.get_jobs_from_queue(queue, slots)
+        jobs = self._broker.get_jobs_from_queue(queue, wanted)
+        self._submit(jobs)
+        return len(jobs)
+
+    def _submit(self, jobs: list[Job]) -> None:
+        """Hand fetched jobs to the workers, and settle at once those that cannot run here."""
+        assert self._workers is not None
         for job in jobs:
             error = self._resolve(job)
             if error is None:
-                workers.submit_job(job)
+                self._workers.submit_job(job)
             else:
                 settle(self._namespace, job, None, error, self._broker.now())
                 self._to_record.append(job)
-        return len(jobs)
 
     def _record_outcomes(self) -> None:
         assert self._workers is not None
@@ -438,24 +463,32 @@ class Engine:
         while self._to_record:
             count = min(len(self._to_record), _RECORD_BATCH)
             jobs = [self._to_record.popleft() for _ in range(count)]
-            try:
-                states = self._broker.record_outcomes(jobs)
-            except Exception:
-                # The call may have been recorded with its reply lost: then the
-                # next try finds the jobs no longer ours, which is fine.
-                self._retried_records.update(job.id for job in jobs)
-                self._to_record.extendleft(reversed(jobs))
-                raise
-            for job, state in zip(jobs, states):
-                if job.id in self._retried_records:
-                    self._retried_records.discard(job.id)
-                elif state is RunningJobState.NOT_OURS:
-                    logger.warning(
-                        "Outcome of %s not recorded: the job is no longer this worker's (it "
-                        "was taken over after this worker was declared dead, or given up at "
-                        "shutdown)",
-                        job,
-                    )
+            with self._recording(jobs) as states:
+                states += self._broker.record_outcomes(jobs)
+
+    @contextlib.contextmanager
+    def _recording(self, jobs: list[Job]) -> Iterator[list[RunningJobState]]:
+        """Around a broker call recording ``jobs``, which fills the list it is given
+        with their states: on an error, the jobs are recorded again later."""
+        states: list[RunningJobState] = []
+        try:
+            yield states
+        except Exception:
+            # The call may have been recorded with its reply lost: then the
+            # next try finds the jobs no longer ours, which is fine.
+            self._retried_records.update(job.id for job in jobs)
+            self._to_record.extendleft(reversed(jobs))
+            raise
+        for job, state in zip(jobs, states):
+            if job.id in self._retried_records:
+                self._retried_records.discard(job.id)
+            elif state is RunningJobState.NOT_OURS:
+                logger.warning(
+                    "Outcome of %s not recorded: the job is no longer this worker's (it "
+                    "was taken over after this worker was declared dead, or given up at "
+                    "shutdown)",
+                    job,
+                )
 
     def _shut_down(self, workers: Workers) -> None:
         try:

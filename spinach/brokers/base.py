@@ -205,6 +205,20 @@ class Broker(ABC):
             for job in jobs
         ]
 
+    def record_outcomes_and_get_jobs(
+        self, jobs: Sequence[Job], queue: str, max_jobs: int
+    ) -> tuple[list[RunningJobState], list[Job]]:
+        """:meth:`record_outcomes` of ``jobs``, then :meth:`get_jobs_from_queue`.
+
+        One call, so that a broker can send both in one round trip (this
+        default makes two calls). When it raises, either part may have
+        happened: outcomes are safe to record again, and the broker repairs
+        a hand-out whose reply was lost as it does for
+        :meth:`get_jobs_from_queue`.
+        """
+        states = self.record_outcomes(jobs) if jobs else []
+        return states, self.get_jobs_from_queue(queue, max_jobs)
+
     @abstractmethod
     def move_future_jobs(self) -> float | None:
         """Move due future jobs to their queues, then run due periodic tasks.
