@@ -162,8 +162,8 @@ def _cluster_client(url: str, scheme: str, redis_kwargs: dict[str, Any]) -> redi
     hosts = parts.netloc.rpartition("@")[2]
     if "," in hosts:
         raise ConfigurationError(
-            f"Invalid Redis Cluster URL {_redacted(url)!r}: it names several nodes. Name one "
-            f"node ({form}): the client learns the others from it"
+            f"Invalid Redis Cluster URL {_redacted(url)!r}: it names several nodes. Write "
+            f"{form}, with one node: the client learns the others from it"
         )
     if not hosts:
         raise ConfigurationError(

@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Union, cast
-from urllib.parse import urlsplit, urlunsplit
 
 import redis as redis_py
 from redis.commands.core import Script
@@ -34,6 +33,7 @@ from ._redis_clock import ServerClock
 from ._redis_keys import Keys
 from ._redis_listener import Listener
 from ._redis_payload import pack, unpack
+from ._redis_url import client_from_url
 from .base import FINISHED, Broker, JobCounts, RunningJobState
 
 if TYPE_CHECKING:
@@ -98,6 +98,19 @@ def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
 @functools.lru_cache(maxsize=1024)
 def _utf8(text: str) -> bytes:
     return text.encode()
+
+
+def _split_outcomes(jobs: Sequence[Job]) -> tuple[list[tuple[str, str]], list[Job]]:
+    """(id, token) of the jobs that ended for good, and the jobs to run again."""
+    done = [(str(job.id), job.handout_token or "") for job in jobs if job.status in FINISHED]
+    return done, [job for job in jobs if job.status not in FINISHED]
+
+
+def _merge_states(jobs: Sequence[Job], states: list[RunningJobState]) -> list[RunningJobState]:
+    """The states of the record_outcomes script (ended jobs first) in the order of ``jobs``."""
+    ended = sum(1 for job in jobs if job.status in FINISHED)
+    done_states, again_states = iter(states[:ended]), iter(states[ended:])
+    return [next(done_states if job.status in FINISHED else again_states) for job in jobs]
 
 
 def _text(value: Any) -> str:
@@ -165,22 +178,25 @@ class RedisBroker(Broker):
         **redis_kwargs: Any,
     ) -> RedisBroker:
         """A broker for a ``redis://`` or ``rediss://`` (TLS) URL, with user,
-        password and database as the URL gives them.
+        password and database as the URL gives them (``unix://`` for a socket).
 
         ``redis+cluster://host:port`` (``rediss+cluster://`` for TLS) connects
         to a Redis Cluster through that node, which serves to discover the others.
+
+        ``redis+sentinel://host1:26379,host2:26379/service[/db]``
+        (``rediss+sentinel://`` for TLS) connects to the master that these
+        sentinels monitor under that service name, following failovers; the
+        URL's password is the master's, ``?sentinel_password=...`` the
+        sentinels'. The forms are described in ``docs/scaling.md``.
+
+        Raises:
+            ConfigurationError: the URL has none of these forms, or is malformed.
         """
         redis_kwargs.setdefault("socket_keepalive", True)
         redis_kwargs.setdefault("socket_connect_timeout", 5)
         redis_kwargs.setdefault("socket_timeout", 10)
         redis_kwargs.setdefault("health_check_interval", 30)
-        parts = urlsplit(url)
-        client: RedisClient
-        if parts.scheme in ("redis+cluster", "rediss+cluster"):
-            plain = urlunsplit(parts._replace(scheme=parts.scheme.split("+")[0]))
-            client = redis_py.RedisCluster.from_url(plain, **redis_kwargs)
-        else:
-            client = redis_py.Redis.from_url(url, **redis_kwargs)
+        client = client_from_url(url, **redis_kwargs)
         return cls(
             client,
             enqueue_job_max_retries=enqueue_job_max_retries,
@@ -290,20 +306,15 @@ class RedisBroker(Broker):
     def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
         if max_jobs <= 0:
             return []
-        k = self._keys
         self._requeue_lost_handouts()
-        keys = [k.ready(queue), k.parked(queue), k.payloads, k.running, k.limits, k.in_flight]
+        keys = self._fetch_keys(queue)
         jobs: list[Job] = []
         prefixes: list[str] = []
         more = True
         try:
             while more and len(jobs) < max_jobs:
                 prefixes.append(self._token_prefix())
-                reply = self._run(
-                    "get_jobs_from_queue",
-                    [*keys, k.failed, k.calls],
-                    [max_jobs - len(jobs), prefixes[-1]],
-                )
+                reply = self._run("get_jobs_from_queue", keys, [max_jobs - len(jobs), prefixes[-1]])
                 more = int(reply[0]) == 1
                 jobs += self._jobs_of(queue, prefixes[-1], reply)
         except Exception:
@@ -312,6 +323,59 @@ class RedisBroker(Broker):
             self._lost_fetches += [(queue, prefix) for prefix in prefixes]
             raise
         return jobs
+
+    def _fetch_keys(self, queue: str) -> list[str]:
+        k = self._keys
+        return [
+            k.ready(queue),
+            k.parked(queue),
+            k.payloads,
+            k.running,
+            k.limits,
+            k.in_flight,
+            k.failed,
+            k.calls,
+        ]
+
+    @override
+    def record_outcomes_and_get_jobs(
+        self, jobs: Sequence[Job], queue: str, max_jobs: int
+    ) -> tuple[list[RunningJobState], list[Job]]:
+        if not jobs or max_jobs <= 0 or isinstance(self._redis, redis_py.RedisCluster):
+            # A cluster pipeline cannot route scripts: two calls.
+            return super().record_outcomes_and_get_jobs(jobs, queue, max_jobs)
+        self._requeue_lost_handouts()
+        done, again = _split_outcomes(jobs)
+        record_keys, record_args = self._record_arguments(done, again)
+        prefix = self._token_prefix()
+        fetch_keys = self._fetch_keys(queue)
+        # Both scripts in one round trip. A script the server lost (a restart
+        # without persistence) did not run: it runs again the usual way, which loads it.
+        pipe = self._redis.pipeline(transaction=False)
+        for script, keys, args in (
+            ("record_outcomes", record_keys, record_args),
+            ("get_jobs_from_queue", fetch_keys, [max_jobs, prefix]),
+        ):
+            pipe.evalsha(self._scripts[script].sha, len(keys), *keys, *args)
+        try:
+            with _refused_clearly():
+                recorded, fetched = pipe.execute(raise_on_error=False)
+            if isinstance(fetched, redis_py.exceptions.NoScriptError):
+                fetched = self._run("get_jobs_from_queue", fetch_keys, [max_jobs, prefix])
+            if isinstance(fetched, Exception):
+                raise fetched
+            if isinstance(recorded, redis_py.exceptions.NoScriptError):
+                recorded = self._run("record_outcomes", record_keys, record_args)
+            if isinstance(recorded, Exception):
+                raise recorded
+            handed = self._jobs_of(queue, prefix, fetched)
+        except Exception:
+            # Jobs handed out by the fetch, if it ran, are known to no one: put them back.
+            self._lost_fetches.append((queue, prefix))
+            raise
+        if int(fetched[0]) == 1 and len(handed) < max_jobs:
+            handed += self.get_jobs_from_queue(queue, max_jobs - len(handed))
+        return _merge_states(jobs, [_STATES[r] for r in recorded]), handed
 
     def _requeue_lost_handouts(self) -> None:
         k = self._keys
@@ -369,6 +433,13 @@ class RedisBroker(Broker):
     ) -> list[RunningJobState]:
         """Record the end of running jobs: (id, token) of those done for good, then
         those to run ``again``; one state each, in that order."""
+        keys, args = self._record_arguments(done, again)
+        return [_STATES[r] for r in self._run("record_outcomes", keys, args)]
+
+    def _record_arguments(
+        self, done: Sequence[tuple[str, str]], again: Sequence[Job]
+    ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the record_outcomes script."""
         k = self._keys
         queues = list(dict.fromkeys(job.queue for job in again))
         number = {queue: i for i, queue in enumerate(queues, 1)}
@@ -387,17 +458,13 @@ class RedisBroker(Broker):
                 job.task_name,
                 pack(job),
             ]
-        return [_STATES[r] for r in self._run("record_outcomes", keys, args)]
+        return keys, args
 
     @override
     def record_outcomes(self, jobs: Sequence[Job]) -> list[RunningJobState]:
-        done = [job for job in jobs if job.status in FINISHED]
-        again = [job for job in jobs if job.status not in FINISHED]
         if not jobs:
             return []
-        states = self._record([(str(job.id), job.handout_token or "") for job in done], again)
-        done_states, again_states = iter(states[: len(done)]), iter(states[len(done) :])
-        return [next(done_states if job.status in FINISHED else again_states) for job in jobs]
+        return _merge_states(jobs, self._record(*_split_outcomes(jobs)))
 
     @override
     def remove_job_from_running(self, job: Job) -> RunningJobState:
@@ -536,6 +603,9 @@ class RedisBroker(Broker):
     def close(self) -> None:
         """Stop listening for notifications and close the client's connections."""
         self.stop()
+        if isinstance(self._redis, redis_py.RedisCluster):
+            # redis-py's RedisCluster.close() leaves its nodes' pooled sockets open.
+            self._redis.disconnect_connection_pools()  # type: ignore[no-untyped-call]
         self._redis.close()
 
     # -- notifications ----------------------------------------------------------

@@ -1,10 +1,4 @@
-"""The RedisBroker on a real 3-master Redis Cluster, started by the tests on loopback ports.
-
-NOT COLLECTED YET (the file name does not match test_*.py): its 110 tests pass,
-but run alone the session ends with a ResourceWarning about an unclosed socket
-inside redis-py's cluster connections, which filterwarnings=error turns into a
-failure. Find the client that is not closed, then rename it test_cluster.py.
-"""
+"""The RedisBroker on a real 3-master Redis Cluster, started by the tests on loopback ports."""
 
 from __future__ import annotations
 
@@ -14,7 +8,7 @@ import socket
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 
 import pytest
@@ -209,3 +203,40 @@ def test_idle_worker_is_notified_on_a_cluster(cluster: list[RedisServer]) -> Non
             waiting.close()
             producer.close()
     probe.close()
+
+
+def _clients_named(servers: list[RedisServer], name: str) -> int:
+    """How many connections the servers hold for clients of that name."""
+    count = 0
+    for server in servers:
+        client = redis.Redis(port=server.port, socket_timeout=2)
+        try:
+            count += sum(1 for c in client.client_list() if c["name"] == name)
+        finally:
+            client.close()
+    return count
+
+
+def test_closing_a_broker_closes_its_connections_to_every_node(
+    cluster: list[RedisServer], from_url: Callable[..., RedisBroker]
+) -> None:
+    """Closing a broker from a cluster URL closes its connections to every node at once.
+
+    ``RedisCluster.close()`` of redis-py 8.1 leaves the connections of a
+    ``RedisCluster.from_url`` client open, for the garbage collector to find.
+    """
+    name = f"close-{uuid.uuid4().hex[:8]}"
+    broker = from_url(f"redis+cluster://127.0.0.1:{cluster[0].port}", client_name=name)
+    probe = redis.RedisCluster(host="127.0.0.1", port=cluster[0].port)
+    try:
+        namespaces = namespaces_on_every_master(probe)
+    finally:
+        probe.close()
+    for namespace in namespaces:
+        broker.namespace = namespace
+        assert broker.count_jobs().running == 0
+    broker.start()
+    assert broker.wait_for_event(10)  # the listener subscribed
+    assert _clients_named(cluster, name) >= len(cluster)
+    broker.close()
+    wait_for(lambda: _clients_named(cluster, name) == 0, timeout=10, interval=0.02)
