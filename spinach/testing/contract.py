@@ -358,6 +358,20 @@ class RecordOutcomesContract(_Base):
         """An empty list is accepted and records nothing."""
         assert broker.record_outcomes([]) == []
 
+    def test_record_then_fetch_in_one_call(self, broker: Broker, clock: ManualClock) -> None:
+        """record_outcomes_and_get_jobs records first: a job put back comes out in the same call."""
+        broker.enqueue_jobs([self.job(clock, max_retries=1), self.job(clock)])
+        first, second = broker.get_jobs_from_queue("q", 2)
+        first.status, first.retries = JobStatus.QUEUED, 1
+        second.status = JobStatus.SUCCEEDED
+        states, jobs = broker.record_outcomes_and_get_jobs([first, second], "q", 5)
+        assert states == [RunningJobState.RECORDED] * 2
+        assert self.ids(jobs) == [first.id]
+        assert jobs[0].retries == 1
+        assert broker.count_jobs().running == 1
+        states, jobs = broker.record_outcomes_and_get_jobs([], "q", 5)
+        assert (states, jobs) == ([], [])
+
 
 class MoveFutureJobsContract(_Base):
     """:meth:`Broker.move_future_jobs`."""
