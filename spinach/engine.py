@@ -449,13 +449,16 @@ class Engine:
     def _submit(self, jobs: list[Job]) -> None:
         """Hand fetched jobs to the workers, and settle at once those that cannot run here."""
         assert self._workers is not None
+        runnable = []
         for job in jobs:
             error = self._resolve(job)
             if error is None:
-                self._workers.submit_job(job)
+                runnable.append(job)
             else:
                 settle(self._namespace, job, None, error, self._broker.now())
                 self._to_record.append(job)
+        if runnable:
+            self._workers.submit_jobs(runnable)
 
     def _record_outcomes(self) -> None:
         assert self._workers is not None

@@ -14,7 +14,8 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from typing import Any, Callable
+from collections.abc import Sequence
+from typing import Callable
 
 from typing_extensions import override
 
@@ -108,10 +109,15 @@ class Workers(ABC):
 
     def submit_job(self, job: Job) -> None:
         """Hand a job (with its ``task_func`` set) to a free worker."""
+        self.submit_jobs([job])
+
+    def submit_jobs(self, jobs: list[Job]) -> None:
+        """Hand jobs (with their ``task_func`` set) to the workers, in order."""
         with self._lock:
-            self._in_flight += 1
-            self._unfinished[job.id] = job
-        self._submit(job)
+            self._in_flight += len(jobs)
+            for job in jobs:
+                self._unfinished[job.id] = job
+        self._submit(jobs)
 
     def collect_finished(self) -> list[Job]:
         """Return the jobs that ran since the last call, freeing their slots."""
@@ -185,8 +191,8 @@ class Workers(ABC):
         """Start the workers; called at the end of ``__init__``."""
 
     @abstractmethod
-    def _submit(self, job: Job) -> None:
-        """Pass a job to the workers."""
+    def _submit(self, jobs: list[Job]) -> None:
+        """Pass jobs to the workers."""
 
     def stop(self, timeout: float | None = None) -> bool:
         """Let every submitted job run to its end, then stop the workers.
@@ -228,8 +234,9 @@ class ThreadWorkers(Workers):
             thread.start()
 
     @override
-    def _submit(self, job: Job) -> None:
-        self._queue.put(job)
+    def _submit(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._queue.put(job)
 
     def _work(self, worker_name: str) -> None:
         signals.worker_started.send(self._namespace, worker_name=worker_name)
@@ -314,13 +321,15 @@ class AsyncioWorkers(Workers):
             self._ran(job, started, err)
         signals.worker_terminated.send(self._namespace, worker_name=worker_name)
 
-    def _put(self, item: Any) -> None:
+    def _put(self, items: Sequence[Job | None]) -> None:
         assert self._queue is not None
-        self._queue.put_nowait(item)
+        for item in items:
+            self._queue.put_nowait(item)
 
     @override
-    def _submit(self, job: Job) -> None:
-        self._loop.call_soon_threadsafe(self._put, job)
+    def _submit(self, jobs: list[Job]) -> None:
+        # One wake-up of the event loop for all of them.
+        self._loop.call_soon_threadsafe(self._put, list(jobs))
 
     @override
     def runs_in_current_thread(self) -> bool:
@@ -329,8 +338,7 @@ class AsyncioWorkers(Workers):
     @override
     def request_stop(self) -> None:
         if self._thread.is_alive():
-            for _ in range(self._num_workers):
-                self._loop.call_soon_threadsafe(self._put, None)
+            self._loop.call_soon_threadsafe(self._put, [None] * self._num_workers)
 
     @override
     def join(self, timeout: float | None = None) -> bool:
