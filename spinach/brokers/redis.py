@@ -374,7 +374,12 @@ class RedisBroker(Broker):
             self._lost_fetches.append((queue, prefix))
             raise
         if int(fetched[0]) == 1 and len(handed) < max_jobs:
-            handed += self.get_jobs_from_queue(queue, max_jobs - len(handed))
+            # Stopped at its parking budget: the usual fetch goes on.
+            try:
+                handed += self.get_jobs_from_queue(queue, max_jobs - len(handed))
+            except Exception:
+                self._lost_fetches.append((queue, prefix))
+                raise
         return _merge_states(jobs, [_STATES[r] for r in recorded]), handed
 
     def _requeue_lost_handouts(self) -> None:

@@ -1,0 +1,131 @@
+"""The table and the chart of a benchmark run, from its results.
+
+Only the standard library, and matplotlib for the chart:
+
+    python benchmarks/report.py chart results/latest.json results/throughput.png
+
+draws the chart of a run (``benchmarks/run.py`` does it itself, in a
+virtualenv of its own when its interpreter has no matplotlib).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+
+def figure(result: dict[str, Any], key: str) -> float | None:
+    """The headline number of one scenario (jobs/s, ms or bytes), None if not measured."""
+    value = result.get(key)
+    if isinstance(value, dict):
+        for field in ("jobs_per_s", "p99_ms", "median_ms", "fetch_median_ms"):
+            if field in value:
+                return float(value[field])
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
+    """(scenario key, label) in display order, for every key some queue measured."""
+    keys: list[str] = []
+    for result in results.values():
+        keys += [k for k in result if k not in ("queue", "version", "error") and k not in keys]
+    ordered = [k for k in keys if not k.startswith("memory:")]
+    ordered += [k for k in keys if k.startswith("memory:")]
+    out = []
+    for key in ordered:
+        unit = "jobs/s"
+        if "latency" in key:
+            unit = "ms p99 (median)"
+        elif key == "memory_per_job":
+            unit = "bytes/job"
+        elif key.startswith("blocked_fetch"):
+            unit = "ms median (p99)"
+        out.append((key, f"{key} ({unit})"))
+        if key.startswith(("drain", "memory:drain")):
+            out.append((f"{key}#cpu", f"{key} (CPU ms/job)"))
+    return out
+
+
+def cell(result: dict[str, Any], key: str) -> str:
+    if key.endswith("#cpu"):
+        value = result.get(key[:-4])
+        if isinstance(value, dict) and "cpu_ms_per_job" in value:
+            return f"{value['cpu_ms_per_job']:.3f}"
+        return "-"
+    value = result.get(key)
+    if isinstance(value, dict):
+        if "error" in value:
+            return "error"
+        if "p99_ms" in value:
+            return f"{value['p99_ms']:.2f} ({value['median_ms']:.2f})"
+        if "fetch_median_ms" in value:
+            return f"{value['fetch_median_ms']:.3f} ({value['fetch_p99_ms']:.3f})"
+        text = f"{value['jobs_per_s']:,.0f}"
+        return text + (" (timed out)" if value.get("timed_out") else "")
+    if isinstance(value, (int, float)):
+        return f"{value:,.0f}"
+    return "-"
+
+
+def ratio(ours: float | None, theirs: float | None, key: str) -> str:
+    if not ours or not theirs:
+        return "-"
+    lower_is_better = "latency" in key or "memory_per_job" in key or key.endswith("#cpu")
+    return f"{(theirs / ours if lower_is_better else ours / theirs):.2f}"
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown table; ratio columns: this project over each other queue (>1: we do better)."""
+    names = list(results)
+    others = [n for n in names if n != "spinach"]
+    header = ["scenario", *names] + ([f"x vs {n}" for n in others] if "spinach" in results else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, label in rows(results):
+        cells = [cell(results[n], key) for n in names]
+        if "spinach" in results:
+            for other in others:
+                if key.endswith("#cpu"):
+                    ours = results["spinach"].get(key[:-4], {})
+                    theirs = results[other].get(key[:-4], {})
+                    a = ours.get("cpu_ms_per_job") if isinstance(ours, dict) else None
+                    b = theirs.get("cpu_ms_per_job") if isinstance(theirs, dict) else None
+                else:
+                    a, b = figure(results["spinach"], key), figure(results[other], key)
+                cells.append(ratio(a, b, key))
+        lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def chart(path: str, results: dict[str, dict[str, Any]]) -> None:
+    """Draw a PNG bar chart of the throughput per queue (needs matplotlib)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = [
+        k for k, _ in rows(results) if k.startswith(("enqueue", "drain")) and not k.endswith("#cpu")
+    ]
+    names = list(results)
+    width = 0.8 / max(len(names), 1)
+    fig, ax = plt.subplots(figsize=(12, 5))
+    for i, name in enumerate(names):
+        values = [figure(results[name], k) or 0 for k in scenarios]
+        ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=name)
+    ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(scenarios))])
+    ax.set_xticklabels(scenarios, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("jobs per second (Redis, one worker process)")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("Throughput per queue")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["chart"] or len(sys.argv) != 4:
+        sys.exit("usage: report.py chart RESULTS.json OUTPUT.png")
+    with open(sys.argv[2]) as f:
+        chart(sys.argv[3], json.load(f)["results"])
