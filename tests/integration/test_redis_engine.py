@@ -13,10 +13,11 @@ import pytest
 import redis
 
 from spinach import Engine
+from spinach.brokers.base import RunningJobState
 from spinach.brokers.redis import RedisBroker
 from spinach.clock import Clock
 from spinach.exc import BrokerConnectionError, ConfigurationError
-from spinach.job import Job
+from spinach.job import Job, JobStatus
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer, free_port
 
@@ -193,19 +194,36 @@ def test_jobs_of_a_lost_fetch_reply_are_put_back(redis_client: redis.Redis, name
     broker = RedisBroker(redis_client)
     engine = make_engine(broker, namespace, [])
     jobs = [engine.schedule("record", i) for i in range(3)]
-    k = broker._keys
     # The fetch script runs, but the reply never reaches the broker.
     lost_prefix = broker._token_prefix()
     broker._scripts["get_jobs_from_queue"](
-        keys=[k.ready("spinach"), k.parked("spinach"), k.payloads, k.running, k.limits,
-              k.in_flight, k.failed, k.calls],
-        args=[2, lost_prefix],
-    )  # fmt: skip
+        keys=broker._fetch_keys("spinach"), args=[2, lost_prefix]
+    )
     broker._lost_fetches.append(("spinach", lost_prefix))
     assert broker.count_jobs().running == 2
     got = broker.get_jobs_from_queue("spinach", 10)
     assert [job.id for job in got] == [job.id for job in jobs]
     assert broker.count_jobs().running == 3
+    broker.flush()
+
+
+def test_record_and_fetch_after_the_server_lost_its_scripts(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """After SCRIPT FLUSH (a restart without persistence), the pipelined record and
+    fetch load the scripts again and do both, once each."""
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, [])
+    first, second = (engine.schedule("record", i) for i in range(2))
+    (running,) = broker.get_jobs_from_queue("spinach", 1)
+    running.status = JobStatus.SUCCEEDED
+    redis_client.script_flush()
+    states, fetched = broker.record_outcomes_and_get_jobs([running], "spinach", 5)
+    assert states == [RunningJobState.RECORDED]
+    assert [job.id for job in fetched] == [second.id]
+    counts = broker.count_jobs()
+    assert (counts.queued, counts.running) == ({}, 1)
+    assert running.id == first.id
     broker.flush()
 
 
