@@ -12,10 +12,11 @@
 -- ARGV[3]       seconds the marker is kept; 0: no marker
 -- ARGV[4]       Q, the number of queues in this call
 -- ARGV[5..4+Q]  the queue names, in the order of their keys
--- ARGV[5+Q]     the jobs, in one string (one argument is much cheaper for the client to
---               send than five per job); for each job: its id (36 characters), then
---               "<queue number> <at> <bytes of task name> <bytes of payload>\n", then the
---               task name and the payload
+-- ARGV[5+Q..]   the jobs, packed in one string (one argument is much cheaper for the
+--               client to send than five per job), or in several when they are too many
+--               bytes for one, each holding whole jobs; for each job: its id (36
+--               characters), then "<queue number> <at> <bytes of task name> <bytes of
+--               payload>\n", then the task name and the payload
 -- Entries: a ready list holds seq (12 hex digits) .. id (36 chars) .. task name;
 --          a future set holds id .. task name, scored by at.
 -- Returns: the number of jobs stored.
@@ -27,7 +28,6 @@ local now = tonumber(ARGV[1])
 local channel = ARGV[2]
 local marker_seconds = tonumber(ARGV[3])
 local queue_count = tonumber(ARGV[4])
-local jobs = ARGV[5 + queue_count]
 
 if marker_seconds > 0 and not redis.call("SET", marker, "1", "NX", "EX", marker_seconds) then
     return 0
@@ -39,25 +39,28 @@ end
 -- Ready entries per queue number, without their place in line yet; future entries and scores.
 local ready, ready_count, future = {}, 0, {}
 local stored = 0
-local position = 1
-while position <= #jobs do
-    local id = string.sub(jobs, position, position + 35)
-    local _, header_end, queue_number, at, name_bytes, payload_bytes =
-        string.find(jobs, "^(%d+) ([^ ]+) (%d+) (%d+)\n", position + 36)
-    queue_number, at = tonumber(queue_number), tonumber(at)
-    local name_end = header_end + tonumber(name_bytes)
-    local task_name = string.sub(jobs, header_end + 1, name_end)
-    position = name_end + tonumber(payload_bytes) + 1
-    if redis.call("HSETNX", payloads, id, string.sub(jobs, name_end + 1, position - 1)) == 1 then
-        stored = stored + 1
-        if at <= now then
-            ready[queue_number] = ready[queue_number] or {}
-            table.insert(ready[queue_number], id .. task_name)
-            ready_count = ready_count + 1
-        else
-            future[queue_number] = future[queue_number] or {}
-            table.insert(future[queue_number], at)
-            table.insert(future[queue_number], id .. task_name)
+for part = 5 + queue_count, #ARGV do
+    local jobs = ARGV[part]
+    local position = 1
+    while position <= #jobs do
+        local id = string.sub(jobs, position, position + 35)
+        local _, header_end, queue_number, at, name_bytes, payload_bytes =
+            string.find(jobs, "^(%d+) ([^ ]+) (%d+) (%d+)\n", position + 36)
+        queue_number, at = tonumber(queue_number), tonumber(at)
+        local name_end = header_end + tonumber(name_bytes)
+        local task_name = string.sub(jobs, header_end + 1, name_end)
+        position = name_end + tonumber(payload_bytes) + 1
+        if redis.call("HSETNX", payloads, id, string.sub(jobs, name_end + 1, position - 1)) == 1 then
+            stored = stored + 1
+            if at <= now then
+                ready[queue_number] = ready[queue_number] or {}
+                table.insert(ready[queue_number], id .. task_name)
+                ready_count = ready_count + 1
+            else
+                future[queue_number] = future[queue_number] or {}
+                table.insert(future[queue_number], at)
+                table.insert(future[queue_number], id .. task_name)
+            end
         end
     end
 end

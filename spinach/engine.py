@@ -329,25 +329,32 @@ class Engine:
         """Make SIGINT and SIGTERM stop the workers gracefully, while inside."""
         previous: dict[int, Any] = {}
 
+        def restore() -> None:
+            for signum_, handler in previous.items():
+                signal.signal(signum_, handler)
+
         def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self._must_stop.is_set():
+                # A stop is under way: a second signal gets the previous
+                # behaviour (KeyboardInterrupt, exit), even one that came
+                # before the previous handlers were back.
+                restore()
+                signal.raise_signal(signum)
+                return
             logger.info(
                 "Received %s, stopping workers gracefully; send it again to stop at once",
                 signal.Signals(signum).name,
             )
-            # A second signal gets the previous behaviour (KeyboardInterrupt, exit),
-            # from the moment the stop is visible.
-            for signum_, handler in previous.items():
-                signal.signal(signum_, handler)
             self._must_stop.set()
             self._broker.wake_up()
+            restore()
 
         for stop_signal in (signal.SIGINT, signal.SIGTERM):
             previous[stop_signal] = signal.signal(stop_signal, on_signal)
         try:
             yield
         finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
+            restore()
 
     def _check_task_kinds(self, queue: str, workers_class: type[Workers]) -> None:
         for task in self._tasks.tasks.values():
@@ -387,23 +394,21 @@ class Engine:
         move_due = 0.0
         while not self._must_stop.is_set():
             try:
+                # Future jobs are moved when one is due (then before the fetch,
+                # which hands them out at once), and otherwise at most every
+                # _MOVE_INTERVAL, after the fetch, off the path of ready jobs (in
+                # case one was stored meanwhile; jobs moved then wake the engine
+                # up like any job stored): a busy engine does not pay a broker
+                # call per loop to learn that nothing is due.
+                due = time.monotonic() >= move_due
+                if due:
+                    last_move, move_due = self._move_future_jobs()
                 fetched = self._exchange(queue, workers)
-                # Future jobs are moved after the fetch, off the path of ready
-                # jobs: when one is due, and at most every _MOVE_INTERVAL
-                # otherwise, so that a busy engine does not pay a broker call
-                # per loop to learn that nothing is due. Jobs moved wake the
-                # engine up, like any job stored.
-                now = time.monotonic()
-                if now >= move_due or now - last_move >= _MOVE_INTERVAL:
-                    next_due = self._broker.move_future_jobs()
-                    last_move = now
-                    move_due = now + (
-                        _MAX_IDLE_WAIT if next_due is None else min(next_due, _MAX_IDLE_WAIT)
-                    )
-                    look_again = move_due
-                else:
-                    # Woken up meanwhile: a future job may have been stored.
-                    look_again = min(move_due, last_move + _MOVE_INTERVAL)
+                if not due and time.monotonic() - last_move >= _MOVE_INTERVAL:
+                    last_move, move_due = self._move_future_jobs()
+                # Woken up meanwhile, a future job may have been stored: look
+                # again within _MOVE_INTERVAL.
+                look_again = min(move_due, last_move + _MOVE_INTERVAL)
                 if (
                     stop_when_queue_empty
                     and not fetched
@@ -422,6 +427,12 @@ class Engine:
                 logger.exception("Error in the engine loop, trying again in %.1f s", wait)
                 self._must_stop.wait(wait)
         self._shut_down(workers)
+
+    def _move_future_jobs(self) -> tuple[float, float]:
+        """Move due future jobs; return when it was done and when to do it again."""
+        now = time.monotonic()
+        next_due = self._broker.move_future_jobs()
+        return now, now + (_MAX_IDLE_WAIT if next_due is None else min(next_due, _MAX_IDLE_WAIT))
 
     def _exchange(self, queue: str, workers: Workers) -> int:
         """Record the outcomes that came in and fetch jobs for the free workers,

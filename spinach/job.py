@@ -13,7 +13,7 @@ import attrs
 
 from .exc import InvalidJobArgumentError
 
-__all__ = ["Job", "JobStatus", "check_arguments"]
+__all__ = ["FINISHED", "Job", "JobStatus", "check_arguments"]
 
 
 class JobStatus(enum.Enum):
@@ -25,6 +25,10 @@ class JobStatus(enum.Enum):
     RUNNING = 3
     SUCCEEDED = 4
     FAILED = 5
+
+
+#: The statuses of a job that ended for good: its outcome removes it from the broker.
+FINISHED = frozenset((JobStatus.SUCCEEDED, JobStatus.FAILED))
 
 
 def _to_utc(value: datetime) -> datetime:

@@ -23,7 +23,7 @@ from . import signals
 from ._outcome import settle
 from .clock import Clock, SystemClock
 from .exc import ConfigurationError
-from .job import Job, JobStatus
+from .job import FINISHED, Job, JobStatus, check_arguments
 
 __all__ = ["AsyncioWorkers", "ThreadWorkers", "Workers"]
 
@@ -32,7 +32,10 @@ logger = logging.getLogger(__name__)
 #: Work, in seconds of the recent mean job duration, queued beyond the free
 #: workers so that they do not wait for the broker's round trip between jobs.
 _QUEUED_WORK = 0.02
-#: Most jobs queued beyond the free workers.
+#: Most jobs queued beyond the free workers: 4 per worker (Celery's default
+#: prefetch multiplier), but 16 for a few workers, and 64 in all.
+_MAX_QUEUED_PER_WORKER = 4
+_MIN_MAX_QUEUED = 16
 _MAX_QUEUED = 64
 
 
@@ -90,15 +93,18 @@ class Workers(ABC):
     def jobs_wanted(self) -> int:
         """How many more jobs to submit now.
 
-        One per free worker, plus, while jobs are short, as many as the
-        workers run in about 20 ms (64 at most) to queue: short jobs are not
-        held back by the round trip that fetches the next ones.
+        One per free worker, plus, while the recent jobs were short, as many
+        as the workers run in about 20 ms to queue (4 per worker, but 16 for
+        up to 4 workers, and 64 at most): short jobs are not held back by the
+        round trip that fetches the next ones.
         """
         with self._lock:
             queued = 0
             mean = self._mean_duration
             if mean is not None:
-                queued = min(_MAX_QUEUED, int(self._num_workers * _QUEUED_WORK / max(mean, 1e-6)))
+                workers = self._num_workers
+                most = min(_MAX_QUEUED, max(_MIN_MAX_QUEUED, _MAX_QUEUED_PER_WORKER * workers))
+                queued = min(most, int(workers * _QUEUED_WORK / max(mean, 1e-6)))
             return self._num_workers + queued - self._in_flight
 
     @property
@@ -167,6 +173,10 @@ class Workers(ABC):
         duration = time.monotonic() - started
         try:
             settle(self._namespace, job, duration, err, self._clock.now())
+            if job.status not in FINISHED:
+                # The task may have put what JSON cannot hold into its own
+                # arguments; stored again, the job would fail every record.
+                check_arguments(job.task_name, job.task_args, job.task_kwargs)
         except Exception:
             # The job must still be recorded: fail it rather than lose it.
             logger.exception("Could not settle the outcome of %s; failing it", job)

@@ -37,16 +37,12 @@ import attrs
 from ..clock import Clock, SystemClock
 from ..const import DEFAULT_NAMESPACE
 from ..exc import BrokerInUseError, ConfigurationError
-from ..job import Job, JobStatus
+from ..job import FINISHED, Job
 
 if TYPE_CHECKING:
     from ..task import Task
 
 __all__ = ["FINISHED", "Broker", "JobCounts", "RunningJobState"]
-
-
-#: The statuses of a job that ended for good: its outcome removes it from the broker.
-FINISHED = frozenset((JobStatus.SUCCEEDED, JobStatus.FAILED))
 
 
 class RunningJobState(enum.IntEnum):

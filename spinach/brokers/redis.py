@@ -62,6 +62,8 @@ _SCRIPTS = (
 #: (after a lost reply, by redis-py or by our retries) does not store them twice.
 _ENQUEUE_MARKER_SECONDS = 600
 _STATES = {int(state): state for state in RunningJobState}
+#: Most bytes of jobs packed in one argument of the enqueue_jobs script.
+_PART_BYTES = 64 * 1024 * 1024
 #: Tries of a script whose queue list turned out stale before giving up for this round.
 _QUEUE_REFRESHES = 3
 
@@ -270,14 +272,24 @@ class RedisBroker(Broker):
         keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id)]
         for queue in queues:
             keys += [k.ready(queue), k.future(queue)]
+        # Jobs packed in parts of at most _PART_BYTES (and whole jobs): Redis
+        # refuses an argument over proto-max-bulk-len (512 MB by default).
+        parts: list[bytes] = []
         packed: list[bytes] = []
+        size = 0
         for job in jobs:
             name, payload = _utf8(job.task_name), pack(job)
             at, queue_number = job.at_timestamp, number[job.queue]
-            header = f"{job.id}{queue_number} {at!r} {len(name)} {len(payload)}\n"
-            packed += [header.encode(), name, payload]
+            header = f"{job.id}{queue_number} {at!r} {len(name)} {len(payload)}\n".encode()
+            job_size = len(header) + len(name) + len(payload)
+            if packed and size + job_size > _PART_BYTES:
+                parts.append(b"".join(packed))
+                packed, size = [], 0
+            packed += [header, name, payload]
+            size += job_size
+        parts.append(b"".join(packed))
         head = [self._now(), k.channel, marker_seconds, len(queues), *queues]
-        return keys, [*head, b"".join(packed)]
+        return keys, [*head, *parts]
 
     @override
     def enqueue_jobs(self, jobs: Sequence[Job]) -> None:

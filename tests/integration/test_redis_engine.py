@@ -12,7 +12,8 @@ from datetime import timedelta
 import pytest
 import redis
 
-from spinach import Engine
+from spinach import Batch, Engine
+from spinach.brokers import redis as redis_broker
 from spinach.brokers.base import RunningJobState
 from spinach.brokers.redis import RedisBroker
 from spinach.clock import Clock
@@ -224,6 +225,25 @@ def test_record_and_fetch_after_the_server_lost_its_scripts(
     counts = broker.count_jobs()
     assert (counts.queued, counts.running) == ({}, 1)
     assert running.id == first.id
+    broker.flush()
+
+
+def test_a_batch_too_big_for_one_argument_goes_in_several(
+    redis_client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs are packed in parts (whole jobs each) when they exceed one argument's size."""
+    monkeypatch.setattr(redis_broker, "_PART_BYTES", 300)
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, [])
+    batch = Batch()
+    for i in range(7):
+        batch.schedule("record", ["é" * 40, i])  # about 330 bytes packed: one job per part
+    scheduled = engine.schedule_batch(batch)
+    _, args = broker._enqueue_arguments(scheduled, "call")
+    assert len(args) == 5 + 7  # now, channel, marker, 1 queue and its name, 7 parts
+    got = broker.get_jobs_from_queue("spinach", 10)
+    assert [job.id for job in got] == [job.id for job in scheduled]
+    assert [job.task_args for job in got] == [(["é" * 40, i],) for i in range(7)]
     broker.flush()
 
 

@@ -133,6 +133,27 @@ class TestRunning:
 
 
 class TestRetries:
+    def test_retry_whose_arguments_became_non_json_fails_alone(
+        self, engine: Engine, broker: MemoryBroker, runs: Runs, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A task that puts a non-JSON value in its own arguments and fails cannot be
+        stored again: that job fails, and the engine goes on with the others."""
+
+        @engine.task(name="spoil", max_retries=3)
+        def spoil(items: list[Any]) -> None:
+            items.append(object())
+            raise ValueError("failing after spoiling my arguments")
+
+        engine.task(lambda: runs.add("good"), name="good")
+        engine.schedule(spoil, [])
+        for _ in range(5):
+            engine.schedule("good")
+        with caplog.at_level(logging.ERROR, logger="spinach.worker"):
+            engine.start_workers(number=1, block=True, stop_when_queue_empty=True)
+        assert runs.count("good") == 5
+        assert all_done(broker)
+        assert "Could not settle the outcome" in caplog.text
+
     def test_retried_until_max_retries_then_failed(
         self, engine: Engine, broker: MemoryBroker, clock: ManualClock, recorder: Recorder
     ) -> None:
@@ -860,11 +881,11 @@ class TestQueuedAhead:
             workers.stop()
 
     def test_short_jobs_are_queued_ahead(self) -> None:
-        """After quick jobs, up to 64 more jobs than free workers are asked for."""
+        """After quick jobs, up to 16 more jobs than 2 free workers are asked for."""
         workers = ThreadWorkers(2, "ahead")
         try:
             self.run_jobs(workers, lambda: None, 20)
-            assert 2 < workers.jobs_wanted <= 2 + 64
+            assert 2 < workers.jobs_wanted <= 2 + 16
         finally:
             workers.stop()
 
