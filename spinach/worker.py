@@ -32,10 +32,7 @@ logger = logging.getLogger(__name__)
 #: Work, in seconds of the recent mean job duration, queued beyond the free
 #: workers so that they do not wait for the broker's round trip between jobs.
 _QUEUED_WORK = 0.02
-#: Most jobs queued beyond the free workers: 4 per worker (Celery's default
-#: prefetch multiplier), but 16 for a few workers, and 64 in all.
-_MAX_QUEUED_PER_WORKER = 4
-_MIN_MAX_QUEUED = 16
+#: Most jobs queued beyond the free workers.
 _MAX_QUEUED = 64
 
 
@@ -94,17 +91,15 @@ class Workers(ABC):
         """How many more jobs to submit now.
 
         One per free worker, plus, while the recent jobs were short, as many
-        as the workers run in about 20 ms to queue (4 per worker, but 16 for
-        up to 4 workers, and 64 at most): short jobs are not held back by the
+        as the workers run in about 20 ms (by the moving mean of job run
+        times, 64 at most) to queue: short jobs are not held back by the
         round trip that fetches the next ones.
         """
         with self._lock:
             queued = 0
             mean = self._mean_duration
             if mean is not None:
-                workers = self._num_workers
-                most = min(_MAX_QUEUED, max(_MIN_MAX_QUEUED, _MAX_QUEUED_PER_WORKER * workers))
-                queued = min(most, int(workers * _QUEUED_WORK / max(mean, 1e-6)))
+                queued = min(_MAX_QUEUED, int(self._num_workers * _QUEUED_WORK / max(mean, 1e-6)))
             return self._num_workers + queued - self._in_flight
 
     @property

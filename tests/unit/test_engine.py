@@ -881,11 +881,11 @@ class TestQueuedAhead:
             workers.stop()
 
     def test_short_jobs_are_queued_ahead(self) -> None:
-        """After quick jobs, up to 16 more jobs than 2 free workers are asked for."""
+        """After quick jobs, up to 64 more jobs than 2 free workers are asked for."""
         workers = ThreadWorkers(2, "ahead")
         try:
             self.run_jobs(workers, lambda: None, 20)
-            assert 2 < workers.jobs_wanted <= 2 + 16
+            assert 2 < workers.jobs_wanted <= 2 + 64
         finally:
             workers.stop()
 
