@@ -1,6 +1,6 @@
 -- enqueue_jobs: store jobs, ready ones at the tail of their queue, future ones aside until due.
 --
--- KEYS[1]       payloads: hash, job id -> stored job (compact JSON array, see _redis_payload.py) (every stored job)
+-- KEYS[1]       payloads: hash, job id -> stored job, every one (see _redis_payload.py)
 -- KEYS[2]       seq: counter giving each ready entry its place in line
 -- KEYS[3]       queues: set of the namespace's queue names
 -- KEYS[4]       marker of this call: a string key named after an id unique to the call

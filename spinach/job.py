@@ -130,33 +130,19 @@ class Job:
         """
         try:
             data = json.loads(job_json)
-            # Checked as __init__ would, without drawing an id only to replace it.
-            task_name, queue, max_retries = data["task_name"], data["queue"], data["max_retries"]
-            args, kwargs = data["task_args"], data["task_kwargs"]
-            if not (
-                type(task_name) is str
-                and type(queue) is str
-                and type(max_retries) is int
-                and type(args) is list
-                and type(kwargs) is dict
-            ):
-                raise TypeError("a field has the wrong type")
-            job = _new_job(
-                task_name=task_name,
-                queue=queue,
-                _at=datetime.fromtimestamp(data["at"], tz=timezone.utc),
-                max_retries=max_retries,
-                task_args=tuple(args),
-                task_kwargs=kwargs,
-                id=uuid.UUID(data["id"]),
-                status=JobStatus(data["status"]),
-                retries=data["retries"],
-                task_func=None,
-                handout_token=None,
+            return _job_of_fields(
+                data["id"],
+                data["task_name"],
+                data["queue"],
+                data["max_retries"],
+                data["retries"],
+                data["at"],
+                data["task_args"],
+                data["task_kwargs"],
+                JobStatus(data["status"]),
             )
         except (ValueError, TypeError, KeyError, OverflowError, AttributeError) as e:
             raise ValueError(f"not a serialized Spinach job ({e!r}): {job_json[:200]!r}") from e
-        return job
 
     def __repr__(self) -> str:
         return f"Job <{self.task_name} {self.status.name} {self.id}>"
@@ -169,14 +155,48 @@ class Job:
     __hash__ = None  # type: ignore[assignment]  # mutable record, like a list
 
 
-_FIELDS = tuple(field.name for field in attrs.fields(Job))
+def _job_of_fields(
+    job_id: str,
+    task_name: Any,
+    queue: Any,
+    max_retries: Any,
+    retries: Any,
+    at: Any,
+    args: Any,
+    kwargs: Any,
+    status: JobStatus,
+) -> Job:
+    """The job of fields read back from storage, checked as ``__init__`` would check
+    them, but built without drawing an id only to replace it.
 
-
-def _new_job(**values: Any) -> Job:
-    """A job with every field given, built without running ``__init__``."""
+    Raises:
+        TypeError, ValueError, OverflowError: a field is not what a job holds.
+    """
+    if not (
+        type(task_name) is str
+        and type(queue) is str
+        and type(max_retries) is int
+        and type(retries) is int
+        and type(args) is list
+        and type(kwargs) is dict
+    ):
+        raise TypeError("a field has the wrong type")
+    values = {
+        "task_name": task_name,
+        "queue": queue,
+        "_at": datetime.fromtimestamp(at, tz=timezone.utc),
+        "max_retries": max_retries,
+        "task_args": tuple(args),
+        "task_kwargs": kwargs,
+        "id": uuid.UUID(job_id),
+        "status": status,
+        "retries": retries,
+        "task_func": None,
+        "handout_token": None,
+    }
     job = object.__new__(Job)
-    for name in _FIELDS:
-        object.__setattr__(job, name, values[name])
+    for field in attrs.fields(Job):
+        object.__setattr__(job, field.name, values[field.name])
     return job
 
 

@@ -10,10 +10,8 @@ is queued, or running once handed out.
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import datetime, timezone
 
-from ..job import Job, JobStatus, _encode, _new_job
+from ..job import Job, JobStatus, _encode, _job_of_fields
 
 __all__ = ["pack", "unpack"]
 
@@ -41,27 +39,8 @@ def unpack(job_id: str, payload: bytes | str) -> Job:
     """
     try:
         task_name, queue, max_retries, retries, at, args, kwargs = json.loads(payload)
-        if not (
-            type(task_name) is str
-            and type(queue) is str
-            and type(max_retries) is int
-            and type(retries) is int
-            and type(args) is list
-            and type(kwargs) is dict
-        ):
-            raise TypeError("a field has the wrong type")
-        return _new_job(
-            task_name=task_name,
-            queue=queue,
-            _at=datetime.fromtimestamp(at, tz=timezone.utc),
-            max_retries=max_retries,
-            task_args=tuple(args),
-            task_kwargs=kwargs,
-            id=uuid.UUID(job_id),
-            status=JobStatus.QUEUED,
-            retries=retries,
-            task_func=None,
-            handout_token=None,
+        return _job_of_fields(
+            job_id, task_name, queue, max_retries, retries, at, args, kwargs, JobStatus.QUEUED
         )
     except (ValueError, TypeError, OverflowError) as e:
         raise ValueError(f"not a stored Spinach job ({e!r}): {payload[:200]!r}") from e

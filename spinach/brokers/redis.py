@@ -261,17 +261,22 @@ class RedisBroker(Broker):
 
     # -- atomic operations ----------------------------------------------------
 
+    def _queues_of(self, jobs: Sequence[Job]) -> tuple[list[str], dict[str, int], list[str]]:
+        """The queues of ``jobs`` in order, their numbers (from 1), and the ready
+        list and future set of each, the keys that the scripts storing jobs take."""
+        k = self._keys
+        queues = list(dict.fromkeys(job.queue for job in jobs))
+        keys = [key for queue in queues for key in (k.ready(queue), k.future(queue))]
+        return queues, {queue: i for i, queue in enumerate(queues, 1)}, keys
+
     def _enqueue_arguments(self, jobs: Sequence[Job], call_id: str) -> tuple[list[str], list[Any]]:
         """The keys and arguments of the enqueue_jobs script storing ``jobs``."""
         k = self._keys
-        queues = list(dict.fromkeys(job.queue for job in jobs))
-        number = {queue: i for i, queue in enumerate(queues, 1)}
+        queues, number, queue_keys = self._queues_of(jobs)
         # At-most-once jobs must not be stored again by a call sent twice after
         # their first run: such calls leave a marker for a while.
         marker_seconds = _ENQUEUE_MARKER_SECONDS if any(j.max_retries == 0 for j in jobs) else 0
-        keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id)]
-        for queue in queues:
-            keys += [k.ready(queue), k.future(queue)]
+        keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id), *queue_keys]
         # Jobs packed in parts of at most _PART_BYTES (and whole jobs): Redis
         # refuses an argument over proto-max-bulk-len (512 MB by default).
         parts: list[bytes] = []
@@ -458,11 +463,8 @@ class RedisBroker(Broker):
     ) -> tuple[list[str], list[Any]]:
         """The keys and arguments of the record_outcomes script."""
         k = self._keys
-        queues = list(dict.fromkeys(job.queue for job in again))
-        number = {queue: i for i, queue in enumerate(queues, 1)}
-        keys = [k.running, k.payloads, k.in_flight, k.seq, k.queues]
-        for queue in queues:
-            keys += [k.ready(queue), k.future(queue)]
+        queues, number, queue_keys = self._queues_of(again)
+        keys = [k.running, k.payloads, k.in_flight, k.seq, k.queues, *queue_keys]
         args: list[Any] = [self._now(), k.channel, len(queues), *queues, len(done)]
         for job_id, token in done:
             args += [job_id, token]
