@@ -195,9 +195,12 @@ def _job_of_fields(
         "handout_token": None,
     }
     job = object.__new__(Job)
-    for field in attrs.fields(Job):
-        object.__setattr__(job, field.name, values[field.name])
+    for name in _FIELDS:
+        object.__setattr__(job, name, values[name])
     return job
+
+
+_FIELDS = tuple(field.name for field in attrs.fields(Job))
 
 
 def _identity(job: Job) -> tuple[Any, ...]:
