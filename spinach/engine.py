@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any, Callable
 
 from . import const
+from ._bounds import short_repr
 from ._outcome import settle
 from .brokers.base import Broker, RunningJobState
 from .exc import (
@@ -213,7 +214,7 @@ class Engine:
         except TypeError as e:
             raise InvalidJobSignatureError(
                 f"Task {task.name!r} cannot be called as {task.name}{sig} with "
-                f"args={args!r:.200} and kwargs={kwargs!r:.200}: {e}"
+                f"args={short_repr(args)} and kwargs={short_repr(kwargs)}: {e}"
             ) from None
         if len(self._bound_shapes) < _MAX_BOUND_SHAPES:
             self._bound_shapes.add(shape)

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import uuid
 from datetime import datetime, timezone
-from typing import Any, Callable, NoReturn
+from typing import Any, Callable
 
 import attrs
 
-from .exc import InvalidJobArgumentError
+from ._bounds import check_arguments, check_stored, short_repr
 
 __all__ = ["FINISHED", "Job", "JobStatus", "check_arguments"]
 
@@ -47,6 +46,10 @@ def _to_args(value: tuple[Any, ...] | None) -> tuple[Any, ...]:
     return () if value is None else tuple(value)
 
 
+#: What reading back a stored job raises when it is not one (RecursionError:
+#: JSON nested deeper than the reader's stack allows).
+_UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError)
+
 #: One encoder for every job: building one per call costs more than encoding a small job.
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 
@@ -80,6 +83,9 @@ class Job:
     #: Set by a broker when it hands the job out; proves the job is still ours
     #: when its outcome is recorded. Not part of the stored payload.
     handout_token: str | None = attrs.field(init=False, default=None)
+    #: Why the broker could not read this job back, if it could not (see
+    #: :meth:`could_not_read`). Not part of the stored payload.
+    unreadable: str | None = attrs.field(init=False, default=None)
 
     @property
     def at(self) -> datetime:
@@ -141,8 +147,27 @@ class Job:
                 data["task_kwargs"],
                 JobStatus(data["status"]),
             )
-        except (ValueError, TypeError, KeyError, OverflowError, AttributeError) as e:
+        except _UNREADABLE as e:
             raise ValueError(f"not a serialized Spinach job ({e!r}): {job_json[:200]!r}") from e
+
+    @classmethod
+    def could_not_read(
+        cls, job_id: str, why: str, at: datetime, task_name: str = "", queue: str = ""
+    ) -> Job:
+        """A stand-in for a stored job that a broker could not read back.
+
+        It has the job's id, ``at`` as given, and the task name and queue where
+        the broker could read them (else empty); :attr:`unreadable` says why.
+        The engine fails it (:class:`~spinach.exc.UnreadableJobError`) without
+        running it, which removes it from the broker.
+
+        Raises:
+            ValueError: ``job_id`` is not a job id.
+        """
+        job = cls(task_name, queue, at, 0)
+        job.id = uuid.UUID(job_id)
+        job.unreadable = why
+        return job
 
     def __repr__(self) -> str:
         return f"Job <{self.task_name} {self.status.name} {self.id}>"
@@ -170,7 +195,8 @@ def _job_of_fields(
     them, but built without drawing an id only to replace it.
 
     Raises:
-        TypeError, ValueError, OverflowError: a field is not what a job holds.
+        TypeError, ValueError, OverflowError: a field is not what a job holds,
+            or the arguments are over the bounds of :mod:`spinach._bounds`.
     """
     if not (
         type(task_name) is str
@@ -180,7 +206,18 @@ def _job_of_fields(
         and type(args) is list
         and type(kwargs) is dict
     ):
-        raise TypeError("a field has the wrong type")
+        raise TypeError(
+            _wrong_kinds(
+                task_name=task_name,
+                queue=queue,
+                max_retries=max_retries,
+                retries=retries,
+                task_args=args,
+                task_kwargs=kwargs,
+            )
+        )
+    if args or kwargs:
+        check_stored(args, kwargs)
     values = {
         "task_name": task_name,
         "queue": queue,
@@ -193,6 +230,7 @@ def _job_of_fields(
         "retries": retries,
         "task_func": None,
         "handout_token": None,
+        "unreadable": None,
     }
     job = object.__new__(Job)
     for name in _FIELDS:
@@ -201,6 +239,17 @@ def _job_of_fields(
 
 
 _FIELDS = tuple(field.name for field in attrs.fields(Job))
+_STORED_KINDS = {"task_name": str, "queue": str, "max_retries": int, "retries": int}
+_STORED_KINDS.update(task_args=list, task_kwargs=dict)
+
+
+def _wrong_kinds(**fields: Any) -> str:
+    """Which stored fields have the wrong type (``True`` is not an int here)."""
+    return "; ".join(
+        f"{name} is {type(value).__name__} {short_repr(value)}, not {_STORED_KINDS[name].__name__}"
+        for name, value in fields.items()
+        if type(value) is not _STORED_KINDS[name]
+    )
 
 
 def _identity(job: Job) -> tuple[Any, ...]:
@@ -214,88 +263,4 @@ def _identity(job: Job) -> tuple[Any, ...]:
         job.retries,
         job.task_args,
         job.task_kwargs,
-    )
-
-
-def check_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """Check that a job's arguments survive a JSON round trip unchanged.
-
-    Allowed: ``None``, ``bool``, ``int``, finite ``float``, ``str``, ``list``,
-    ``tuple`` (read back as a list) and ``dict`` with ``str`` keys, nested;
-    subclasses of these are read back as the plain type.
-
-    Returns:
-        An upper bound of the size of the arguments once serialized, in bytes.
-
-    Raises:
-        InvalidJobArgumentError: naming the task and the argument at fault.
-    """
-    total = 4
-    for i, value in enumerate(args):
-        try:
-            total += _json_bound(value) + 1
-        except _Rejected as e:
-            _reject(task_name, f"args[{i}]{e.path}", e.value, e.why)
-    for key, value in kwargs.items():
-        try:
-            total += _json_bound(value) + 12 * len(key) + 4
-        except _Rejected as e:
-            _reject(task_name, f"kwargs[{key!r}]{e.path}", e.value, e.why)
-    return total
-
-
-class _Rejected(Exception):
-    """A value that is not JSON; ``path`` leads to it from the argument."""
-
-    def __init__(self, value: Any, why: str) -> None:
-        self.value, self.why, self.path = value, why, ""
-
-
-def _json_bound(value: Any) -> int:
-    """An upper bound of the length of ``value`` as JSON text (ASCII, escaped).
-
-    Subclasses (str enums, SafeString, OrderedDict...) are accepted: they are
-    stored as their JSON type and read back as the plain base type.
-
-    Raises:
-        _Rejected: ``value`` is not JSON or does not come back unchanged.
-    """
-    if isinstance(value, str):
-        return 12 * len(value) + 2  # a character outside the BMP is escaped as 12
-    if value is None or isinstance(value, bool):
-        return 5
-    if isinstance(value, int):
-        return value.bit_length() // 3 + 2
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise _Rejected(value, "NaN and infinities are not JSON")
-        return 25
-    if isinstance(value, (list, tuple)):
-        total = len(value) + 2
-        for i, item in enumerate(value):
-            try:
-                total += _json_bound(item)
-            except _Rejected as e:
-                e.path = f"[{i}]{e.path}"
-                raise
-        return total
-    if isinstance(value, dict):
-        total = 2 * len(value) + 2
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise _Rejected(value, f"key {key!r} is not a str, as JSON keys must be")
-            try:
-                total += 12 * len(key) + 2 + _json_bound(item)
-            except _Rejected as e:
-                e.path = f"[{key!r}]{e.path}"
-                raise
-        return total
-    raise _Rejected(value, f"{type(value).__name__} is not a JSON type")
-
-
-def _reject(task_name: str, path: str, value: Any, why: str) -> NoReturn:
-    raise InvalidJobArgumentError(
-        f"Task {task_name!r}: argument {path} = {value!r:.100} cannot be stored ({why}). "
-        "Job arguments must be JSON types (str, int, float, bool, None, list, dict "
-        "with str keys): pass an id, an ISO date string or a plain dict instead."
     )

@@ -38,6 +38,10 @@ def _check_periodicity(
         )
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _zero_if_none(value: int | None) -> int:
     return 0 if value is None else value
 
@@ -59,12 +63,13 @@ class Task:
 
     def __attrs_post_init__(self) -> None:
         where = f"Task {self.name!r}"
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+        # A bool is an int to Python, but True retries is a mistake, not 1.
+        if not _is_int(self.max_retries) or self.max_retries < 0:
             raise InvalidTaskError(
                 f"{where}: max_retries must be an int >= 0, got {self.max_retries!r}"
             )
         if self.max_concurrency is not None:
-            if not isinstance(self.max_concurrency, int):
+            if not _is_int(self.max_concurrency):
                 raise InvalidTaskError(
                     f"{where}: max_concurrency must be an int, got {self.max_concurrency!r}"
                 )

@@ -68,6 +68,6 @@ class Listener:
     def _pubsub(self, failures: int) -> redis_py.client.PubSub:
         if isinstance(self._client, redis_py.RedisCluster) and failures:
             # redis-py leaves get_nodes() and pubsub() unannotated.
-            node = random.choice(self._client.get_nodes())  # type: ignore[no-untyped-call]
-            return self._client.pubsub(node=node, ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,no-any-return]
-        return self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,no-any-return]
+            node = random.choice(self._client.get_nodes())  # type: ignore[no-untyped-call,unused-ignore]
+            return self._client.pubsub(node=node, ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,no-any-return,unused-ignore]
+        return self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,no-any-return,unused-ignore]

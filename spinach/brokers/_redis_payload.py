@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from ..job import Job, JobStatus, _encode, _job_of_fields
+from ..job import _UNREADABLE, Job, JobStatus, _encode, _job_of_fields
 
 __all__ = ["pack", "unpack"]
 
@@ -42,5 +42,5 @@ def unpack(job_id: str, payload: bytes | str) -> Job:
         return _job_of_fields(
             job_id, task_name, queue, max_retries, retries, at, args, kwargs, JobStatus.QUEUED
         )
-    except (ValueError, TypeError, OverflowError) as e:
+    except _UNREADABLE as e:
         raise ValueError(f"not a stored Spinach job ({e!r}): {payload[:200]!r}") from e

@@ -62,7 +62,7 @@ class _ClusterClient(redis_py.RedisCluster):
 
     def close(self) -> None:
         try:
-            self.disconnect_connection_pools()  # type: ignore[no-untyped-call]
+            self.disconnect_connection_pools()  # type: ignore[no-untyped-call,unused-ignore]
         finally:
             super().close()
 
@@ -136,7 +136,7 @@ def _reason(error: ValueError) -> str:
 def _parse_url(url: str) -> dict[str, Any]:
     """redis-py's reading of a ``redis://``, ``rediss://`` or ``unix://`` URL; ValueError if bad."""
     # redis-py leaves parse_url unannotated.
-    return _redis_parse_url(url)  # type: ignore[no-untyped-call,no-any-return]
+    return _redis_parse_url(url)  # type: ignore[no-untyped-call,no-any-return,unused-ignore]
 
 
 def _check_plain(url: str) -> None:
@@ -245,8 +245,8 @@ def _sentinel_client(url: str, scheme: str, redis_kwargs: dict[str, Any]) -> red
         sentinel_kwargs["password"] = sentinel_options["sentinel_password"]
     if tls:
         kwargs["ssl"] = True
-    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
-    return sentinel.master_for(service, redis_class=_SentinelMasterClient, **kwargs)  # type: ignore[no-untyped-call,no-any-return]
+    sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
+    return sentinel.master_for(service, redis_class=_SentinelMasterClient, **kwargs)  # type: ignore[no-untyped-call,no-any-return,unused-ignore]
 
 
 def _sentinel_address(host: str, invalid: Callable[[str], ConfigurationError]) -> tuple[str, int]:

@@ -111,6 +111,8 @@ class TestTaskDefinitions:
             ({"name": "x", "max_retries": 1, "max_concurrency": 0}, "1 or more"),
             ({"name": "x", "periodicity": timedelta(milliseconds=500)}, "under the minimum"),
             ({"name": "x", "max_retries": -1}, "max_retries must be"),
+            ({"name": "x", "max_retries": True}, "max_retries must be an int >= 0, got True"),
+            ({"name": "x", "max_retries": 1, "max_concurrency": True}, "must be an int, got True"),
         ],
     )
     def test_invalid_definitions_are_value_errors(
@@ -201,6 +203,82 @@ class TestScheduleChecks:
         with pytest.raises(InvalidJobArgumentError, match=r"kwargs\['when'\]"):
             engine.schedule_at("noop", datetime.now(timezone.utc), when=value)
         assert stored(engine) == 0
+
+    @pytest.mark.parametrize("depth", [101, 990, 10_000])
+    def test_arguments_nested_too_deep(self, engine: Engine, depth: int) -> None:
+        """Arguments nested over 100 deep fail naming the task and the bound, not recursing."""
+        value: Any = []
+        for _ in range(depth):
+            value = [value]
+        with pytest.raises(
+            InvalidJobArgumentError, match=r"'noop'.*args\[0\](\[0\])+ .*more than 100 deep"
+        ):
+            engine.schedule("noop", value)
+        with pytest.raises(
+            InvalidJobArgumentError, match=r"'noop'.*kwargs\['deep'\].*more than 100 deep"
+        ):
+            engine.schedule("noop", deep={"a": value})
+        assert stored(engine) == 0
+
+    def test_arguments_nested_100_deep_round_trip(self, engine: Engine) -> None:
+        """Arguments nested exactly 100 deep are stored and read back unchanged."""
+        value: Any = [1]
+        for _ in range(99):
+            value = [value]
+        engine.schedule("noop", value, d={"k": [[]]})
+        (job,) = engine._broker.get_jobs_from_queue("spinach", 1)
+        assert job.task_args == (value,)
+        assert job.task_kwargs == {"d": {"k": [[]]}}
+
+    def test_bound_checked_without_recursion(self, engine: Engine) -> None:
+        """The check walks 100 levels even where the stack has room for only a few more calls."""
+        import sys
+
+        value: Any = []
+        for _ in range(99):
+            value = [value]
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(60)
+        try:
+            from spinach.job import check_arguments
+
+            assert check_arguments("noop", (value,), {}) > 0
+        finally:
+            sys.setrecursionlimit(limit)
+
+    @pytest.mark.parametrize("kind", ["list", "dict"])
+    def test_arguments_containing_themselves(self, engine: Engine, kind: str) -> None:
+        """A list or dict that contains itself fails naming the task, never a RecursionError."""
+        value: Any
+        if kind == "list":
+            value = [1, 2]
+            value.append([value] * 1000)
+        else:
+            value = {"a": 1}
+            value["self"] = value
+        with pytest.raises(InvalidJobArgumentError, match=r"'noop'.*args\[0\].*contains itself"):
+            engine.schedule("noop", value)
+        assert stored(engine) == 0
+
+    def test_integers_of_more_than_4300_digits(self, engine: Engine) -> None:
+        """An integer of 4,301 digits fails naming the task; 4,300 digits round trip."""
+        largest = 10**4300 - 1
+        engine.schedule("noop", largest, -largest)
+        (job,) = engine._broker.get_jobs_from_queue("spinach", 1)
+        assert job.task_args == (largest, -largest)
+        for value in (10**4300, -(10**4300), 10**100_000):
+            with pytest.raises(
+                InvalidJobArgumentError, match=r"'noop'.*args\[1\]\['n'\].*4,300 digits"
+            ):
+                engine.schedule("noop", 1, {"n": value})
+
+    def test_signature_error_of_deep_arguments(self, engine: Engine) -> None:
+        """Deep arguments that do not bind fail with the signature error, shortened."""
+        value: Any = []
+        for _ in range(5000):
+            value = [value]
+        with pytest.raises((InvalidJobSignatureError, InvalidJobArgumentError), match="'pair'"):
+            engine.schedule("pair", value, value, value)
 
     def test_subclasses_of_json_types_are_read_back_as_plain_types(self, engine: Engine) -> None:
         """A str enum, a str subclass or an OrderedDict is accepted and comes back plain."""
@@ -368,6 +446,28 @@ class TestJob:
         for text in ["not json", "[]", '{"task_name": "t"}']:
             with pytest.raises(ValueError, match="not a serialized Spinach job"):
                 Job.deserialize(text)
+
+    @pytest.mark.parametrize(
+        ("args", "why"),
+        [
+            ("[" * 150 + "]" * 150, "more than 100 deep"),
+            ("[" * 100_000 + "]" * 100_000, "RecursionError"),
+            ("[" + "9" * 5000 + "]", "digits"),
+        ],
+        ids=["150-deep", "100000-deep", "5000-digits"],
+    )
+    def test_deserialize_over_the_bounds(self, args: str, why: str) -> None:
+        """A stored job over the bounds is a ValueError saying why, never a RecursionError."""
+        job = Job("t", "q", datetime(2030, 1, 1), 0)
+        text = job.serialize().replace('"task_args":[]', f'"task_args":{args}')
+        with pytest.raises(ValueError, match=why):
+            Job.deserialize(text)
+
+    def test_deserialize_names_a_field_of_the_wrong_type(self) -> None:
+        """A stored max_retries of true is refused, naming the field."""
+        text = Job("t", "q", datetime(2030, 1, 1), 1).serialize()
+        with pytest.raises(ValueError, match="max_retries is bool True, not int"):
+            Job.deserialize(text.replace('"max_retries":1', '"max_retries":true'))
 
 
 class TestUtils:
