@@ -10,7 +10,13 @@ import logging
 from datetime import datetime
 
 from . import signals
-from .exc import InvalidJobSignatureError, InvalidTaskTypeError, UnknownTask, WorkerDiedError
+from .exc import (
+    InvalidJobSignatureError,
+    InvalidTaskTypeError,
+    UnknownTask,
+    UnreadableJobError,
+    WorkerDiedError,
+)
 from .job import Job, JobStatus
 from .task import AbortException, RetryException
 from .utils import exponential_backoff, human_duration
@@ -18,7 +24,12 @@ from .utils import exponential_backoff, human_duration
 logger = logging.getLogger("spinach.worker")
 
 #: Errors of the engine (the job could not run here) that another run cannot mend.
-_ENGINE_FINAL_ERRORS = (UnknownTask, InvalidTaskTypeError, InvalidJobSignatureError)
+_ENGINE_FINAL_ERRORS = (
+    UnknownTask,
+    InvalidTaskTypeError,
+    InvalidJobSignatureError,
+    UnreadableJobError,
+)
 
 
 def settle(

@@ -25,6 +25,7 @@ from .exc import (
     InvalidTaskTypeError,
     JobTooLargeError,
     SpinachError,
+    UnreadableJobError,
     WorkerDiedError,
     WorkersError,
 )
@@ -367,6 +368,8 @@ class Engine:
     def _resolve(self, job: Job) -> SpinachError | None:
         """Set the job's function, or return why it cannot run here."""
         assert self._workers is not None
+        if job.unreadable is not None:
+            return UnreadableJobError(f"Job {job.id} could not be read back: {job.unreadable}")
         try:
             task, error = self._resolved[job.task_name]
         except KeyError:

@@ -16,6 +16,8 @@ meaning matches a builtin, the error derives from that builtin too, so
     ├── NotAttachedError(RuntimeError)    a registry or broker used before it is attached
     ├── BrokerInUseError(RuntimeError)    one broker given to two engines
     ├── WorkerDiedError                   the reason given for a job whose worker died
+    ├── UnreadableJobError                the reason given for a stored job that could not
+    │                                     be read back (failed without running)
     ├── TargetError(ValueError)           ``spinach doctor`` cannot use its target
                                           (in :mod:`spinach.doctor`)
     ├── BrokerConnectionError(ConnectionError)  the broker's server stayed out of reach
@@ -40,6 +42,7 @@ __all__ = [
     "NotAttachedError",
     "SpinachError",
     "UnknownTask",
+    "UnreadableJobError",
     "WorkerDiedError",
     "WorkersError",
 ]
@@ -91,6 +94,15 @@ class BrokerInUseError(SpinachError, RuntimeError):
 
 class WorkerDiedError(SpinachError):
     """Reason of the failure of a job whose worker stopped heartbeating while running it."""
+
+
+class UnreadableJobError(SpinachError):
+    """Reason of the failure of a stored job that could not be read back.
+
+    Its payload was damaged or over the bounds of what a job may hold (see
+    :mod:`spinach._bounds`): the job is failed without running, and the
+    broker keeps a copy of the payload aside.
+    """
 
 
 class BrokerConnectionError(SpinachError, ConnectionError):

@@ -13,7 +13,9 @@ import json
 
 from ..job import _UNREADABLE, Job, JobStatus, _encode, _job_of_fields
 
-__all__ = ["pack", "unpack"]
+__all__ = ["pack", "salvage", "unpack"]
+
+_decoder = json.JSONDecoder()
 
 
 def pack(job: Job) -> bytes:
@@ -44,3 +46,21 @@ def unpack(job_id: str, payload: bytes | str) -> Job:
         )
     except _UNREADABLE as e:
         raise ValueError(f"not a stored Spinach job ({e!r}): {payload[:200]!r}") from e
+
+
+def salvage(payload: bytes | str) -> tuple[str, str]:
+    """The task name and queue of a payload that :func:`unpack` refused, each
+    where it can still be read, else empty."""
+    fields: list[str] = []
+    try:
+        text = payload.decode() if isinstance(payload, bytes) else payload
+        end = 0
+        while len(fields) < 2 and text[end] in "[,":
+            value, end = _decoder.raw_decode(text, end + 1)
+            if not isinstance(value, str):
+                break
+            fields.append(value)
+    except (ValueError, IndexError, RecursionError):
+        pass
+    fields += ["", ""]
+    return fields[0], fields[1]

@@ -62,14 +62,16 @@ class _Namespace:
     #: ready jobs set aside while their task is at its concurrency limit,
     #: by queue then task, oldest first
     parked: dict[str, dict[str, deque[_Queued]]] = attrs.Factory(dict)
-    #: heap of (at, seq, job id) of future jobs
-    future: list[tuple[float, int, str]] = attrs.Factory(list)
+    #: heap of (at, seq, job id, queue, task name) of future jobs
+    future: list[tuple[float, int, str, str, str]] = attrs.Factory(list)
     running: dict[str, _Running] = attrs.Factory(dict)
     limits: dict[str, int] = attrs.Factory(dict)
     in_flight: dict[str, int] = attrs.Factory(dict)
     periodic: dict[str, _Periodic] = attrs.Factory(dict)
     #: last heartbeat time by worker id
     workers: dict[str, float] = attrs.Factory(dict)
+    #: payloads that could not be read back, set aside
+    failed: list[str] = attrs.Factory(list)
 
     def at_limit(self, task_name: str) -> bool:
         limit = self.limits.get(task_name)
@@ -157,7 +159,8 @@ class MemoryBroker(Broker):
         if at <= now:
             self._push_ready(ns, job_id, job.queue, job.task_name)
         else:
-            heapq.heappush(ns.future, (at, self._store.next_seq(), job_id))
+            entry = (at, self._store.next_seq(), job_id, job.queue, job.task_name)
+            heapq.heappush(ns.future, entry)
 
     @override
     def enqueue_jobs(self, jobs: Sequence[Job]) -> None:
@@ -195,17 +198,30 @@ class MemoryBroker(Broker):
                 if source is None:
                     break
                 entry = source.popleft()
-                handed.append(self._hand_out(ns, entry))
+                handed.append(self._hand_out(ns, entry, queue))
             for task_name in [name for name, waiting in parked.items() if not waiting]:
                 del parked[task_name]
         return handed
 
-    def _hand_out(self, ns: _Namespace, entry: _Queued) -> Job:
+    def _hand_out(self, ns: _Namespace, entry: _Queued, queue: str) -> Job:
         token = f"{self.worker_id}:{next(self._tokens)}"
         ns.running[entry.job_id] = _Running(self.worker_id, token, entry.task_name)
         if entry.task_name in ns.limits:
             ns.in_flight[entry.task_name] = ns.in_flight.get(entry.task_name, 0) + 1
-        job = Job.deserialize(ns.payloads[entry.job_id])
+        return self._running_job(ns, entry.job_id, token, entry.task_name, queue)
+
+    def _running_job(
+        self, ns: _Namespace, job_id: str, token: str, task_name: str, queue: str
+    ) -> Job:
+        """The running job ``job_id``, read back; for a payload that cannot be
+        read, a stand-in (see :meth:`Job.could_not_read`), the payload set aside."""
+        payload = ns.payloads[job_id]
+        try:
+            job = Job.deserialize(payload)
+        except ValueError as e:
+            ns.failed.append(payload)
+            why = f"{e}; its payload was set aside"
+            job = Job.could_not_read(job_id, why, self.now(), task_name, queue)
         job.status = JobStatus.RUNNING
         job.handout_token = token
         return job
@@ -259,9 +275,8 @@ class MemoryBroker(Broker):
             ns = self._ns()
             now = self._now()
             while ns.future and ns.future[0][0] <= now:
-                _, _, job_id = heapq.heappop(ns.future)
-                job = Job.deserialize(ns.payloads[job_id])
-                self._push_ready(ns, job_id, job.queue, job.task_name)
+                _, _, job_id, queue, task_name = heapq.heappop(ns.future)
+                self._push_ready(ns, job_id, queue, task_name)
                 moved = True
             for periodic in ns.periodic.values():
                 if periodic.next_run <= now:
@@ -342,10 +357,7 @@ class MemoryBroker(Broker):
                     continue
                 running.worker_id = self.worker_id
                 running.token = f"{self.worker_id}:{next(self._tokens)}"
-                job = Job.deserialize(ns.payloads[job_id])
-                job.status = JobStatus.RUNNING
-                job.handout_token = running.token
-                adopted.append(job)
+                adopted.append(self._running_job(ns, job_id, running.token, running.task_name, ""))
             for worker_id in dead:
                 del ns.workers[worker_id]
         return adopted

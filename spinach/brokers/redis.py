@@ -32,7 +32,7 @@ from ._lua import read_script
 from ._redis_clock import ServerClock
 from ._redis_keys import Keys
 from ._redis_listener import Listener
-from ._redis_payload import pack, unpack
+from ._redis_payload import pack, salvage, unpack
 from ._redis_url import client_from_url
 from .base import FINISHED, Broker, JobCounts, RunningJobState
 
@@ -431,24 +431,41 @@ class RedisBroker(Broker):
             job_id = packed[start : start + 36].decode()
             job = self._job_from(job_id, f"{prefix}{handed}", packed[colon + 1 : end])
             if job is not None:
+                job.queue = job.queue or queue  # a stand-in whose queue could not be read
                 jobs.append(job)
             start = end
         return jobs
 
     def _job_from(self, job_id: str, token: str, payload: Any) -> Job | None:
-        """The job of a payload, or None after moving an invalid payload aside."""
+        """The job of a payload handed out under ``token``; for a payload that
+        cannot be read, a stand-in (see :meth:`Job.could_not_read`)."""
         try:
             job = unpack(job_id, payload)
         except ValueError as e:
-            logger.error(
-                "Job %s has an invalid payload, moved to %s: %s", job_id, self._keys.failed, e
-            )
-            self._redis.rpush(self._keys.failed, payload)
-            self._record([(job_id, token)], [])
-            return None
+            unreadable = self._set_aside(job_id, token, payload, e)
+            if unreadable is None:
+                return None
+            job = unreadable
         job.status = JobStatus.RUNNING
         job.handout_token = token
         return job
+
+    def _set_aside(self, job_id: str, token: str, payload: Any, error: ValueError) -> Job | None:
+        """Copy an unreadable payload to the failed list, and return the stand-in
+        that the engine fails; None when even the id is not a job's."""
+        failed = self._keys.failed
+        try:
+            self._redis.rpush(failed, payload)
+            kept = f"its payload was copied to {failed}"
+        except redis_py.RedisError as e:
+            kept = f"its payload could not be copied aside ({e})"
+        task_name, queue = salvage(payload)
+        try:
+            return Job.could_not_read(job_id, f"{error}; {kept}", self.now(), task_name, queue)
+        except ValueError:
+            logger.error("Entry %r is not a Spinach job (%s); %s", job_id, error, kept)
+            self._record([(job_id, token)], [])
+            return None
 
     def _record(
         self, done: Sequence[tuple[str, str]], again: Sequence[Job]

@@ -113,6 +113,55 @@ def test_garbage_in_a_queue_is_moved_aside(
     broker.flush()
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        ("[1]", "[" + "[" * 990 + "]" * 990 + "]"),  # decoding it recursed without a bound
+        ("[1]", "[" + "[" * 150 + "]" * 150 + "]"),  # decodes, but over the nesting bound
+        ("[1]", "[" + "9" * 5000 + "]"),
+        (",2,0,", ",true,0,"),  # max_retries=True, as a bool passed for an int once wrote it
+        ("{}]", "{"),
+    ],
+    ids=["990-deep", "150-deep", "5000-digits", "bool-max-retries", "truncated"],
+)
+def test_unreadable_job_fails_and_the_queue_flows(
+    redis_client: redis.Redis, namespace: str, damage: tuple[str, str]
+) -> None:
+    """A stored job that cannot be read is failed with job_failed and set aside; the
+    jobs queued behind it run."""
+    from spinach import signals
+    from spinach.exc import UnreadableJobError
+
+    runs: list[int] = []
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, runs)
+    poison = engine.schedule("record", 1)
+    payloads = f"spinach:{{{namespace}}}:payloads"
+    payload = redis_client.hget(payloads, str(poison.id))
+    text = payload if isinstance(payload, str) else payload.decode()
+    assert damage[0] in text
+    redis_client.hset(payloads, str(poison.id), text.replace(damage[0], damage[1], 1))
+    for i in range(2, 22):
+        engine.schedule("record", i)
+    failed: list[tuple[Job, BaseException]] = []
+
+    def on_failed(sender: str, job: Job, err: BaseException) -> None:
+        failed.append((job, err))
+
+    with signals.job_failed.connected_to(on_failed, sender=namespace):
+        engine.start_workers(number=2, stop_when_queue_empty=True)
+    assert sorted(runs) == list(range(2, 22))
+    ((job, err),) = failed
+    assert (job.id, job.task_name, job.queue) == (poison.id, "record", "spinach")
+    assert isinstance(err, UnreadableJobError)
+    assert str(poison.id) in str(err)
+    assert not redis_client.hexists(payloads, str(poison.id))
+    (kept,) = redis_client.lrange(f"spinach:{{{namespace}}}:failed", 0, -1)
+    assert (kept if isinstance(kept, str) else kept.decode()).startswith('["record')
+    assert broker.count_jobs().running == 0
+    broker.flush()
+
+
 def test_wrong_password_is_a_clear_error(
     own_server: RedisServer, from_url: Callable[..., RedisBroker]
 ) -> None:

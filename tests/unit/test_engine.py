@@ -654,6 +654,29 @@ class TestTaskKinds:
         assert "'ghost'" in str(failed.err)
         assert all_done(broker)
 
+    def test_unreadable_job_fails_and_is_set_aside(
+        self, engine: Engine, broker: MemoryBroker, recorder: Recorder, runs: Runs
+    ) -> None:
+        """A stored job that cannot be read fails with job_failed, set aside; the rest run."""
+        from spinach.exc import UnreadableJobError
+
+        engine.task(lambda i: runs.add("ok", i), name="ok", max_retries=3)
+        poison = engine.schedule("ok", 0)
+        for i in range(1, 6):
+            engine.schedule("ok", i)
+        payloads = broker.store.namespace(engine.namespace).payloads
+        deep = "[" * 150 + "]" * 150
+        damaged = payloads[str(poison.id)].replace("[0]", f"[{deep}]")
+        payloads[str(poison.id)] = damaged
+        engine.start_workers(number=2, stop_when_queue_empty=True)
+        assert sorted(args for _, args in runs.calls) == [(i,) for i in range(1, 6)]
+        assert recorder.of(poison.id) == ["job_failed"]
+        (failed,) = recorder.named("job_failed")
+        assert isinstance(failed.err, UnreadableJobError)
+        assert "more than 100 deep" in str(failed.err)
+        assert broker.store.namespace(engine.namespace).failed == [damaged]
+        assert all_done(broker)
+
 
 class TestSharedStore:
     def test_namespaces_do_not_see_each_other(
