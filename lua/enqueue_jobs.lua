@@ -5,8 +5,8 @@
 -- KEYS[3]       queues: set of the namespace's queue names
 -- KEYS[4]       marker of this call: a string key named after an id unique to the call
 --               (the same when the call is sent again)
--- KEYS[3+2i]    ready list of the i-th queue of this call (i = 1..Q)
--- KEYS[4+2i]    future sorted set of the i-th queue of this call
+-- KEYS[5]       future: sorted set of the future jobs of every queue, scored by at
+-- KEYS[5+i]     ready list of the i-th queue of this call (i = 1..Q)
 -- ARGV[1]       now, POSIX seconds
 -- ARGV[2]       notification channel
 -- ARGV[3]       seconds the marker is kept; 0: no marker
@@ -18,12 +18,13 @@
 --               characters), then "<queue number> <at> <bytes of task name> <bytes of
 --               payload>\n", then the task name and the payload
 -- Entries: a ready list holds seq (12 hex digits) .. id (36 chars) .. task name;
---          a future set holds id .. task name, scored by at.
+--          the future set holds id .. byte length of the queue (8 digits) .. queue ..
+--          task name, scored by at.
 -- Returns: the number of jobs stored.
 -- Safe to retry: a job whose id is already stored is skipped; with a marker, a call sent
 -- again (after a lost reply) stores nothing, even if its jobs already ran and were removed.
 
-local payloads, seq, queues, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local payloads, seq, queues, marker, future_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = tonumber(ARGV[1])
 local channel = ARGV[2]
 local marker_seconds = tonumber(ARGV[3])
@@ -36,8 +37,12 @@ for i = 1, queue_count do
     redis.call("SADD", queues, ARGV[4 + i])
 end
 
--- Ready entries per queue number, without their place in line yet; future entries and scores.
+-- Ready entries per queue number, without their place in line yet; future scores and entries.
 local ready, ready_count, future = {}, 0, {}
+local future_prefix = {}
+for i = 1, queue_count do
+    future_prefix[i] = string.format("%08d", #ARGV[4 + i]) .. ARGV[4 + i]
+end
 local stored = 0
 for part = 5 + queue_count, #ARGV do
     local jobs = ARGV[part]
@@ -57,9 +62,8 @@ for part = 5 + queue_count, #ARGV do
                 table.insert(ready[queue_number], id .. task_name)
                 ready_count = ready_count + 1
             else
-                future[queue_number] = future[queue_number] or {}
-                table.insert(future[queue_number], at)
-                table.insert(future[queue_number], id .. task_name)
+                table.insert(future, at)
+                table.insert(future, id .. future_prefix[queue_number] .. task_name)
             end
         end
     end
@@ -74,13 +78,11 @@ for queue_number, entries in pairs(ready) do
         entries[i] = string.format("%012x", place) .. entries[i]
     end
     for first = 1, #entries, chunk do
-        redis.call("RPUSH", KEYS[3 + 2 * queue_number], unpack(entries, first, math.min(first + chunk - 1, #entries)))
+        redis.call("RPUSH", KEYS[5 + queue_number], unpack(entries, first, math.min(first + chunk - 1, #entries)))
     end
 end
-for queue_number, pairs_ in pairs(future) do
-    for first = 1, #pairs_, 2 * chunk do
-        redis.call("ZADD", KEYS[4 + 2 * queue_number], unpack(pairs_, first, math.min(first + 2 * chunk - 1, #pairs_)))
-    end
+for first = 1, #future, 2 * chunk do
+    redis.call("ZADD", future_key, unpack(future, first, math.min(first + 2 * chunk - 1, #future)))
 end
 
 if stored > 0 then

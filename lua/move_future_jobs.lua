@@ -1,103 +1,141 @@
 -- move_future_jobs: move due future jobs to the tail of their queue, then create the jobs of due periodic tasks.
 --
--- KEYS[1]       payloads: hash, job id -> stored job (spinach/brokers/_redis_payload.py)
--- KEYS[2]       seq: counter giving each ready entry its place in line
--- KEYS[3]       periodic: hash, task name -> JSON {queue, max_retries, period}
--- KEYS[4]       periodic_next: sorted set, task name scored by its next run
--- KEYS[5]       queues: set of the namespace's queue names
--- KEYS[4+2i]    ready list of the i-th queue (i = 1..Q)
--- KEYS[5+2i]    future sorted set of the i-th queue
--- ARGV[1]       now, POSIX seconds
--- ARGV[2]       notification channel
--- ARGV[3]       namespace (to derive the ids of periodic jobs)
--- ARGV[4]       Q, the number of queues passed: every queue of the namespace
--- ARGV[5..4+Q]  the queue names, in the order of their keys
--- A periodic job's id is derived from its task, namespace and scheduled time, so that
--- one period can never create two jobs. Its payload is built here, with no arguments.
--- Returns: {-1} when the queues passed are not all the namespace's queues (nothing
---          changed: call again with all of them); else {0, seconds until the next due
---          future job or periodic run, as a string, or "" when there is none}.
+-- KEYS[1]  payloads: hash, job id -> stored job (spinach/brokers/_redis_payload.py)
+-- KEYS[2]  seq: counter giving each ready entry its place in line
+-- KEYS[3]  periodic: hash, task name -> JSON {queue, max_retries, period}
+-- KEYS[4]  periodic_next: sorted set, task name scored by its next run
+-- KEYS[5]  queues: set of the namespace's queue names
+-- KEYS[6]  future: sorted set of the future jobs of every queue, scored by at; a member
+--          is the job id (36 chars), the byte length of its queue (8 digits), the queue,
+--          then the task name
+-- KEYS[7]  failed: list of entries that are not jobs
+-- ARGV[1]  now, POSIX seconds
+-- ARGV[2]  notification channel
+-- ARGV[3]  namespace (to derive the ids of periodic jobs)
+-- ARGV[4]  the prefix of the namespace's keys, "spinach:{<namespace>}:"
+-- Keys built here: the ready list of each queue a due job or periodic task belongs to,
+-- ARGV[4] .. "queue:" .. queue. Which queues those are is only known here; the caller
+-- cannot pass them without passing every queue's. They carry the namespace's hash tag,
+-- so on Redis Cluster they are in the slot of KEYS.
+-- Bounded: at most 1000 jobs moved and 100 periodic tasks run, and no more moves once
+-- 5 ms have passed, so that no call blocks Redis for long whatever the number of queues
+-- and of due jobs; the caller calls again at once when it stopped early. When nothing
+-- is due, a call costs two sorted set lookups.
+-- Damage no Spinach code makes is worked around and reported, never an error: a future
+-- member that is not one goes to the failed list; a due job whose ready list is not a
+-- list stays future, due again in 60 s; a periodic task whose definition is not valid
+-- JSON leaves the schedule (the engine registering it again puts it back).
+-- Returns: {seconds until the next due future job or periodic run, as a string (0 when
+--          it stopped early), or "" when there is none; then one line per problem found}.
 -- Safe to retry.
 
-local payloads, seq, periodic, periodic_next, queues = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local payloads, seq, periodic, periodic_next = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local queues, future, failed = KEYS[5], KEYS[6], KEYS[7]
 local now = tonumber(ARGV[1])
-local channel, namespace = ARGV[2], ARGV[3]
-local queue_count = tonumber(ARGV[4])
--- Jobs moved per call, so that one call never blocks Redis for long.
-local max_moves = 1000
+local channel, namespace, prefix = ARGV[2], ARGV[3], ARGV[4]
+local max_moves, max_periodic, max_ms, retry_later = 1000, 100, 5, 60
 
-if redis.call("SCARD", queues) ~= queue_count then
-    return {-1}
-end
-local queue_number = {}
-for i = 1, queue_count do
-    if redis.call("SISMEMBER", queues, ARGV[4 + i]) == 0 then
-        return {-1}
+local problems, reported = {}, {}
+local function report(problem)
+    if not reported[problem] then
+        reported[problem] = true
+        table.insert(problems, problem)
     end
-    queue_number[ARGV[4 + i]] = i
 end
 
-local function push_ready(i, member)
+local started = redis.call("TIME")
+local function spent_ms()
+    local t = redis.call("TIME")
+    return (tonumber(t[1]) - tonumber(started[1])) * 1000 + (tonumber(t[2]) - tonumber(started[2])) / 1000
+end
+
+-- Push a ready entry; false when the queue's ready list holds something else.
+local function push_ready(queue, member)
+    local ready = prefix .. "queue:" .. queue
     local place = string.format("%012x", redis.call("INCR", seq))
-    redis.call("RPUSH", KEYS[4 + 2 * i], place .. member)
+    local pushed = redis.pcall("RPUSH", ready, place .. member)
+    if type(pushed) == "table" and pushed.err then
+        report("key " .. ready .. " is not a list (" .. pushed.err .. "): its jobs wait")
+        return false
+    end
+    return true
 end
 
 local moved, more = 0, false
-for i = 1, queue_count do
-    local future = KEYS[5 + 2 * i]
-    local due = redis.call("ZRANGEBYSCORE", future, "-inf", now, "LIMIT", 0, max_moves)
-    for _, member in ipairs(due) do
+local due = redis.call("ZRANGEBYSCORE", future, "-inf", now, "LIMIT", 0, max_moves)
+for k, member in ipairs(due) do
+    local length = tonumber(string.sub(member, 37, 44))
+    if #member < 44 or length == nil then
         redis.call("ZREM", future, member)
-        push_ready(i, member)
+        redis.call("RPUSH", failed, member)
+        report("future entry " .. member .. " is not a job's: moved to " .. failed)
+    else
+        local id, queue = string.sub(member, 1, 36), string.sub(member, 45, 44 + length)
+        -- The removal first: a full Redis (noeviction) refuses a script whose first
+        -- write adds data, and removing makes room for the push.
+        redis.call("ZREM", future, member)
+        if push_ready(queue, id .. string.sub(member, 45 + length)) then
+            moved = moved + 1
+        else
+            redis.call("ZADD", future, now + retry_later, member)
+        end
     end
-    moved = moved + #due
-    more = more or #due == max_moves
+    if k % 100 == 0 and spent_ms() > max_ms then
+        more = k < #due
+        break
+    end
 end
+more = more or #due == max_moves
 
-local due_tasks = redis.call("ZRANGEBYSCORE", periodic_next, "-inf", now, "WITHSCORES")
+local due_tasks = redis.call("ZRANGEBYSCORE", periodic_next, "-inf", now, "WITHSCORES", "LIMIT", 0, max_periodic)
 for j = 1, #due_tasks, 2 do
     local task_name, next_run = due_tasks[j], tonumber(due_tasks[j + 1])
-    local definition = cjson.decode(redis.call("HGET", periodic, task_name))
-    local i = queue_number[definition.queue]
-    if i == nil then
-        return {-1}
+    -- The removal first, as above; the next run is set again below.
+    redis.call("ZREM", periodic_next, task_name)
+    local ok, definition = pcall(cjson.decode, redis.call("HGET", periodic, task_name) or "")
+    if not ok or type(definition) ~= "table" or type(definition.queue) ~= "string"
+        or type(definition.period) ~= "number" or definition.period <= 0
+        or type(definition.max_retries) ~= "number" then
+        report("periodic task " .. task_name .. " has no valid definition in "
+            .. periodic .. ": it runs again once an engine registers it")
+    else
+        local h = redis.sha1hex(namespace .. "\0" .. task_name .. "\0" .. string.format("%.6f", next_run))
+        local id = string.sub(h, 1, 8) .. "-" .. string.sub(h, 9, 12) .. "-" .. string.sub(h, 13, 16)
+            .. "-" .. string.sub(h, 17, 20) .. "-" .. string.sub(h, 21, 32)
+        -- The stored form of spinach/brokers/_redis_payload.py.
+        local payload = "[" .. cjson.encode(task_name) .. "," .. cjson.encode(definition.queue)
+            .. "," .. string.format("%d", definition.max_retries)
+            .. ",0," .. string.format("%.6f", now) .. ",[],{}]"
+        if redis.call("HSETNX", payloads, id, payload) == 1 then
+            redis.pcall("SADD", queues, definition.queue)
+            if push_ready(definition.queue, id .. task_name) then
+                moved = moved + 1
+            else
+                redis.call("HDEL", payloads, id)
+            end
+        end
+        -- One period later; after a delay, one period from now: never twice within a period.
+        redis.call("ZADD", periodic_next, math.max(next_run, now) + definition.period, task_name)
     end
-    local h = redis.sha1hex(namespace .. "\0" .. task_name .. "\0" .. string.format("%.6f", next_run))
-    local id = string.sub(h, 1, 8) .. "-" .. string.sub(h, 9, 12) .. "-" .. string.sub(h, 13, 16)
-        .. "-" .. string.sub(h, 17, 20) .. "-" .. string.sub(h, 21, 32)
-    -- The stored form of spinach/brokers/_redis_payload.py.
-    local payload = "[" .. cjson.encode(task_name) .. "," .. cjson.encode(definition.queue)
-        .. "," .. string.format("%d", definition.max_retries)
-        .. ",0," .. string.format("%.6f", now) .. ",[],{}]"
-    if redis.call("HSETNX", payloads, id, payload) == 1 then
-        push_ready(i, id .. task_name)
-        moved = moved + 1
-    end
-    -- One period later; after a delay, one period from now: never twice within a period.
-    redis.call("ZADD", periodic_next, math.max(next_run, now) + definition.period, task_name)
 end
+more = more or #due_tasks == 2 * max_periodic
 
 if moved > 0 then
     redis.call("PUBLISH", channel, "due")
 end
 
 local next_time
-local function consider(first)
-    if first[2] ~= nil then
-        local t = tonumber(first[2])
-        if next_time == nil or t < next_time then
-            next_time = t
-        end
+for _, key in ipairs({future, periodic_next}) do
+    local first = redis.call("ZRANGE", key, 0, 0, "WITHSCORES")
+    if first[2] ~= nil and (next_time == nil or tonumber(first[2]) < next_time) then
+        next_time = tonumber(first[2])
     end
 end
-for i = 1, queue_count do
-    consider(redis.call("ZRANGE", KEYS[5 + 2 * i], 0, 0, "WITHSCORES"))
-end
-consider(redis.call("ZRANGE", periodic_next, 0, 0, "WITHSCORES"))
 if more then
     next_time = now
 end
-if next_time == nil then
-    return {0, ""}
+local result = {next_time == nil and "" or string.format("%.6f", math.max(0, next_time - now))}
+for _, problem in ipairs(problems) do
+    table.insert(result, problem)
 end
-return {0, string.format("%.6f", math.max(0, next_time - now))}
+return result

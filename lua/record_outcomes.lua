@@ -6,8 +6,9 @@
 -- KEYS[3]       in_flight: hash, task name -> running jobs of that limited task
 -- KEYS[4]       seq: counter giving each ready entry its place in line
 -- KEYS[5]       queues: set of the namespace's queue names
--- KEYS[4+2i]    ready list of the i-th queue of the retried jobs (i = 1..Q)
--- KEYS[5+2i]    future sorted set of the i-th queue
+-- KEYS[6]       future: sorted set of the future jobs of every queue, scored by at; a
+--               member is id .. byte length of the queue (8 digits) .. queue .. task name
+-- KEYS[6+i]     ready list of the i-th queue of the retried jobs (i = 1..Q)
 -- ARGV[1]       now, POSIX seconds
 -- ARGV[2]       notification channel (told when a slot frees or a job is back)
 -- ARGV[3]       Q, the number of queues of the retried jobs
@@ -22,7 +23,7 @@
 --          another token), nothing changed for it.
 -- Safe to retry: a job recorded by a first call is not ours any more in the second.
 
-local running, payloads, in_flight, seq, queues = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local running, payloads, in_flight, seq, queues, future = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now, channel = tonumber(ARGV[1]), ARGV[2]
 local queue_count = tonumber(ARGV[3])
 
@@ -59,13 +60,14 @@ end
 for j = first_retry, #ARGV, 6 do
     local id, queue_number, at, task_name = ARGV[j], tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3]), ARGV[j + 4]
     if end_running(id, ARGV[j + 1]) then
+        local queue = ARGV[3 + queue_number]
         redis.call("HSET", payloads, id, ARGV[j + 5])
-        redis.call("SADD", queues, ARGV[3 + queue_number])
+        redis.call("SADD", queues, queue)
         if at <= now then
             local place = string.format("%012x", redis.call("INCR", seq))
-            redis.call("RPUSH", KEYS[4 + 2 * queue_number], place .. id .. task_name)
+            redis.call("RPUSH", KEYS[6 + queue_number], place .. id .. task_name)
         else
-            redis.call("ZADD", KEYS[5 + 2 * queue_number], at, id .. task_name)
+            redis.call("ZADD", future, at, id .. string.format("%08d", #queue) .. queue .. task_name)
         end
         notify = true
     end

@@ -6,8 +6,8 @@
 -- ARGV[1]  now, POSIX seconds
 -- ARGV[2..] four values per task: name, period (seconds; 0: not periodic), queue,
 --          max_retries
--- A task new to the namespace, or whose period changed, runs first one period from now;
--- a task registered again unchanged keeps its next run; a task given with period 0 is
+-- A task new to the namespace, or whose period changed, or whose schedule was lost, runs
+-- first one period from now; a task registered again unchanged keeps its next run; a task given with period 0 is
 -- no longer periodic. Tasks not given are left as they are.
 -- Returns: the number of periodic tasks of the namespace.
 -- Safe to retry.
@@ -22,8 +22,10 @@ for j = 2, #ARGV, 4 do
         redis.call("HDEL", periodic, task_name)
         redis.call("ZREM", periodic_next, task_name)
     else
-        local existing = redis.call("HGET", periodic, task_name)
-        if not existing or cjson.decode(existing).period ~= period then
+        -- A definition that is not valid JSON (no Spinach code writes one) is replaced.
+        local ok, existing = pcall(cjson.decode, redis.call("HGET", periodic, task_name) or "")
+        if not ok or type(existing) ~= "table" or existing.period ~= period
+            or not redis.call("ZSCORE", periodic_next, task_name) then
             redis.call("ZADD", periodic_next, now + period, task_name)
         end
         local definition = {queue = queue, max_retries = max_retries, period = period}

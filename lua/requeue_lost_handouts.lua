@@ -17,10 +17,11 @@ local lost = {}
 local records = redis.call("HGETALL", running)
 for i = 1, #records, 2 do
     local id, record = records[i], records[i + 1]
-    if string.sub(record, 1, #prefix) == prefix then
-        local space = string.find(record, " ", 1, true)
+    local space = string.find(record, " ", 1, true)
+    if space and string.sub(record, 1, #prefix) == prefix then
         -- The number after the prefix is the job's rank in the lost reply.
-        table.insert(lost, {tonumber(string.sub(record, #prefix + 1, space - 1)), id, string.sub(record, space + 1)})
+        local rank = tonumber(string.sub(record, #prefix + 1, space - 1)) or 0
+        table.insert(lost, {rank, id, string.sub(record, space + 1)})
     end
 end
 table.sort(lost, function(a, b) return a[1] < b[1] end)

@@ -44,9 +44,10 @@ end
 redis.call("DEL", in_flight)
 local records = redis.call("HVALS", running)
 for _, record in ipairs(records) do
-    local task_name = string.sub(record, string.find(record, " ", 1, true) + 1)
-    if limited[task_name] then
-        redis.call("HINCRBY", in_flight, task_name, 1)
+    -- A record without its separator (no Spinach code writes one) names no task.
+    local space = string.find(record, " ", 1, true)
+    if space and limited[string.sub(record, space + 1)] then
+        redis.call("HINCRBY", in_flight, string.sub(record, space + 1), 1)
     end
 end
 

@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 from . import const
 from ._bounds import short_repr
+from ._liveness import Liveness
 from ._outcome import settle
 from .brokers.base import Broker, RunningJobState
 from .exc import (
@@ -60,9 +61,12 @@ class Engine:
     Args:
         broker: where jobs are stored; one broker serves one engine.
         namespace: isolates engines sharing one broker server or interpreter.
-        heartbeat_interval: seconds between two heartbeats of running workers.
+        heartbeat_interval: seconds between two heartbeats of running workers,
+            at most a quarter of ``dead_worker_timeout``.
         dead_worker_timeout: seconds without a heartbeat after which another
-            engine's workers are declared dead and their jobs taken over.
+            engine's workers are declared dead and their jobs taken over, by
+            an engine whose own heartbeats kept their schedule that long (see
+            ``docs/guarantees.md``).
         max_job_size: the largest serialized job, in bytes, that scheduling
             accepts (512 KiB by default); None for no limit.
     """
@@ -80,10 +84,12 @@ class Engine:
             raise ConfigurationError(
                 f"max_job_size must be a number of bytes above 0, or None, got {max_job_size!r}"
             )
-        if not 0 < heartbeat_interval < dead_worker_timeout:
+        if not 0 < heartbeat_interval <= dead_worker_timeout / 4:
             raise ConfigurationError(
-                "heartbeat_interval must be above 0 and below dead_worker_timeout, got "
-                f"{heartbeat_interval} and {dead_worker_timeout}"
+                "heartbeat_interval must be above 0 and at most a quarter of "
+                f"dead_worker_timeout, got {heartbeat_interval} and {dead_worker_timeout}: "
+                "a worker is declared dead only after missing several heartbeats, and only "
+                "by an engine whose own heartbeats kept their schedule"
             )
         broker.attach_engine(namespace)
         self._broker = broker
@@ -99,6 +105,7 @@ class Engine:
         self._arbiter: threading.Thread | None = None
         self._maintenance: threading.Thread | None = None
         self._workers: Workers | None = None
+        self._liveness: Liveness | None = None
         self._must_stop = threading.Event()
         self._maintenance_must_stop = threading.Event()
         # Jobs whose outcome is settled but not yet recorded in the broker.
@@ -106,6 +113,8 @@ class Engine:
         # Ids of jobs whose outcome is recorded again after a failed call.
         self._retried_records: set[uuid.UUID] = set()
         self._grace_period: float | None = None
+        # Moves of future jobs that failed in a row.
+        self._move_failures = 0
 
     @property
     def namespace(self) -> str:
@@ -281,13 +290,20 @@ class Engine:
         # Each start is a new worker: jobs a previous start left running (their
         # outcome could not be recorded) belong to a dead worker and get adopted.
         self._broker.worker_id = uuid.uuid4().hex
+        liveness = self._liveness = Liveness(
+            self._broker, self._heartbeat_interval, self._dead_worker_timeout, self._must_stop
+        )
         self._with_retries(self._register_tasks)
-        self._with_retries(self._broker.heartbeat)
+        self._with_retries(liveness.heartbeat)
         self._broker.start()
         self._maintenance_must_stop.clear()
         try:
             self._workers = workers_class(
-                number, self._namespace, clock=self._broker.clock, on_job_done=self._broker.wake_up
+                number,
+                self._namespace,
+                clock=self._broker.clock,
+                on_job_done=self._broker.wake_up,
+                gate=liveness,
             )
         except BaseException:
             self._broker.stop()
@@ -394,8 +410,7 @@ class Engine:
         workers = self._workers
         assert workers is not None
         errors = 0
-        last_move = -_MAX_IDLE_WAIT
-        move_due = 0.0
+        move_after = move_due = 0.0
         while not self._must_stop.is_set():
             try:
                 # Future jobs are moved when one is due (then before the fetch,
@@ -406,13 +421,13 @@ class Engine:
                 # call per loop to learn that nothing is due.
                 due = time.monotonic() >= move_due
                 if due:
-                    last_move, move_due = self._move_future_jobs()
+                    move_after, move_due = self._move_future_jobs()
                 fetched = self._exchange(queue, workers)
-                if not due and time.monotonic() - last_move >= _MOVE_INTERVAL:
-                    last_move, move_due = self._move_future_jobs()
+                if not due and time.monotonic() >= move_after:
+                    move_after, move_due = self._move_future_jobs()
                 # Woken up meanwhile, a future job may have been stored: look
                 # again within _MOVE_INTERVAL.
-                look_again = min(move_due, last_move + _MOVE_INTERVAL)
+                look_again = min(move_due, move_after)
                 if (
                     stop_when_queue_empty
                     and not fetched
@@ -433,10 +448,23 @@ class Engine:
         self._shut_down(workers)
 
     def _move_future_jobs(self) -> tuple[float, float]:
-        """Move due future jobs; return when it was done and when to do it again."""
+        """Move due future jobs; return when to move them again at the earliest,
+        and when at the latest.
+
+        An error is logged and puts off the next move, never the fetch: ready
+        jobs keep flowing whatever is wrong with the future ones.
+        """
         now = time.monotonic()
-        next_due = self._broker.move_future_jobs()
-        return now, now + (_MAX_IDLE_WAIT if next_due is None else min(next_due, _MAX_IDLE_WAIT))
+        try:
+            next_due = self._broker.move_future_jobs()
+        except Exception:
+            self._move_failures += 1
+            wait = min(_MAX_ERROR_WAIT, 0.1 * 2**self._move_failures)
+            logger.exception("Could not move future jobs, trying again in %.1f s", wait)
+            return now + wait, now + wait
+        self._move_failures = 0
+        wait = _MAX_IDLE_WAIT if next_due is None else min(next_due, _MAX_IDLE_WAIT)
+        return now + _MOVE_INTERVAL, now + wait
 
     def _exchange(self, queue: str, workers: Workers) -> int:
         """Record the outcomes that came in and fetch jobs for the free workers,
@@ -551,7 +579,7 @@ class Engine:
             logger.exception("Could not deregister the worker at shutdown")
         self._broker.stop()
 
-    def _with_retries(self, call: Callable[[], None]) -> None:
+    def _with_retries(self, call: Callable[[], object]) -> None:
         """Call a start-up broker operation, retrying a few times through a brief outage."""
         for attempt in range(_START_TRIES):
             try:
@@ -594,24 +622,27 @@ class Engine:
     def _maintain(self) -> None:
         """Heartbeat, and take over the jobs of dead workers, until told to stop.
 
-        After the broker was out of reach, the tasks are registered again (its
-        data may have been lost), and no job is taken over until every live
-        worker has had ``dead_worker_timeout`` to heartbeat again: silence
-        during an outage is not death.
+        Only with evidence (see :mod:`spinach._liveness`): after a stall or
+        an outage, no job is taken over until this engine's heartbeats have
+        kept their schedule for ``dead_worker_timeout``, by which time every
+        live worker has heartbeated again. After the broker was out of reach,
+        the tasks are registered again (its data may have been lost).
         """
-        clock = self._broker.clock
-        healthy_since: float | None = clock.time() - self._dead_worker_timeout
+        liveness = self._liveness
+        assert liveness is not None
+        reachable = True
         while not self._maintenance_must_stop.wait(self._heartbeat_interval):
             try:
-                if healthy_since is None:
+                if not reachable:
                     self._register_tasks()
-                self._broker.heartbeat()
-                if healthy_since is None:
-                    healthy_since = clock.time()
+                liveness.heartbeat()
+                if not reachable:
+                    reachable = True
                     logger.info("The broker is reachable again")
-                if clock.time() - healthy_since < self._dead_worker_timeout:
+                silent_since = liveness.dead_before()
+                if silent_since is None:
                     continue
-                for job in self._broker.adopt_jobs_of_dead_workers(self._dead_worker_timeout):
+                for job in self._broker.adopt_jobs_of_dead_workers(silent_since):
                     err = WorkerDiedError(
                         f"The worker running {job} stopped heartbeating for over "
                         f"{self._dead_worker_timeout:g} s and was declared dead"
@@ -620,7 +651,7 @@ class Engine:
                     self._to_record.append(job)
                     self._broker.wake_up()
             except Exception:
-                healthy_since = None
+                reachable = False
                 logger.exception("Error while heartbeating")
 
 

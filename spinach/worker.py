@@ -14,8 +14,8 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Callable
+from collections.abc import Collection, Sequence
+from typing import Callable, Protocol
 
 from typing_extensions import override
 
@@ -25,7 +25,7 @@ from .clock import Clock, SystemClock
 from .exc import ConfigurationError
 from .job import FINISHED, Job, JobStatus, check_arguments
 
-__all__ = ["AsyncioWorkers", "ThreadWorkers", "Workers"]
+__all__ = ["AsyncioWorkers", "StartGate", "ThreadWorkers", "Workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,16 @@ _QUEUED_WORK = 0.02
 _MAX_QUEUED = 64
 
 
+class StartGate(Protocol):
+    """What workers ask before they start a job (the engine's is in ``spinach._liveness``)."""
+
+    def is_open(self) -> bool:
+        """Whether jobs may start now as they are; cheap, no I/O."""
+
+    def confirm(self, workers: Workers) -> None:
+        """Block until jobs may start, dropping (:meth:`Workers.drop`) those that may not."""
+
+
 class Workers(ABC):
     """A pool of ``num_workers`` workers of one namespace.
 
@@ -44,6 +54,7 @@ class Workers(ABC):
         namespace: namespace of the engine, the sender of the signals.
         clock: where retries read the time; the engine passes its broker's.
         on_job_done: called (from the worker) each time a job ran.
+        gate: asked before each job starts; none by default.
     """
 
     #: Whether the task functions these workers call are ``async def``.
@@ -56,6 +67,7 @@ class Workers(ABC):
         *,
         clock: Clock | None = None,
         on_job_done: Callable[[], None] | None = None,
+        gate: StartGate | None = None,
     ) -> None:
         if not isinstance(num_workers, int) or num_workers < 1:
             raise ConfigurationError(
@@ -65,6 +77,7 @@ class Workers(ABC):
         self._namespace = namespace
         self._clock = clock if clock is not None else SystemClock()
         self._on_job_done = on_job_done
+        self._gate = gate
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -147,11 +160,30 @@ class Workers(ABC):
             self._started_ids.clear()
         return started, waiting
 
+    def waiting_jobs(self) -> list[Job]:
+        """The jobs submitted that did not start yet."""
+        with self._lock:
+            return [job for job in self._unfinished.values() if job.id not in self._started_ids]
+
+    def drop(self, jobs: Collection[Job]) -> None:
+        """Never start these jobs (those that did not start yet), nor hand them back."""
+        with self._lock:
+            for job in jobs:
+                if job.id in self._unfinished and job.id not in self._started_ids:
+                    del self._unfinished[job.id]
+                    self._in_flight -= 1
+
     def _worker_name(self, index: int) -> str:
         return f"{self._namespace}-worker-{index}"
 
+    def _gate_is_open(self) -> bool:
+        return self._gate is None or self._gate.is_open()
+
     def _take(self, job: Job) -> bool:
-        """Mark a job as started; False when it was abandoned and must not run."""
+        """Mark a job as started; False when it was abandoned or dropped and must not run.
+
+        Ask :meth:`_gate_is_open` first, and :meth:`StartGate.confirm` when it is not.
+        """
         with self._lock:
             if job.id not in self._unfinished:
                 return False
@@ -249,6 +281,9 @@ class ThreadWorkers(Workers):
             job = self._queue.get()
             if job is None:
                 break
+            if not self._gate_is_open():
+                assert self._gate is not None
+                self._gate.confirm(self)
             if not self._take(job):
                 continue
             started = self._started(job)
@@ -315,6 +350,11 @@ class AsyncioWorkers(Workers):
             job = await self._queue.get()
             if job is None:
                 break
+            if not self._gate_is_open():
+                assert self._gate is not None
+                # In a thread: the confirmation is a broker call, which must not
+                # hold up the coroutines running meanwhile.
+                await asyncio.to_thread(self._gate.confirm, self)
             if not self._take(job):
                 continue
             started = self._started(job)

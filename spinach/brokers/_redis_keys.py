@@ -54,6 +54,10 @@ class Keys:
         return self.prefix + "failed"
 
     @property
+    def future(self) -> str:
+        return self.prefix + "future"
+
+    @property
     def periodic(self) -> str:
         return self.prefix + "periodic"
 
@@ -81,6 +85,3 @@ class Keys:
 
     def parked(self, queue: str) -> str:
         return f"{self.prefix}parked:{queue}"
-
-    def future(self, queue: str) -> str:
-        return f"{self.prefix}future:{queue}"

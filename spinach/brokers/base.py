@@ -42,7 +42,7 @@ from ..job import FINISHED, Job
 if TYPE_CHECKING:
     from ..task import Task
 
-__all__ = ["FINISHED", "Broker", "JobCounts", "RunningJobState"]
+__all__ = ["FINISHED", "Broker", "Heartbeat", "JobCounts", "RunningJobState"]
 
 
 class RunningJobState(enum.IntEnum):
@@ -53,6 +53,17 @@ class RunningJobState(enum.IntEnum):
     #: The job is no longer ours (its worker was declared dead and the job
     #: went to another one): nothing changed.
     NOT_OURS = 1
+
+
+@attrs.frozen
+class Heartbeat:
+    """What :meth:`Broker.heartbeat` recorded."""
+
+    #: When the heartbeat was recorded, POSIX seconds on the broker's clock.
+    at: float
+    #: The jobs of those given as held that no longer run under this worker
+    #: with their token: taken over, ended, or unknown.
+    lost: tuple[Job, ...] = ()
 
 
 @attrs.frozen
@@ -251,10 +262,16 @@ class Broker(ABC):
         """
 
     @abstractmethod
-    def heartbeat(self) -> None:
-        """Record that the worker :attr:`worker_id` is alive now.
+    def heartbeat(self, held: Collection[Job] = ()) -> Heartbeat:
+        """Record that the worker :attr:`worker_id` is alive now, and tell which
+        of the ``held`` jobs it was handed are no longer its own.
 
-        Safe to retry.
+        The heartbeat's time is the broker's (for a Redis server, its own
+        clock), and is returned: an engine measures with it that its own
+        heartbeats keep being recorded on schedule. Atomic: a job not lost
+        here cannot be taken over until this heartbeat is older than the
+        ``silent_since`` of an :meth:`adopt_jobs_of_dead_workers` call. Safe
+        to retry.
         """
 
     @abstractmethod
@@ -267,11 +284,13 @@ class Broker(ABC):
         """
 
     @abstractmethod
-    def adopt_jobs_of_dead_workers(self, dead_after: float) -> list[Job]:
-        """Take over the running jobs of workers silent for ``dead_after`` seconds.
+    def adopt_jobs_of_dead_workers(self, silent_since: float) -> list[Job]:
+        """Take over the running jobs of dead workers.
 
-        A worker is dead when its last heartbeat is older than ``dead_after``
-        seconds, when it deregistered, or when it never heartbeated. Its
+        A worker is dead when its last heartbeat was recorded before
+        ``silent_since`` (POSIX seconds on the broker's clock), when it
+        deregistered, or when it never heartbeated. The caller decides
+        ``silent_since``: how long silence means death, as of when. Its
         running jobs become running jobs of this worker, with new tokens (so
         the dead worker cannot record their outcome any more), keeping their
         concurrency slots; they are returned so that the caller retries or

@@ -19,7 +19,7 @@ import attrs
 from typing_extensions import override
 
 from ..job import Job, JobStatus
-from .base import FINISHED, Broker, JobCounts, RunningJobState
+from .base import FINISHED, Broker, Heartbeat, JobCounts, RunningJobState
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -335,9 +335,16 @@ class MemoryBroker(Broker):
         self._store.notify(self.namespace)
 
     @override
-    def heartbeat(self) -> None:
+    def heartbeat(self, held: Collection[Job] = ()) -> Heartbeat:
         with self._store.lock:
-            self._ns().workers[self.worker_id] = self._now()
+            ns = self._ns()
+            now = ns.workers[self.worker_id] = self._now()
+            lost = []
+            for job in held:
+                running = ns.running.get(str(job.id))
+                if running is None or running.token != job.handout_token:
+                    lost.append(job)
+        return Heartbeat(now, tuple(lost))
 
     @override
     def deregister_worker(self) -> None:
@@ -345,12 +352,11 @@ class MemoryBroker(Broker):
             self._ns().workers.pop(self.worker_id, None)
 
     @override
-    def adopt_jobs_of_dead_workers(self, dead_after: float) -> list[Job]:
+    def adopt_jobs_of_dead_workers(self, silent_since: float) -> list[Job]:
         adopted: list[Job] = []
         with self._store.lock:
             ns = self._ns()
-            now = self._now()
-            dead = {w for w, beat in ns.workers.items() if now - beat > dead_after}
+            dead = {w for w, beat in ns.workers.items() if beat < silent_since}
             for job_id, running in ns.running.items():
                 owner = running.worker_id
                 if owner == self.worker_id or (owner in ns.workers and owner not in dead):

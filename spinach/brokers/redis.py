@@ -34,7 +34,7 @@ from ._redis_keys import Keys
 from ._redis_listener import Listener
 from ._redis_payload import pack, salvage, unpack
 from ._redis_url import client_from_url
-from .base import FINISHED, Broker, JobCounts, RunningJobState
+from .base import FINISHED, Broker, Heartbeat, JobCounts, RunningJobState
 
 if TYPE_CHECKING:
     from typing_extensions import TypeAlias
@@ -55,6 +55,7 @@ _SCRIPTS = (
     "move_future_jobs",
     "register_periodic_tasks",
     "set_concurrency_limits",
+    "heartbeat",
     "adopt_jobs_of_dead_workers",
     "requeue_lost_handouts",
 )
@@ -155,6 +156,9 @@ class RedisBroker(Broker):
             )
         local = clock if clock is not None else SystemClock()
         super().__init__(ServerClock(local, redis) if sync_clock else local)
+        # Heartbeats take the time of the Redis server itself, unless a test
+        # drives time with a clock of its own.
+        self._heartbeat_time = "" if sync_clock else None
         self._redis = redis
         self._enqueue_job_max_retries = enqueue_job_max_retries
         self._scripts: dict[str, Script] = {
@@ -263,10 +267,9 @@ class RedisBroker(Broker):
 
     def _queues_of(self, jobs: Sequence[Job]) -> tuple[list[str], dict[str, int], list[str]]:
         """The queues of ``jobs`` in order, their numbers (from 1), and the ready
-        list and future set of each, the keys that the scripts storing jobs take."""
-        k = self._keys
+        list of each, the keys that the scripts storing jobs take."""
         queues = list(dict.fromkeys(job.queue for job in jobs))
-        keys = [key for queue in queues for key in (k.ready(queue), k.future(queue))]
+        keys = [self._keys.ready(queue) for queue in queues]
         return queues, {queue: i for i, queue in enumerate(queues, 1)}, keys
 
     def _enqueue_arguments(self, jobs: Sequence[Job], call_id: str) -> tuple[list[str], list[Any]]:
@@ -276,7 +279,7 @@ class RedisBroker(Broker):
         # At-most-once jobs must not be stored again by a call sent twice after
         # their first run: such calls leave a marker for a while.
         marker_seconds = _ENQUEUE_MARKER_SECONDS if any(j.max_retries == 0 for j in jobs) else 0
-        keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id), *queue_keys]
+        keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id), k.future, *queue_keys]
         # Jobs packed in parts of at most _PART_BYTES (and whole jobs): Redis
         # refuses an argument over proto-max-bulk-len (512 MB by default).
         parts: list[bytes] = []
@@ -481,7 +484,7 @@ class RedisBroker(Broker):
         """The keys and arguments of the record_outcomes script."""
         k = self._keys
         queues, number, queue_keys = self._queues_of(again)
-        keys = [k.running, k.payloads, k.in_flight, k.seq, k.queues, *queue_keys]
+        keys = [k.running, k.payloads, k.in_flight, k.seq, k.queues, k.future, *queue_keys]
         args: list[Any] = [self._now(), k.channel, len(queues), *queues, len(done)]
         for job_id, token in done:
             args += [job_id, token]
@@ -513,16 +516,13 @@ class RedisBroker(Broker):
     @override
     def move_future_jobs(self) -> float | None:
         k = self._keys
-        result = self._run_on_all_queues(
-            "move_future_jobs",
-            [k.payloads, k.seq, k.periodic, k.periodic_next, k.queues],
-            [self._now(), k.channel, self.namespace],
-            [],
-            ("ready", "future"),
+        keys = [k.payloads, k.seq, k.periodic, k.periodic_next, k.queues, k.future, k.failed]
+        result = self._run(
+            "move_future_jobs", keys, [self._now(), k.channel, self.namespace, k.prefix]
         )
-        if result is None:
-            return 0.0  # queues are being created right now: look again soon
-        delay = _text(result[1])
+        for problem in result[1:]:
+            logger.error("Moving future jobs: %s", _text(problem))
+        delay = _text(result[0])
         return float(delay) if delay else None
 
     @override
@@ -555,9 +555,15 @@ class RedisBroker(Broker):
             )
 
     @override
-    def heartbeat(self) -> None:
-        with _refused_clearly():
-            self._redis.zadd(self._keys.workers, {self.worker_id: self._now()})
+    def heartbeat(self, held: Collection[Job] = ()) -> Heartbeat:
+        k = self._keys
+        now = self._now() if self._heartbeat_time is None else self._heartbeat_time
+        args: list[Any] = [self.worker_id, now]
+        for job in held:
+            args += [str(job.id), job.handout_token or ""]
+        reply = self._run("heartbeat", [k.workers, k.running], args)
+        lost = {_text(job_id) for job_id in reply[1:]}
+        return Heartbeat(float(reply[0]), tuple(job for job in held if str(job.id) in lost))
 
     @override
     def deregister_worker(self) -> None:
@@ -568,14 +574,14 @@ class RedisBroker(Broker):
         pipe.execute()
 
     @override
-    def adopt_jobs_of_dead_workers(self, dead_after: float) -> list[Job]:
+    def adopt_jobs_of_dead_workers(self, silent_since: float) -> list[Job]:
         k = self._keys
         prefix = self._token_prefix()
         try:
             flat = self._run(
                 "adopt_jobs_of_dead_workers",
                 [k.workers, k.running, k.payloads, k.calls],
-                [self._now(), dead_after, self.worker_id, prefix, *self._lost_adoptions],
+                [repr(silent_since), self.worker_id, prefix, *self._lost_adoptions],
             )
         except (redis_py.ConnectionError, redis_py.TimeoutError):
             # Jobs adopted in a lost reply are adopted again by the next call.
@@ -605,21 +611,19 @@ class RedisBroker(Broker):
         for queue in queues:
             pipe.llen(k.ready(queue))
             pipe.zcard(k.parked(queue))
-            pipe.zcard(k.future(queue))
+        pipe.zcard(k.future)
         pipe.hlen(k.running)
-        counts = pipe.execute()
-        queued = {q: counts[3 * i] + counts[3 * i + 1] for i, q in enumerate(queues)}
+        *counts, future, running = pipe.execute()
+        queued = {q: counts[2 * i] + counts[2 * i + 1] for i, q in enumerate(queues)}
         return JobCounts(
-            queued={q: n for q, n in queued.items() if n},
-            future=sum(counts[3 * i + 2] for i in range(len(queues))),
-            running=counts[-1],
+            queued={q: n for q, n in queued.items() if n}, future=future, running=running
         )
 
     @override
     def flush(self) -> None:
         k = self._keys
         queues = self._known_queues(refresh=True)
-        per_queue = [key for q in queues for key in (k.ready(q), k.parked(q), k.future(q))]
+        per_queue = [key for q in queues for key in (k.ready(q), k.parked(q))]
         self._redis.delete(
             k.payloads,
             k.seq,
@@ -630,6 +634,7 @@ class RedisBroker(Broker):
             k.failed,
             k.periodic,
             k.periodic_next,
+            k.future,
             k.workers,
             k.calls,
             *per_queue,

@@ -44,6 +44,7 @@ __all__ = [
     "EnqueueJobsContract",
     "FlushContract",
     "GetJobsFromQueueContract",
+    "HeartbeatContract",
     "MakeBroker",
     "MoveFutureJobsContract",
     "NamespaceContract",
@@ -597,7 +598,7 @@ class AdoptJobsOfDeadWorkersContract(_Base):
         broker.enqueue_jobs([self.job(clock)])
         assert len(other.get_jobs_from_queue("q", 1)) == 1
         clock.advance(9)
-        assert broker.adopt_jobs_of_dead_workers(10) == []
+        assert broker.adopt_jobs_of_dead_workers(broker.heartbeat().at - 10) == []
 
     def test_jobs_of_a_dead_worker_are_adopted(
         self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
@@ -608,11 +609,11 @@ class AdoptJobsOfDeadWorkersContract(_Base):
         broker.enqueue_jobs([self.job(clock, max_retries=1), self.job(clock)])
         taken = dead.get_jobs_from_queue("q", 2)
         clock.advance(11)
-        broker.heartbeat()
-        adopted = broker.adopt_jobs_of_dead_workers(10)
+        silent_since = broker.heartbeat().at - 10
+        adopted = broker.adopt_jobs_of_dead_workers(silent_since)
         assert sorted(self.ids(adopted)) == sorted(self.ids(taken))
         assert all(job.status is JobStatus.RUNNING for job in adopted)
-        assert broker.adopt_jobs_of_dead_workers(10) == []
+        assert broker.adopt_jobs_of_dead_workers(silent_since) == []
         # The dead worker comes back: its outcomes are refused...
         assert dead.remove_job_from_running(taken[0]) is RunningJobState.NOT_OURS
         assert dead.retry_job(taken[1]) is RunningJobState.NOT_OURS
@@ -631,8 +632,7 @@ class AdoptJobsOfDeadWorkersContract(_Base):
         broker.enqueue_jobs([self.job(clock), self.job(clock)])
         assert len(dead.get_jobs_from_queue("q", 10)) == 1
         clock.advance(11)
-        broker.heartbeat()
-        (adopted,) = broker.adopt_jobs_of_dead_workers(10)
+        (adopted,) = broker.adopt_jobs_of_dead_workers(broker.heartbeat().at - 10)
         assert broker.get_jobs_from_queue("q", 10) == []
         broker.remove_job_from_running(adopted)
         assert len(broker.get_jobs_from_queue("q", 10)) == 1
@@ -647,17 +647,64 @@ class AdoptJobsOfDeadWorkersContract(_Base):
         broker.enqueue_jobs([self.job(clock)])
         leaving.get_jobs_from_queue("q", 1)
         leaving.deregister_worker()
-        assert len(broker.adopt_jobs_of_dead_workers(10)) == 1
+        assert len(broker.adopt_jobs_of_dead_workers(broker.heartbeat().at - 10)) == 1
 
     def test_worker_that_never_heartbeated_is_dead(
         self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
     ) -> None:
         """Running jobs of an unknown worker are adopted."""
         ghost = make_broker(broker.namespace)
-        broker.heartbeat()
         broker.enqueue_jobs([self.job(clock)])
         ghost.get_jobs_from_queue("q", 1)
-        assert len(broker.adopt_jobs_of_dead_workers(10)) == 1
+        assert len(broker.adopt_jobs_of_dead_workers(broker.heartbeat().at - 10)) == 1
+
+    def test_silence_is_measured_to_the_time_given(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Whatever the time now, a worker that heartbeated since silent_since is alive."""
+        other = make_broker(broker.namespace)
+        other.heartbeat()
+        broker.enqueue_jobs([self.job(clock)])
+        assert len(other.get_jobs_from_queue("q", 1)) == 1
+        before = broker.heartbeat().at
+        clock.advance(3600)
+        assert broker.adopt_jobs_of_dead_workers(before - 10) == []
+        assert len(broker.adopt_jobs_of_dead_workers(before + 1)) == 1
+
+
+class HeartbeatContract(_Base):
+    """:meth:`Broker.heartbeat`."""
+
+    def test_returns_the_time_it_recorded(self, broker: Broker, clock: ManualClock) -> None:
+        """A heartbeat is recorded at the broker's time, and says when."""
+        assert broker.heartbeat().at == pytest.approx(clock.time())
+        clock.advance(5)
+        assert broker.heartbeat().at == pytest.approx(clock.time())
+
+    def test_held_jobs_still_running_are_not_lost(self, broker: Broker, clock: ManualClock) -> None:
+        """Jobs handed to this worker and running under their token are not lost."""
+        broker.enqueue_jobs([self.job(clock), self.job(clock)])
+        broker.heartbeat()
+        held = broker.get_jobs_from_queue("q", 2)
+        assert broker.heartbeat(held).lost == ()
+        assert broker.heartbeat().lost == ()
+
+    def test_jobs_taken_over_or_ended_are_lost(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Held jobs adopted by another worker, ended, or unknown come back as lost."""
+        broker.heartbeat()
+        broker.enqueue_jobs([self.job(clock, max_retries=1) for _ in range(2)])
+        taken, ended = broker.get_jobs_from_queue("q", 2)
+        clock.advance(11)
+        adopter = make_broker(broker.namespace)
+        adopted = adopter.adopt_jobs_of_dead_workers(adopter.heartbeat().at - 10)
+        assert sorted(self.ids(adopted)) == sorted(self.ids([taken, ended]))
+        adopter.remove_job_from_running(next(j for j in adopted if j.id == ended.id))
+        unknown = self.job(clock)
+        unknown.handout_token = "nobody:1:1"
+        lost = broker.heartbeat([taken, ended, unknown]).lost
+        assert sorted(self.ids(list(lost))) == sorted(self.ids([taken, ended, unknown]))
 
 
 class CountJobsContract(_Base):
@@ -730,6 +777,7 @@ class BrokerContract(
     MoveFutureJobsContract,
     RegisterPeriodicTasksContract,
     SetConcurrencyLimitsContract,
+    HeartbeatContract,
     AdoptJobsOfDeadWorkersContract,
     CountJobsContract,
     FlushContract,

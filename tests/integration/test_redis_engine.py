@@ -86,7 +86,7 @@ def test_skewed_worker_clock_follows_the_server(
     producer.schedule("record", 2)
     assert len(skewed.get_jobs_from_queue("spinach", 10)) == 1
     skewed.heartbeat()
-    assert honest.adopt_jobs_of_dead_workers(5) == []
+    assert honest.adopt_jobs_of_dead_workers(honest.heartbeat().at - 5) == []
     honest.flush()
 
 
@@ -306,19 +306,19 @@ def test_jobs_of_a_lost_adoption_reply_are_adopted_again(
     dead = RedisBroker(redis_client)
     dead.namespace = namespace
     dead.get_jobs_from_queue("spinach", 1)
-    broker.heartbeat()
+    silent_since = broker.heartbeat().at - 10
     k = broker._keys
     lost_prefix = broker._token_prefix()
     broker._scripts["adopt_jobs_of_dead_workers"](
         keys=[k.workers, k.running, k.payloads, k.calls],
-        args=[broker._now(), 10, broker.worker_id, lost_prefix],
+        args=[silent_since, broker.worker_id, lost_prefix],
     )
     broker._lost_adoptions.append(lost_prefix)
-    (adopted,) = broker.adopt_jobs_of_dead_workers(10)
+    (adopted,) = broker.adopt_jobs_of_dead_workers(silent_since)
     assert adopted.id == job.id
     assert adopted.handout_token is not None
     assert not adopted.handout_token.startswith(lost_prefix)
-    assert broker.adopt_jobs_of_dead_workers(10) == []
+    assert broker.adopt_jobs_of_dead_workers(silent_since) == []
     broker.flush()
 
 
@@ -345,9 +345,8 @@ def test_scripts_run_again_by_the_client_hand_out_nothing_new(
     dead.heartbeat()
     engine.schedule("record", 4)
     dead.get_jobs_from_queue("spinach", 1)
-    broker.heartbeat()
     adopt_keys = [k.workers, k.running, k.payloads, k.calls]
-    adopt_args = [broker._now() + 11, 10, broker.worker_id, broker._token_prefix()]
+    adopt_args = [broker.heartbeat().at + 1, broker.worker_id, broker._token_prefix()]
     adopted = broker._scripts["adopt_jobs_of_dead_workers"](keys=adopt_keys, args=adopt_args)
     assert len(adopted) == 3
     assert (

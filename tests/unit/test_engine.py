@@ -7,13 +7,14 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Collection
 from datetime import timedelta, timezone
 from typing import Any
 
 import pytest
 
 from spinach import AbortException, Engine, MemoryBroker, RetryException, ThreadWorkers, signals
-from spinach.brokers.base import RunningJobState
+from spinach.brokers.base import Heartbeat, RunningJobState
 from spinach.brokers.memory import MemoryStore
 from spinach.clock import ManualClock
 from spinach.exc import ConfigurationError, UnknownTask, WorkerDiedError, WorkersError
@@ -52,6 +53,17 @@ def all_done(broker: MemoryBroker) -> bool:
 def advance(clock: ManualClock, broker: MemoryBroker, seconds: float) -> None:
     clock.advance(seconds)
     broker.wake_up()
+
+
+def advance_beating(clock: ManualClock, broker: MemoryBroker, seconds: float) -> None:
+    """Advance the clock in steps that the engine of ``broker`` heartbeats through on
+    schedule, as a live engine does: its heartbeats are its evidence to adopt jobs."""
+    workers = broker.store.namespace(broker.namespace).workers
+    for _ in range(int(seconds // 2)):
+        advance(clock, broker, 2)
+        # Broker times have microsecond precision.
+        wait_for(lambda: workers.get(broker.worker_id, 0.0) >= clock.time() - 1e-3)
+    advance(clock, broker, seconds % 2)
 
 
 class TestRunning:
@@ -713,7 +725,7 @@ class TestSharedStore:
         dead.heartbeat()
         taken = dead.get_jobs_from_queue("spinach", 2)
         engine.start_workers(number=2, block=False)
-        advance(clock, broker, 11)
+        advance_beating(clock, broker, 11)
         wait_for(lambda: runs.count("least") == 1 and recorder.named("job_failed"))
         wait_for(lambda: all_done(broker))
         assert runs.count("most") == 0
@@ -781,12 +793,13 @@ class FlakyBroker(MemoryBroker):
         self.failures = 0
         self.registrations = 0
 
-    def heartbeat(self) -> None:
+    def heartbeat(self, held: Collection[Job] = ()) -> Heartbeat:
         if self.down.is_set():
             self.failures += 1
             raise ConnectionError("broker out of reach")
-        super().heartbeat()
+        beat = super().heartbeat(held)
         self.heartbeats += 1
+        return beat
 
     def set_concurrency_limits(self, tasks: Any) -> None:
         self.registrations += 1
@@ -816,11 +829,60 @@ class TestOutages:
             wait_for(lambda: broker.heartbeats >= seen + 3)
             assert broker.registrations == 2
             assert recorder.of(job.id) == []
-            clock.advance(10)
+            advance_beating(clock, broker, 10)
             wait_for(lambda: recorder.of(job.id)[-1:] == ["job_finished"])
             assert recorder.of(job.id)[0] == "job_schedule_retry"
         finally:
             engine.stop_workers()
+
+
+class TestDeathNeedsEvidence:
+    @pytest.mark.parametrize("other_comes_back", [True, False])
+    def test_a_stall_gives_everyone_a_fresh_timeout(
+        self,
+        engine: Engine,
+        broker: MemoryBroker,
+        store: MemoryStore,
+        clock: ManualClock,
+        recorder: Recorder,
+        other_comes_back: bool,
+    ) -> None:
+        """After a gap in its own heartbeats, an engine waits a whole timeout of
+        heartbeats on schedule before declaring anyone dead."""
+        engine.task(lambda: None, name="least", max_retries=2)
+        job = engine.schedule("least")
+        other = MemoryBroker(clock, store=store)
+        other.namespace = engine.namespace
+        other.heartbeat()
+        (taken,) = other.get_jobs_from_queue("spinach", 1)
+        engine.start_workers(number=1, block=False)
+        advance_beating(clock, broker, 4)
+        # A stall: 7 s pass between two heartbeats of the engine (Redis frozen,
+        # or this process). The other worker's last heartbeat is now 11 s old.
+        advance(clock, broker, 7)
+        beats = store.namespace(engine.namespace).workers
+        wait_for(lambda: beats[broker.worker_id] >= clock.time() - 1e-3)
+        if other_comes_back:
+            other.heartbeat()
+        for _ in range(4):
+            advance_beating(clock, broker, 2)
+            if other_comes_back:
+                other.heartbeat([taken])
+        assert recorder.of(job.id) == []
+        if other_comes_back:
+            assert other.heartbeat([taken]).lost == ()
+            assert other.remove_job_from_running(taken) is RunningJobState.RECORDED
+        else:
+            # 10 s of heartbeats on schedule since the stall: now it is evidence.
+            advance_beating(clock, broker, 3)
+            wait_for(lambda: recorder.of(job.id)[-1:] == ["job_finished"])
+            assert recorder.of(job.id)[0] == "job_schedule_retry"
+
+    def test_heartbeat_interval_must_leave_room(self) -> None:
+        """A heartbeat interval over a quarter of the timeout is refused, saying why."""
+        with pytest.raises(ConfigurationError, match="at most a quarter of dead_worker_timeout"):
+            Engine(MemoryBroker(), "x", heartbeat_interval=3, dead_worker_timeout=10)
+        Engine(MemoryBroker(), "y", heartbeat_interval=2.5, dead_worker_timeout=10)
 
 
 class TestGracePeriod:

@@ -1,0 +1,33 @@
+-- heartbeat: record that a worker is alive, and tell which of the jobs it holds are no longer its own.
+--
+-- KEYS[1]  workers: sorted set, worker id scored by its last heartbeat
+-- KEYS[2]  running: hash, job id -> token .. " " .. task name
+-- ARGV[1]  the worker's id
+-- ARGV[2]  now, POSIX seconds; empty: the Redis server's clock (TIME), which the broker
+--          uses unless a test drives time with a clock of its own
+-- ARGV[3..] two values per job the worker holds: its id, the token it was handed out with
+-- Returns: {the time recorded, as a string; then the ids of the held jobs that no longer
+--          run under their token (taken over by another worker, ended, or unknown)}.
+-- Safe to retry.
+
+local workers, running = KEYS[1], KEYS[2]
+local me, now = ARGV[1], ARGV[2]
+
+if now == "" then
+    local t = redis.call("TIME")
+    now = t[1] .. "." .. string.format("%06d", tonumber(t[2]))
+end
+-- The removal first: a full Redis (noeviction) refuses a script whose first write adds
+-- data, and a heartbeat must go through even then (it replaces the worker's entry).
+redis.call("ZREM", workers, me)
+redis.call("ZADD", workers, now, me)
+
+local result = {now}
+for j = 3, #ARGV, 2 do
+    local id, token = ARGV[j], ARGV[j + 1]
+    local record = redis.call("HGET", running, id)
+    if not record or string.sub(record, 1, #token + 1) ~= token .. " " then
+        table.insert(result, id)
+    end
+end
+return result

@@ -1,0 +1,196 @@
+"""An engine's own heartbeats: the evidence to declare others dead, and the lease to start jobs."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterator
+
+import pytest
+
+from spinach import MemoryBroker, ThreadWorkers
+from spinach._liveness import Liveness
+from spinach.brokers.base import Heartbeat
+from spinach.brokers.memory import MemoryStore
+from spinach.clock import ManualClock
+from spinach.job import Job
+from spinach.testing import wait_for
+
+
+class OutageBroker(MemoryBroker):
+    """A MemoryBroker whose heartbeats fail while ``down`` is set."""
+
+    def __init__(self, clock: ManualClock, store: MemoryStore) -> None:
+        super().__init__(clock, store=store)
+        self.down = threading.Event()
+        self.failures = 0
+
+    def heartbeat(self, held: Collection[Job] = ()) -> Heartbeat:
+        if self.down.is_set():
+            self.failures += 1
+            raise ConnectionError("broker out of reach")
+        return super().heartbeat(held)
+
+
+@pytest.fixture
+def broker(clock: ManualClock, store: MemoryStore, namespace: str) -> OutageBroker:
+    broker = OutageBroker(clock, store)
+    broker.namespace = namespace
+    return broker
+
+
+@pytest.fixture
+def stopping() -> threading.Event:
+    return threading.Event()
+
+
+def liveness_of(broker: MemoryBroker, stopping: threading.Event, timeout: float) -> Liveness:
+    return Liveness(broker, timeout / 10, timeout, stopping)
+
+
+class TestEvidence:
+    def test_no_evidence_before_a_whole_timeout_on_schedule(
+        self, broker: OutageBroker, clock: ManualClock, stopping: threading.Event
+    ) -> None:
+        """Others are declared dead only once this engine's heartbeats kept their
+        schedule for dead_worker_timeout, and only if silent that long before the last."""
+        liveness = liveness_of(broker, stopping, 10)
+        assert liveness.max_gap == pytest.approx(4.5)
+        start = liveness.heartbeat().at
+        for _ in range(4):
+            clock.advance(2)
+            liveness.heartbeat()
+            assert liveness.dead_before() is None
+        clock.advance(2)
+        last = liveness.heartbeat().at
+        assert liveness.dead_before() == pytest.approx(start)
+        assert liveness.dead_before() == pytest.approx(last - 10)
+
+    @pytest.mark.parametrize("kind", ["gap", "failure"])
+    def test_a_gap_or_a_failure_breaks_the_run(
+        self, broker: OutageBroker, clock: ManualClock, stopping: threading.Event, kind: str
+    ) -> None:
+        """A heartbeat recorded over max_gap after the last one, or a failed one,
+        starts the wait for evidence again."""
+        liveness = liveness_of(broker, stopping, 10)
+        for _ in range(6):
+            liveness.heartbeat()
+            clock.advance(2)
+        assert liveness.dead_before() is not None
+        if kind == "gap":
+            clock.advance(4)  # 6 s after the last heartbeat: over 4.5
+        else:
+            broker.down.set()
+            with pytest.raises(ConnectionError):
+                liveness.heartbeat()
+            broker.down.clear()
+        restart = liveness.heartbeat().at
+        assert liveness.dead_before() is None
+        while clock.time() < restart + 10:
+            clock.advance(2)
+            liveness.heartbeat()
+        assert liveness.dead_before() == pytest.approx(clock.time() - 10)
+
+    def test_a_heartbeat_recorded_late_by_another_thread_keeps_the_run(
+        self, broker: OutageBroker, clock: ManualClock, stopping: threading.Event
+    ) -> None:
+        """Two threads heartbeating at once may record out of order: that is no gap."""
+        liveness = liveness_of(broker, stopping, 10)
+        first = liveness.heartbeat().at
+        for _ in range(5):
+            clock.advance(2)
+            liveness.heartbeat()
+        clock.advance(-3)
+        liveness.heartbeat()
+        clock.advance(3)
+        liveness.heartbeat()
+        assert liveness.dead_before() == pytest.approx(first)
+
+
+@pytest.fixture
+def workers(namespace: str) -> Iterator[list[ThreadWorkers]]:
+    made: list[ThreadWorkers] = []
+    yield made
+    for pool in made:
+        pool.stop(timeout=10)
+
+
+class TestLease:
+    def test_lease_lapses_half_a_timeout_after_the_last_heartbeat(
+        self, broker: OutageBroker, stopping: threading.Event
+    ) -> None:
+        """Jobs start without a round trip while the last heartbeat is under T/2 old."""
+        liveness = liveness_of(broker, stopping, 0.4)
+        assert not liveness.is_open()
+        liveness.heartbeat()
+        assert liveness.is_open()
+        wait_for(lambda: not liveness.is_open(), timeout=5)
+
+    @pytest.mark.parametrize("taken_over", [False, True])
+    def test_jobs_are_confirmed_after_a_stall(
+        self,
+        broker: OutageBroker,
+        store: MemoryStore,
+        clock: ManualClock,
+        stopping: threading.Event,
+        namespace: str,
+        workers: list[ThreadWorkers],
+        taken_over: bool,
+    ) -> None:
+        """A worker whose lease lapsed starts no job until one heartbeat has confirmed
+        them; the jobs another worker took over meanwhile are dropped, never started."""
+        liveness = liveness_of(broker, stopping, 0.4)
+        started: list[int] = []
+        broker.enqueue_jobs([Job("run", "q", broker.now(), 0, (i,)) for i in range(4)])
+        liveness.heartbeat()
+        held = broker.get_jobs_from_queue("q", 4)
+        for job in held:
+            job.task_func = started.append
+        # A stall: this worker's heartbeats fail until its lease has lapsed.
+        broker.down.set()
+        wait_for(lambda: not liveness.is_open(), timeout=5)
+        if taken_over:
+            adopter = MemoryBroker(clock, store=store)
+            adopter.namespace = namespace
+            clock.advance(60)
+            adopted = adopter.adopt_jobs_of_dead_workers(adopter.heartbeat().at - 10)
+            assert len(adopted) == 4
+        pool = ThreadWorkers(2, namespace, gate=liveness)
+        workers.append(pool)
+        pool.submit_jobs(held)
+        wait_for(lambda: broker.failures >= 1)
+        assert started == []
+        broker.down.clear()
+        if taken_over:
+            wait_for(lambda: pool.idle)
+            assert started == []
+            assert pool.collect_finished() == []
+        else:
+            wait_for(lambda: len(started) == 4)
+            assert sorted(started) == [0, 1, 2, 3]
+
+    def test_jobs_that_cannot_be_confirmed_are_given_up_at_a_stop(
+        self,
+        broker: OutageBroker,
+        stopping: threading.Event,
+        namespace: str,
+        workers: list[ThreadWorkers],
+    ) -> None:
+        """Stopping while the broker is out of reach, unconfirmed jobs are not started."""
+        liveness = liveness_of(broker, stopping, 0.4)
+        started: list[int] = []
+        broker.enqueue_jobs([Job("run", "q", broker.now(), 0, (i,)) for i in range(3)])
+        liveness.heartbeat()
+        held = broker.get_jobs_from_queue("q", 3)
+        for job in held:
+            job.task_func = started.append
+        broker.down.set()
+        wait_for(lambda: not liveness.is_open(), timeout=5)
+        pool = ThreadWorkers(1, namespace, gate=liveness)
+        workers.append(pool)
+        pool.submit_jobs(held)
+        wait_for(lambda: broker.failures >= 1)
+        stopping.set()
+        assert pool.stop(timeout=10)
+        assert started == []
+        assert pool.idle
+        assert broker.count_jobs().running == 3  # left for another worker to take over
