@@ -46,6 +46,9 @@ if last and string.sub(last, 1, #token_prefix + 1) == token_prefix .. "\n" then
     end
     return {tonumber(string.sub(last, #token_prefix + 2, #token_prefix + 2)), table.concat(jobs)}
 end
+-- The removal first: a full Redis (noeviction) refuses a script whose first write adds
+-- data, and fetching must go on then (it replaces the worker's record, set below).
+redis.call("HDEL", calls, worker)
 
 local limits, in_flight = {}, {}
 local limit_pairs = redis.call("HGETALL", limits_key)

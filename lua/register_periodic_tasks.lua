@@ -24,8 +24,11 @@ for j = 2, #ARGV, 4 do
     else
         -- A definition that is not valid JSON (no Spinach code writes one) is replaced.
         local ok, existing = pcall(cjson.decode, redis.call("HGET", periodic, task_name) or "")
-        if not ok or type(existing) ~= "table" or existing.period ~= period
-            or not redis.call("ZSCORE", periodic_next, task_name) then
+        local scheduled = redis.call("ZSCORE", periodic_next, task_name)
+        -- The removal first: a full Redis (noeviction) refuses a script whose first
+        -- write adds data, and workers must start then (the definition is replaced).
+        redis.call("HDEL", periodic, task_name)
+        if not ok or type(existing) ~= "table" or existing.period ~= period or not scheduled then
             redis.call("ZADD", periodic_next, now + period, task_name)
         end
         local definition = {queue = queue, max_retries = max_retries, period = period}

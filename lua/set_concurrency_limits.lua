@@ -28,6 +28,9 @@ for i = 1, queue_count do
     end
 end
 
+-- Recounted below; deleted first, as a full Redis (noeviction) refuses a script whose
+-- first write adds data, and workers must start then.
+redis.call("DEL", in_flight)
 for j = 2 + queue_count, #ARGV, 2 do
     if tonumber(ARGV[j + 1]) > 0 then
         redis.call("HSET", limits, ARGV[j], ARGV[j + 1])
@@ -41,7 +44,6 @@ for _, task_name in ipairs(redis.call("HKEYS", limits)) do
     count = count + 1
 end
 
-redis.call("DEL", in_flight)
 local records = redis.call("HVALS", running)
 for _, record in ipairs(records) do
     -- A record without its separator (no Spinach code writes one) names no task.

@@ -9,12 +9,14 @@ Two promises rest on them (see ``docs/guarantees.md``):
   by the broker's clock. A stall of Redis, of the network or of this process
   breaks the run of heartbeats, so after any of them every other worker gets
   a fresh ``dead_worker_timeout`` to heartbeat again.
-* **A worker never starts a job that is no longer its own.** While the last
-  heartbeat recorded was sent less than ``dead_worker_timeout / 2`` ago, no
-  other worker can have declared this one dead, and jobs start without a
-  round trip. Past that (this process or Redis stalled), the jobs handed to
-  the workers are confirmed first, in one heartbeat that returns those taken
-  over meanwhile; those are dropped, never started.
+* **A worker never starts a job that is no longer its own.** A heartbeat
+  sent at ``t`` and recorded means no other worker can declare this one dead
+  before ``t + dead_worker_timeout``: it gives a lease until
+  ``t + dead_worker_timeout / 2``. A job starts without a round trip when the
+  lease has held without a break since the call that handed it out. Else
+  (this process or Redis stalled meanwhile) the jobs handed to the workers
+  are confirmed first, in one heartbeat that returns those taken over
+  meanwhile; those are dropped, never started.
 
 The margins: with ``T = dead_worker_timeout`` and ``i = heartbeat_interval``
 (``T >= 4 i``), a gap over ``(T - i) / 2`` breaks the run. A stall shorter
@@ -71,8 +73,9 @@ class Liveness:
         # run of heartbeats on schedule that it ends; None after a failure.
         self._last: float | None = None
         self._run_start = 0.0
-        # time.monotonic() until which jobs start without being confirmed.
-        self._lease_end = -math.inf
+        # The lease, in time.monotonic(): since when it has held without a
+        # break, and until when it holds. One tuple, read without the lock.
+        self._lease = (math.inf, -math.inf)
 
     def heartbeat(self, held: Collection[Job] = ()) -> Heartbeat:
         """Heartbeat through the broker, and count it as evidence and lease.
@@ -80,6 +83,10 @@ class Liveness:
         Raises:
             Exception: what the broker raised; the run of heartbeats is then broken.
         """
+        return self._heartbeat(held)[0]
+
+    def _heartbeat(self, held: Collection[Job]) -> tuple[Heartbeat, float]:
+        """:meth:`heartbeat`, and the time.monotonic() at which it was known recorded."""
         sent = time.monotonic()
         try:
             beat = self._broker.heartbeat(held)
@@ -87,16 +94,22 @@ class Liveness:
             with self._lock:
                 self._last = None
             raise
+        done = time.monotonic()
         with self._lock:
             if self._last is None or beat.at - self._last > self.max_gap:
                 self._run_start = beat.at  # a stall, or the first heartbeat
             # A heartbeat recorded before the last one (two threads
             # heartbeating at once) neither breaks nor extends the run.
             self._last = beat.at if self._last is None else max(self._last, beat.at)
-            # Recorded after it was sent: no one can declare this worker dead
-            # before ``sent + T``; half of that leaves room for delays.
-            self._lease_end = max(self._lease_end, sent + self._timeout / 2)
-        return beat
+            # Recorded once sent: no one can declare this worker dead before
+            # ``sent + T``; half of that leaves room for delays. A worker may
+            # have been declared dead before it was recorded, though: if the
+            # lease had run out by then, it holds again only from now on.
+            since, end = self._lease
+            if done >= end:
+                since = done
+            self._lease = (since, max(end, sent + self._timeout / 2))
+        return beat, done
 
     def dead_before(self) -> float | None:
         """The ``silent_since`` of :meth:`Broker.adopt_jobs_of_dead_workers`: workers
@@ -107,25 +120,29 @@ class Liveness:
                 return None
             return self._last - self._timeout
 
-    def is_open(self) -> bool:
-        """Whether jobs may start without being confirmed (no I/O)."""
-        return time.monotonic() < self._lease_end
+    def is_open(self, handed_out: float) -> bool:
+        """Whether a job handed out at ``handed_out`` (time.monotonic() before the
+        call that handed it out) may start without being confirmed: the lease
+        holds, and has held without a break since then. No I/O."""
+        since, end = self._lease
+        return since <= handed_out and time.monotonic() < end
 
     def confirm(self, workers: Workers) -> None:
-        """Confirm that the jobs handed to ``workers`` and not started are still
-        this worker's, dropping the others, before any of them starts.
+        """Confirm, in one heartbeat, that the jobs handed to ``workers`` and not
+        started are still this worker's; drop the others, never to start.
 
-        Called by a worker about to start a job while :meth:`is_open` is false;
-        other workers calling meanwhile wait for the same confirmation. While
-        the broker is out of reach it tries again; when the engine is stopping
-        it gives the jobs up instead (they stay running under this worker in
-        the broker, and are taken over like those of a dead worker).
+        Called by a worker about to start a job that :meth:`is_open` does not
+        let through; other workers calling meanwhile wait for the same
+        confirmation. While the broker is out of reach it tries again; when the
+        engine is stopping it gives the jobs up instead (they stay running
+        under this worker in the broker, and are taken over like those of a
+        dead worker).
         """
         with self._confirming:
-            while not self.is_open():
+            while True:
                 held = workers.waiting_jobs()
                 try:
-                    beat = self.heartbeat(held)
+                    beat, done = self._heartbeat(held)
                 except Exception as e:
                     if self._stopping.is_set():
                         logger.warning(
@@ -150,3 +167,7 @@ class Liveness:
                         len(beat.lost),
                     )
                     workers.drop(beat.lost)
+                # Still this worker's when the heartbeat was recorded, and so
+                # until the lease runs out.
+                workers.confirmed(held, done)
+                return

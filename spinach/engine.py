@@ -476,21 +476,27 @@ class Engine:
             return self._fetch(queue, wanted)
         jobs = list(self._to_record)
         self._to_record.clear()
+        sent = time.monotonic()
         with self._recording(jobs) as states:
             recorded, fetched = self._broker.record_outcomes_and_get_jobs(jobs, queue, wanted)
             states += recorded
-        self._submit(fetched)
+        self._submit(fetched, sent)
         return len(fetched)
 
     def _fetch(self, queue: str, wanted: int) -> int:
         if wanted <= 0:
             return 0
+        sent = time.monotonic()
         jobs = self._broker.get_jobs_from_queue(queue, wanted)
-        self._submit(jobs)
+        self._submit(jobs, sent)
         return len(jobs)
 
-    def _submit(self, jobs: list[Job]) -> None:
-        """Hand fetched jobs to the workers, and settle at once those that cannot run here."""
+    def _submit(self, jobs: list[Job], handed_out: float) -> None:
+        """Hand fetched jobs to the workers, and settle at once those that cannot run here.
+
+        ``handed_out`` is the time.monotonic() before the call that fetched them:
+        the workers' gate confirms them if the lease broke since.
+        """
         assert self._workers is not None
         runnable = []
         for job in jobs:
@@ -501,7 +507,7 @@ class Engine:
                 settle(self._namespace, job, None, error, self._broker.now())
                 self._to_record.append(job)
         if runnable:
-            self._workers.submit_jobs(runnable)
+            self._workers.submit_jobs(runnable, handed_out)
 
     def _record_outcomes(self) -> None:
         assert self._workers is not None

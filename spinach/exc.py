@@ -21,6 +21,8 @@ meaning matches a builtin, the error derives from that builtin too, so
     ├── TargetError(ValueError)           ``spinach doctor`` cannot use its target
                                           (in :mod:`spinach.doctor`)
     ├── BrokerConnectionError(ConnectionError)  the broker's server stayed out of reach
+    ├── BrokerFullError                   the broker's server refuses new data (Redis
+    │                                     at maxmemory with noeviction)
     ├── RetryException                    raised by a task to ask for a retry
     └── AbortException                    raised by a task to fail its job for good
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 __all__ = [
     "BrokerConnectionError",
+    "BrokerFullError",
     "BrokerInUseError",
     "ConfigurationError",
     "InvalidJobArgumentError",
@@ -107,3 +110,12 @@ class UnreadableJobError(SpinachError):
 
 class BrokerConnectionError(SpinachError, ConnectionError):
     """The broker's server could not be reached, even after retries."""
+
+
+class BrokerFullError(SpinachError):
+    """The broker's server refuses to store new jobs: it is full.
+
+    Raised by scheduling when Redis is at ``maxmemory`` with the
+    ``noeviction`` policy. Nothing was stored. Workers keep running and
+    draining the queues, which frees memory.
+    """

@@ -39,11 +39,13 @@ _MAX_QUEUED = 64
 class StartGate(Protocol):
     """What workers ask before they start a job (the engine's is in ``spinach._liveness``)."""
 
-    def is_open(self) -> bool:
-        """Whether jobs may start now as they are; cheap, no I/O."""
+    def is_open(self, handed_out: float) -> bool:
+        """Whether a job handed out at ``handed_out`` (``time.monotonic()``) may
+        start as it is; cheap, no I/O."""
 
     def confirm(self, workers: Workers) -> None:
-        """Block until jobs may start, dropping (:meth:`Workers.drop`) those that may not."""
+        """Settle the jobs waiting in ``workers``: :meth:`Workers.confirmed` for
+        those that may start, :meth:`Workers.drop` for the others."""
 
 
 class Workers(ABC):
@@ -84,6 +86,8 @@ class Workers(ABC):
         # Submitted jobs not yet done, and the ids of those that started.
         self._unfinished: dict[uuid.UUID, Job] = {}
         self._started_ids: set[uuid.UUID] = set()
+        # When each job not started was handed out (or last confirmed), for the gate.
+        self._handed_out: dict[uuid.UUID, float] = {}
         # Moving mean of the run time of jobs, None before the first one.
         self._mean_duration: float | None = None
         self._start()
@@ -125,12 +129,19 @@ class Workers(ABC):
         """Hand a job (with its ``task_func`` set) to a free worker."""
         self.submit_jobs([job])
 
-    def submit_jobs(self, jobs: list[Job]) -> None:
-        """Hand jobs (with their ``task_func`` set) to the workers, in order."""
+    def submit_jobs(self, jobs: list[Job], handed_out: float | None = None) -> None:
+        """Hand jobs (with their ``task_func`` set) to the workers, in order.
+
+        ``handed_out`` is the ``time.monotonic()`` before the broker call that
+        handed them out, for the gate; now by default.
+        """
+        if handed_out is None:
+            handed_out = time.monotonic()
         with self._lock:
             self._in_flight += len(jobs)
             for job in jobs:
                 self._unfinished[job.id] = job
+                self._handed_out[job.id] = handed_out
         self._submit(jobs)
 
     def collect_finished(self) -> list[Job]:
@@ -158,6 +169,7 @@ class Workers(ABC):
             waiting = [job for job in jobs if job.id not in self._started_ids]
             self._unfinished.clear()
             self._started_ids.clear()
+            self._handed_out.clear()
         return started, waiting
 
     def waiting_jobs(self) -> list[Job]:
@@ -171,23 +183,38 @@ class Workers(ABC):
             for job in jobs:
                 if job.id in self._unfinished and job.id not in self._started_ids:
                     del self._unfinished[job.id]
+                    del self._handed_out[job.id]
                     self._in_flight -= 1
+
+    def confirmed(self, jobs: Collection[Job], at: float) -> None:
+        """Count these jobs, if still waiting, as handed out at ``at`` for the gate."""
+        with self._lock:
+            for job in jobs:
+                if job.id in self._handed_out:
+                    self._handed_out[job.id] = at
+
+    def _through_gate(self, job: Job) -> bool:
+        """Whether ``job`` may start now; else the gate must confirm it first."""
+        if self._gate is None:
+            return True
+        with self._lock:
+            handed_out = self._handed_out.get(job.id)
+        # A job dropped or abandoned meanwhile: _take() turns it away.
+        return handed_out is None or self._gate.is_open(handed_out)
 
     def _worker_name(self, index: int) -> str:
         return f"{self._namespace}-worker-{index}"
 
-    def _gate_is_open(self) -> bool:
-        return self._gate is None or self._gate.is_open()
-
     def _take(self, job: Job) -> bool:
         """Mark a job as started; False when it was abandoned or dropped and must not run.
 
-        Ask :meth:`_gate_is_open` first, and :meth:`StartGate.confirm` when it is not.
+        Call it once :meth:`_through_gate` let the job through.
         """
         with self._lock:
             if job.id not in self._unfinished:
                 return False
             self._started_ids.add(job.id)
+            self._handed_out.pop(job.id, None)
             return True
 
     def _started(self, job: Job) -> float:
@@ -281,7 +308,7 @@ class ThreadWorkers(Workers):
             job = self._queue.get()
             if job is None:
                 break
-            if not self._gate_is_open():
+            while not self._through_gate(job):
                 assert self._gate is not None
                 self._gate.confirm(self)
             if not self._take(job):
@@ -350,7 +377,7 @@ class AsyncioWorkers(Workers):
             job = await self._queue.get()
             if job is None:
                 break
-            if not self._gate_is_open():
+            while not self._through_gate(job):
                 assert self._gate is not None
                 # In a thread: the confirmation is a broker call, which must not
                 # hold up the coroutines running meanwhile.

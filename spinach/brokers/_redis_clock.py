@@ -16,6 +16,11 @@ logger = logging.getLogger("spinach.brokers.redis")
 
 #: Seconds between two measures of the offset between this host's clock and Redis'.
 _CLOCK_SYNC_INTERVAL = 30.0
+#: Longest round trip of a measure that is kept: a longer one (Redis, or this
+#: process, stalled meanwhile) could put the offset off by half of it.
+_MAX_ROUND_TRIP = 0.5
+#: Seconds before measuring again after a measure was not kept.
+_RETRY_AFTER = 1.0
 
 
 class ServerClock(Clock):
@@ -29,6 +34,7 @@ class ServerClock(Clock):
         self._local = local
         self._client = client
         self._offset = 0.0
+        self._measured = False
         self._synced_at: float | None = None
 
     @override
@@ -37,14 +43,27 @@ class ServerClock(Clock):
             self.sync()
         return self._local.time() + self._offset
 
-    def sync(self) -> None:
-        """Measure the offset again (one round trip); keep the last one if Redis is out of reach."""
-        self._synced_at = time.monotonic()
+    def sync(self) -> bool:
+        """Measure the offset again (one round trip); keep the last one if Redis
+        is out of reach, or if the round trip took too long to measure well.
+
+        Returns whether the offset was measured.
+        """
+        started = self._synced_at = time.monotonic()
         try:
             before = self._local.time()
             seconds, microseconds = self._client.time()
             after = self._local.time()
         except redis_py.RedisError as e:
             logger.warning("Could not read the Redis server's clock (%s); using the last offset", e)
-            return
+            return False
+        round_trip = time.monotonic() - started
+        if round_trip > _MAX_ROUND_TRIP and self._measured:
+            logger.info(
+                "Reading the Redis server's clock took %.1f s; keeping the last offset", round_trip
+            )
+            self._synced_at = started - _CLOCK_SYNC_INTERVAL + _RETRY_AFTER
+            return False
         self._offset = seconds + microseconds / 1e6 - (before + after) / 2
+        self._measured = True
+        return True

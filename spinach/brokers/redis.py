@@ -26,7 +26,7 @@ from redis.commands.core import Script
 from typing_extensions import override
 
 from ..clock import Clock, SystemClock
-from ..exc import BrokerConnectionError, ConfigurationError
+from ..exc import BrokerConnectionError, BrokerFullError, ConfigurationError
 from ..job import Job, JobStatus
 from ._lua import read_script
 from ._redis_clock import ServerClock
@@ -114,6 +114,14 @@ def _merge_states(jobs: Sequence[Job], states: list[RunningJobState]) -> list[Ru
     ended = sum(1 for job in jobs if job.status in FINISHED)
     done_states, again_states = iter(states[:ended]), iter(states[ended:])
     return [next(done_states if job.status in FINISHED else again_states) for job in jobs]
+
+
+def _what(jobs: Sequence[Job]) -> str:
+    """The jobs of a scheduling call, for an error: their number and tasks."""
+    names = ", ".join(repr(name) for name in dict.fromkeys(job.task_name for job in jobs))
+    if len(jobs) == 1:
+        return f"the job of task {names}"
+    return f"{len(jobs)} jobs of tasks {names}"
 
 
 def _text(value: Any) -> str:
@@ -308,12 +316,18 @@ class RedisBroker(Broker):
             try:
                 self._run("enqueue_jobs", keys, args)
                 return
+            except redis_py.exceptions.OutOfMemoryError as e:
+                raise BrokerFullError(
+                    f"Could not schedule {_what(jobs)}: Redis is full (maxmemory, noeviction) "
+                    "and refuses new data; nothing was stored. Workers keep draining the "
+                    "queues, which frees memory: schedule again later, or raise the Redis "
+                    "server's maxmemory"
+                ) from e
             except (redis_py.ConnectionError, redis_py.TimeoutError) as e:
                 if attempt >= self._enqueue_job_max_retries:
                     raise BrokerConnectionError(
-                        f"Could not store {len(jobs)} job(s) in Redis after "
-                        f"{attempt + 1} tries: {str(e).rstrip('.')}. Check that the Redis "
-                        "server is running "
+                        f"Could not store {_what(jobs)} in Redis after {attempt + 1} tries: "
+                        f"{str(e).rstrip('.')}. Check that the Redis server is running "
                         "and reachable at the URL the broker was given"
                     ) from e
                 wait = min(5.0, 0.1 * 2**attempt) * (1 + random.random())

@@ -1,4 +1,8 @@
-"""Reading what the fault workers recorded, and accounting for every accepted job."""
+"""Reading what the fault workers recorded, and accounting for every accepted job.
+
+Shared by the fault scenarios and the hostile tests: their conftest files
+import the fixtures ``make_producer`` and ``close_books`` from here.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,18 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import attrs
+import pytest
 import redis
 
+from spinach import Batch, Engine, Tasks
+from spinach.brokers.redis import RedisBroker
 from spinach.testing import wait_for
+from spinach.testing.redis_server import RedisServer
 
 WORKER = Path(__file__).with_name("fault_worker.py")
 
@@ -28,8 +37,12 @@ class Records:
     started_in: dict[str, set[int]] = attrs.Factory(dict)
     #: time of the first start, by this host's clock
     start_times: dict[str, float] = attrs.Factory(dict)
+    #: every start: job id, pid, time by this host's clock
+    start_log: list[tuple[str, int, float]] = attrs.Factory(list)
     succeeded: set[str] = attrs.Factory(set)
     failed: dict[str, str] = attrs.Factory(dict)
+    #: time of the failure, by this host's clock
+    fail_times: dict[str, float] = attrs.Factory(dict)
 
     @classmethod
     def read(cls, log_dir: Path) -> Records:
@@ -43,11 +56,13 @@ class Records:
                     records.starts[job_id] += 1
                     records.started_in.setdefault(job_id, set()).add(pid)
                     records.start_times.setdefault(job_id, float(when))
+                    records.start_log.append((job_id, pid, float(when)))
                 elif kind == "ok":
                     records.succeeded.add(rest)
                 elif kind == "fail":
-                    job_id, _, reason = rest.partition(" ")
+                    job_id, reason, when = rest.split(" ")
                     records.failed[job_id] = reason
+                    records.fail_times[job_id] = float(when)
         return records
 
 
@@ -144,3 +159,61 @@ def stored_ids(url: str, namespace: str) -> set[str]:
 def scale(size: int) -> int:
     """``size`` scaled by SPINACH_FAULTS_SCALE (a tenth by default, for CI)."""
     return max(10, int(size * float(os.environ.get("SPINACH_FAULTS_SCALE", "0.1"))))
+
+
+def _noop(*args: Any) -> None:
+    """The producer never runs tasks."""
+
+
+@pytest.fixture
+def make_producer() -> Iterator[Callable[[str, str], Engine]]:
+    brokers: list[RedisBroker] = []
+
+    def make(url: str, namespace: str) -> Engine:
+        broker = RedisBroker.from_url(url, socket_timeout=2)
+        brokers.append(broker)
+        tasks = Tasks()
+        tasks.add(_noop, "least", max_retries=3)
+        tasks.add(_noop, "most", max_retries=0)
+        engine = Engine(broker, namespace)
+        engine.attach_tasks(tasks)
+        return engine
+
+    yield make
+    for broker in brokers:
+        broker.close()
+
+
+CloseBooks = Callable[[str, "set[str]"], Account]
+
+
+@pytest.fixture
+def close_books(
+    server: RedisServer, namespace: str, log_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> CloseBooks:
+    """Account for every accepted job of a scenario, and print its summary line."""
+
+    def close(scenario: str, accepted: set[str]) -> Account:
+        account = Account(
+            scenario, accepted, Records.read(log_dir), stored_ids(server.url, namespace)
+        )
+        with capsys.disabled():
+            print(f"\n{account.summary()}")
+        return account
+
+    return close
+
+
+def schedule_batches(engine: Engine, task: str, count: int) -> set[str]:
+    accepted: set[str] = set()
+    for start in range(0, count, 100):
+        batch = Batch()
+        for i in range(start, min(count, start + 100)):
+            batch.schedule(task, i)
+        accepted.update(str(job.id) for job in engine.schedule_batch(batch))
+    return accepted
+
+
+def settled(log_dir: Path, accepted: set[str]) -> bool:
+    records = Records.read(log_dir)
+    return accepted <= records.succeeded | set(records.failed)

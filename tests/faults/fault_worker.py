@@ -2,9 +2,10 @@
 
 Every run and outcome is appended to ``LOG_DIR/<pid>.log`` and fsynced before
 the job goes on, so the record survives the process being killed:
-``start <job id> <time>``, ``ok <job id>``, ``fail <job id> <error type>``.
-OPTIONS is JSON: ``threads``, ``dead_worker_timeout``, ``skew`` (seconds added
-to this process' clock), ``work_ms`` (range of a job's duration), ``grace_period``.
+``start <job id> <time>``, ``ok <job id>``, ``fail <job id> <error type> <time>``.
+OPTIONS is JSON: ``threads``, ``queue``, ``heartbeat_interval``,
+``dead_worker_timeout``, ``socket_timeout``, ``skew`` (seconds added to this
+process' clock), ``work_ms`` (range of a job's duration), ``grace_period``.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def on_finished(sender: str, job: Job) -> None:
 
 
 def on_failed(sender: str, job: Job, err: BaseException) -> None:
-    record(f"fail {job.id} {type(err).__name__}")
+    record(f"fail {job.id} {type(err).__name__} {time.time()}")
 
 
 def on_worker_started(sender: str, worker_name: str) -> None:
@@ -71,13 +72,16 @@ class SkewedClock(Clock):
 
 
 engine = Engine(
-    RedisBroker.from_url(url, clock=SkewedClock(), socket_timeout=2),
+    RedisBroker.from_url(url, clock=SkewedClock(), socket_timeout=options.get("socket_timeout", 2)),
     namespace,
-    heartbeat_interval=0.2,
+    heartbeat_interval=options.get("heartbeat_interval", 0.2),
     dead_worker_timeout=options.get("dead_worker_timeout", 2.0),
 )
 engine.attach_tasks(tasks)
 engine.start_workers(
-    number=options.get("threads", 4), block=True, grace_period=options.get("grace_period")
+    number=options.get("threads", 4),
+    queue=options.get("queue", "spinach"),
+    block=True,
+    grace_period=options.get("grace_period"),
 )
 record("exited")

@@ -9,83 +9,24 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
 import redis
 
-from spinach import Batch, Engine, Tasks
+from spinach import Batch, Engine
 from spinach.brokers.redis import RedisBroker
 from spinach.exc import BrokerConnectionError
 from spinach.job import Job
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer
 
-from .accounting import Account, Fleet, Records, scale, stored_ids
+from .accounting import CloseBooks, Fleet, Records, scale, schedule_batches, settled, stored_ids
 from .proxy import ChaosProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
-
-
-def _noop(*args: Any) -> None:
-    """The producer never runs tasks."""
-
-
-@pytest.fixture
-def make_producer() -> Iterator[Callable[[str, str], Engine]]:
-    brokers: list[RedisBroker] = []
-
-    def make(url: str, namespace: str) -> Engine:
-        broker = RedisBroker.from_url(url, socket_timeout=2)
-        brokers.append(broker)
-        tasks = Tasks()
-        tasks.add(_noop, "least", max_retries=3)
-        tasks.add(_noop, "most", max_retries=0)
-        engine = Engine(broker, namespace)
-        engine.attach_tasks(tasks)
-        return engine
-
-    yield make
-    for broker in brokers:
-        broker.close()
-
-
-CloseBooks = Callable[[str, "set[str]"], Account]
-
-
-@pytest.fixture
-def close_books(
-    server: RedisServer, namespace: str, log_dir: Path, capsys: pytest.CaptureFixture[str]
-) -> CloseBooks:
-    """Account for every accepted job of a scenario, and print its summary line."""
-
-    def close(scenario: str, accepted: set[str]) -> Account:
-        account = Account(
-            scenario, accepted, Records.read(log_dir), stored_ids(server.url, namespace)
-        )
-        with capsys.disabled():
-            print(f"\n{account.summary()}")
-        return account
-
-    return close
-
-
-def schedule_batches(engine: Engine, task: str, count: int) -> set[str]:
-    accepted: set[str] = set()
-    for start in range(0, count, 100):
-        batch = Batch()
-        for i in range(start, min(count, start + 100)):
-            batch.schedule(task, i)
-        accepted.update(str(job.id) for job in engine.schedule_batch(batch))
-    return accepted
-
-
-def settled(log_dir: Path, accepted: set[str]) -> bool:
-    records = Records.read(log_dir)
-    return accepted <= records.succeeded | set(records.failed)
 
 
 @pytest.mark.parametrize("task", ["least", "most"])

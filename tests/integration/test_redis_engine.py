@@ -90,6 +90,32 @@ def test_skewed_worker_clock_follows_the_server(
     honest.flush()
 
 
+def test_clock_offset_is_not_measured_through_a_stall(own_server: RedisServer) -> None:
+    """A reading of the server's clock held up by a stall leaves the offset as it was."""
+    import signal
+    import threading
+
+    from spinach.brokers._redis_clock import ServerClock
+
+    own_server.start()
+    client = redis.Redis(port=own_server.port)
+    clock = ServerClock(SkewedClock(-600.0), client)
+    assert clock.sync()
+    offset = clock._offset
+    assert 599 < offset < 601
+    assert own_server.process is not None
+    own_server.process.send_signal(signal.SIGSTOP)
+    resume = threading.Timer(1.0, own_server.process.send_signal, (signal.SIGCONT,))
+    resume.start()
+    try:
+        assert not clock.sync()  # took about 1 s: not kept
+    finally:
+        resume.join()
+    assert clock._offset == offset
+    assert clock.sync()
+    client.close()
+
+
 def test_garbage_in_a_queue_is_moved_aside(
     redis_client: redis.Redis, namespace: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -836,6 +836,36 @@ class TestOutages:
             engine.stop_workers()
 
 
+class BrokenMoveBroker(MemoryBroker):
+    """A MemoryBroker whose moves of future jobs always fail, as on a damaged key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.moves = 0
+
+    def move_future_jobs(self) -> float | None:
+        self.moves += 1
+        raise RuntimeError("a damaged key")
+
+
+class TestFutureJobsFailing:
+    def test_ready_jobs_flow_while_moving_future_jobs_fails(
+        self, namespace: str, runs: Runs, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A move of future jobs that keeps failing is logged and backed off; the
+        fetch of ready jobs goes on."""
+        broker = BrokenMoveBroker()
+        engine = Engine(broker, namespace)
+        engine.task(lambda i: runs.add("job", i), name="job")
+        for i in range(20):
+            engine.schedule("job", i)
+        with caplog.at_level(logging.ERROR, "spinach"):
+            engine.start_workers(number=2, stop_when_queue_empty=True)
+        assert runs.count("job") == 20
+        assert broker.moves >= 1
+        assert "Could not move future jobs" in caplog.text
+
+
 class TestDeathNeedsEvidence:
     @pytest.mark.parametrize("other_comes_back", [True, False])
     def test_a_stall_gives_everyone_a_fresh_timeout(

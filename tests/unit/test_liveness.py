@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection, Iterator
 
 import pytest
@@ -120,10 +121,27 @@ class TestLease:
     ) -> None:
         """Jobs start without a round trip while the last heartbeat is under T/2 old."""
         liveness = liveness_of(broker, stopping, 0.4)
-        assert not liveness.is_open()
+        handed_out = time.monotonic()
+        assert not liveness.is_open(handed_out)
         liveness.heartbeat()
-        assert liveness.is_open()
-        wait_for(lambda: not liveness.is_open(), timeout=5)
+        assert not liveness.is_open(handed_out)  # handed out before the lease began
+        handed_out = time.monotonic()
+        assert liveness.is_open(handed_out)
+        wait_for(lambda: not liveness.is_open(handed_out), timeout=5)
+
+    def test_a_heartbeat_after_a_lapse_does_not_clear_older_jobs(
+        self, broker: OutageBroker, stopping: threading.Event
+    ) -> None:
+        """Once the lease broke, jobs handed out before it holds again need confirming,
+        whatever heartbeat renewed it: the worker may have been declared dead meanwhile."""
+        liveness = liveness_of(broker, stopping, 0.4)
+        liveness.heartbeat()
+        handed_out = time.monotonic()
+        assert liveness.is_open(handed_out)
+        wait_for(lambda: not liveness.is_open(handed_out), timeout=5)
+        liveness.heartbeat()
+        assert not liveness.is_open(handed_out)
+        assert liveness.is_open(time.monotonic())
 
     @pytest.mark.parametrize("taken_over", [False, True])
     def test_jobs_are_confirmed_after_a_stall(
@@ -142,12 +160,13 @@ class TestLease:
         started: list[int] = []
         broker.enqueue_jobs([Job("run", "q", broker.now(), 0, (i,)) for i in range(4)])
         liveness.heartbeat()
+        handed_out = time.monotonic()
         held = broker.get_jobs_from_queue("q", 4)
         for job in held:
             job.task_func = started.append
         # A stall: this worker's heartbeats fail until its lease has lapsed.
         broker.down.set()
-        wait_for(lambda: not liveness.is_open(), timeout=5)
+        wait_for(lambda: not liveness.is_open(handed_out), timeout=5)
         if taken_over:
             adopter = MemoryBroker(clock, store=store)
             adopter.namespace = namespace
@@ -156,7 +175,7 @@ class TestLease:
             assert len(adopted) == 4
         pool = ThreadWorkers(2, namespace, gate=liveness)
         workers.append(pool)
-        pool.submit_jobs(held)
+        pool.submit_jobs(held, handed_out)
         wait_for(lambda: broker.failures >= 1)
         assert started == []
         broker.down.clear()
@@ -180,14 +199,15 @@ class TestLease:
         started: list[int] = []
         broker.enqueue_jobs([Job("run", "q", broker.now(), 0, (i,)) for i in range(3)])
         liveness.heartbeat()
+        handed_out = time.monotonic()
         held = broker.get_jobs_from_queue("q", 3)
         for job in held:
             job.task_func = started.append
         broker.down.set()
-        wait_for(lambda: not liveness.is_open(), timeout=5)
+        wait_for(lambda: not liveness.is_open(handed_out), timeout=5)
         pool = ThreadWorkers(1, namespace, gate=liveness)
         workers.append(pool)
-        pool.submit_jobs(held)
+        pool.submit_jobs(held, handed_out)
         wait_for(lambda: broker.failures >= 1)
         stopping.set()
         assert pool.stop(timeout=10)

@@ -1,0 +1,16 @@
+"""Fixtures of the hostile tests (their server and log folder are in tests/conftest.py)."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from ..faults.accounting import close_books, make_producer
+
+__all__ = ["close_books", "make_producer", "namespace"]
+
+
+@pytest.fixture
+def namespace() -> str:
+    return f"hostile-{uuid.uuid4().hex[:8]}"
