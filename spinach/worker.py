@@ -193,28 +193,20 @@ class Workers(ABC):
                 if job.id in self._handed_out:
                     self._handed_out[job.id] = at
 
-    def _through_gate(self, job: Job) -> bool:
-        """Whether ``job`` may start now; else the gate must confirm it first."""
-        if self._gate is None:
-            return True
-        with self._lock:
-            handed_out = self._handed_out.get(job.id)
-        # A job dropped or abandoned meanwhile: _take() turns it away.
-        return handed_out is None or self._gate.is_open(handed_out)
-
     def _worker_name(self, index: int) -> str:
         return f"{self._namespace}-worker-{index}"
 
-    def _take(self, job: Job) -> bool:
-        """Mark a job as started; False when it was abandoned or dropped and must not run.
-
-        Call it once :meth:`_through_gate` let the job through.
-        """
+    def _take(self, job: Job) -> bool | None:
+        """Mark a job as started: True when it may run; False when it was
+        abandoned or dropped and must not run; None when the gate must
+        confirm it first (then call this again)."""
         with self._lock:
             if job.id not in self._unfinished:
                 return False
+            if self._gate is not None and not self._gate.is_open(self._handed_out[job.id]):
+                return None
             self._started_ids.add(job.id)
-            self._handed_out.pop(job.id, None)
+            del self._handed_out[job.id]
             return True
 
     def _started(self, job: Job) -> float:
@@ -308,10 +300,12 @@ class ThreadWorkers(Workers):
             job = self._queue.get()
             if job is None:
                 break
-            while not self._through_gate(job):
+            taken = self._take(job)
+            while taken is None:
                 assert self._gate is not None
                 self._gate.confirm(self)
-            if not self._take(job):
+                taken = self._take(job)
+            if not taken:
                 continue
             started = self._started(job)
             err: BaseException | None = None
@@ -377,12 +371,14 @@ class AsyncioWorkers(Workers):
             job = await self._queue.get()
             if job is None:
                 break
-            while not self._through_gate(job):
+            taken = self._take(job)
+            while taken is None:
                 assert self._gate is not None
                 # In a thread: the confirmation is a broker call, which must not
                 # hold up the coroutines running meanwhile.
                 await asyncio.to_thread(self._gate.confirm, self)
-            if not self._take(job):
+                taken = self._take(job)
+            if not taken:
                 continue
             started = self._started(job)
             err: BaseException | None = None
