@@ -115,6 +115,23 @@ def workers(namespace: str) -> Iterator[list[ThreadWorkers]]:
         pool.stop(timeout=10)
 
 
+def held_through_a_stall(
+    broker: OutageBroker, liveness: Liveness, count: int, started: list[int]
+) -> tuple[list[Job], float]:
+    """``count`` jobs handed to this worker, which then stalls (its heartbeats
+    fail) until its lease has run out; their runs append their number to
+    ``started``. Returns them, and when they were handed out."""
+    broker.enqueue_jobs([Job("run", "q", broker.now(), 0, (i,)) for i in range(count)])
+    liveness.heartbeat()
+    handed_out = time.monotonic()
+    held = broker.get_jobs_from_queue("q", count)
+    for job in held:
+        job.task_func = started.append
+    broker.down.set()
+    wait_for(lambda: not liveness.is_open(handed_out), timeout=5)
+    return held, handed_out
+
+
 class TestLease:
     def test_lease_lapses_half_a_timeout_after_the_last_heartbeat(
         self, broker: OutageBroker, stopping: threading.Event
@@ -158,15 +175,7 @@ class TestLease:
         them; the jobs another worker took over meanwhile are dropped, never started."""
         liveness = liveness_of(broker, stopping, 0.4)
         started: list[int] = []
-        broker.enqueue_jobs([Job("run", "q", broker.now(), 0, (i,)) for i in range(4)])
-        liveness.heartbeat()
-        handed_out = time.monotonic()
-        held = broker.get_jobs_from_queue("q", 4)
-        for job in held:
-            job.task_func = started.append
-        # A stall: this worker's heartbeats fail until its lease has lapsed.
-        broker.down.set()
-        wait_for(lambda: not liveness.is_open(handed_out), timeout=5)
+        held, handed_out = held_through_a_stall(broker, liveness, 4, started)
         if taken_over:
             adopter = MemoryBroker(clock, store=store)
             adopter.namespace = namespace
@@ -197,14 +206,7 @@ class TestLease:
         """Stopping while the broker is out of reach, unconfirmed jobs are not started."""
         liveness = liveness_of(broker, stopping, 0.4)
         started: list[int] = []
-        broker.enqueue_jobs([Job("run", "q", broker.now(), 0, (i,)) for i in range(3)])
-        liveness.heartbeat()
-        handed_out = time.monotonic()
-        held = broker.get_jobs_from_queue("q", 3)
-        for job in held:
-            job.task_func = started.append
-        broker.down.set()
-        wait_for(lambda: not liveness.is_open(handed_out), timeout=5)
+        held, handed_out = held_through_a_stall(broker, liveness, 3, started)
         pool = ThreadWorkers(1, namespace, gate=liveness)
         workers.append(pool)
         pool.submit_jobs(held, handed_out)
