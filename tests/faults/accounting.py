@@ -148,6 +148,27 @@ class Fleet:
                 assert process.wait(timeout=60) == 0, f"worker {process.pid} failed"
 
 
+MakeFleet = Callable[[str], Fleet]
+
+
+@pytest.fixture
+def make_fleet(namespace: str, log_dir: Path) -> Iterator[Callable[[str], Fleet]]:
+    """Fleets of worker processes for a Redis URL; those still running when the
+    test ends (it failed before stopping them) are killed."""
+    fleets: list[Fleet] = []
+
+    def make(url: str) -> Fleet:
+        fleet = Fleet(url, namespace, log_dir)
+        fleets.append(fleet)
+        return fleet
+
+    yield make
+    for fleet in fleets:
+        for process in fleet.alive:
+            process.kill()
+            process.wait()
+
+
 def stored_ids(url: str, namespace: str) -> set[str]:
     client = redis.Redis.from_url(url, decode_responses=True)
     try:

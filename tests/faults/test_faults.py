@@ -23,7 +23,7 @@ from spinach.job import Job
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer
 
-from .accounting import CloseBooks, Fleet, Records, scale, schedule_batches, settled, stored_ids
+from .accounting import CloseBooks, MakeFleet, Records, scale, schedule_batches, settled, stored_ids
 from .proxy import ChaosProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
@@ -35,12 +35,13 @@ def test_worker_sigkill(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: Callable[[str, str], Engine],
     close_books: CloseBooks,
 ) -> None:
     """Workers SIGKILLed under load lose no job; only jobs of killed workers run twice or fail."""
     server.start()
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     for _ in range(3):
         fleet.start(threads=4)
     producer = make_producer(server.url, namespace)
@@ -95,13 +96,14 @@ def test_redis_restart_under_load(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: Callable[[str, str], Engine],
     close_books: CloseBooks,
 ) -> None:
     """Redis SIGKILLed and restarted twice under load: with fsync always, nothing is lost."""
     options = ("--appendonly", "yes", "--appendfsync", fsync)
     server.start(*options)
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     for _ in range(2):
         fleet.start(threads=4)
     producer = Producer(make_producer(server.url, namespace), "least", scale(2000), rate=50)
@@ -129,6 +131,7 @@ def test_dropped_and_slow_connections(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: Callable[[str, str], Engine],
     close_books: CloseBooks,
 ) -> None:
@@ -138,7 +141,7 @@ def test_dropped_and_slow_connections(
     proxy.start()
     try:
         url = f"redis://127.0.0.1:{proxy.port}/0"
-        fleet = Fleet(url, namespace, log_dir)
+        fleet = make_fleet(url)
         for _ in range(2):
             fleet.start(threads=4)
         producer = Producer(make_producer(url, namespace), "least", scale(1000), rate=100)
@@ -158,12 +161,13 @@ def test_graceful_shutdown(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: Callable[[str, str], Engine],
     close_books: CloseBooks,
 ) -> None:
     """SIGTERM in the middle of long jobs: they finish, and nothing fetched is left behind."""
     server.start()
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     fleet.start(threads=3, work_ms=[300, 600])
     accepted = schedule_batches(make_producer(server.url, namespace), "least", 12)
     wait_for(lambda: sum(Records.read(log_dir).starts.values()) >= 3, timeout=30)
@@ -187,12 +191,13 @@ def test_shutdown_past_the_grace_period(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: Callable[[str, str], Engine],
     close_books: CloseBooks,
 ) -> None:
     """Jobs still running past the grace period are queued again or failed; none is lost."""
     server.start()
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     leaving = fleet.start(threads=2, work_ms=[1500, 1500], grace_period=0.3)
     producer = make_producer(server.url, namespace)
     accepted = {str(producer.schedule(task, i).id) for i, task in enumerate(["least", "most"] * 2)}
@@ -216,12 +221,13 @@ def test_clock_skew(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: Callable[[str, str], Engine],
     close_books: CloseBooks,
 ) -> None:
     """Workers 10 minutes ahead and behind run future jobs on time; nobody is declared dead."""
     server.start()
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     fleet.start(threads=2, skew=600.0)
     fleet.start(threads=2, skew=-600.0)
     engine = make_producer(server.url, namespace)
@@ -247,12 +253,13 @@ def test_poison_input(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: Callable[[str, str], Engine],
     close_books: CloseBooks,
 ) -> None:
     """Garbage, unknown tasks and stale signatures end as failed records; good jobs still run."""
     server.start()
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     fleet.start(threads=2)
     engine = make_producer(server.url, namespace)
     broker = engine._broker

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 
-from ..faults.accounting import close_books, make_producer
+from ..faults.accounting import close_books, make_fleet, make_producer
 
-__all__ = ["close_books", "make_producer", "namespace"]
+__all__ = ["close_books", "make_fleet", "make_producer", "namespace"]
 
 
 @pytest.fixture

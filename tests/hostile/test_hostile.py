@@ -23,7 +23,7 @@ from spinach.exc import BrokerFullError, InvalidJobArgumentError
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer
 
-from ..faults.accounting import CloseBooks, Fleet, Records, schedule_batches, settled
+from ..faults.accounting import CloseBooks, MakeFleet, Records, schedule_batches, settled
 
 pytestmark = [pytest.mark.hostile, pytest.mark.timeout(600)]
 
@@ -53,6 +53,7 @@ def test_poison_payloads(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: MakeProducer,
     close_books: CloseBooks,
 ) -> None:
@@ -72,7 +73,7 @@ def test_poison_payloads(
     damage(client, namespace, poison[1], ",[1],", f",[{'9' * 5000}],")
     damage(client, namespace, poison[2], '"spinach",0,0,', '"spinach",true,0,')
     good = schedule_batches(producer, "least", 20)
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     for _ in range(2):
         fleet.start(threads=2)
     accepted = good | set(poison)
@@ -101,13 +102,14 @@ def test_redis_stall(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: MakeProducer,
     close_books: CloseBooks,
 ) -> None:
     """Redis frozen shorter and longer than dead_worker_timeout (2 s): nobody is declared
     dead, no at-most-once job fails, no at-least-once job runs twice."""
     server.start()
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     # Calls outlast the freeze: workers see it as a slow Redis, not as errors.
     options = {"threads": 2, "work_ms": [100, 300], "socket_timeout": 30}
     for _ in range(4):
@@ -131,13 +133,14 @@ def test_worker_stall(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: MakeProducer,
     close_books: CloseBooks,
 ) -> None:
     """A worker process frozen shorter or longer than dead_worker_timeout (2 s): never
     a job started after it was reported failed; shorter, nothing fails or runs twice."""
     server.start()
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     # Short jobs: each engine takes jobs ahead of its free workers.
     options = {"threads": 4, "work_ms": [5, 15]}
     victim = fleet.start(**options)
@@ -246,6 +249,7 @@ def test_damaged_keys(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: MakeProducer,
     close_books: CloseBooks,
 ) -> None:
@@ -256,7 +260,7 @@ def test_damaged_keys(
     producer = make_producer(server.url, namespace)
     corrupt, report = CORRUPTIONS[kind]
     damaged = corrupt(client, namespace, producer)
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     for _ in range(2):
         fleet.start(threads=2)
     good = schedule_batches(producer, "least", 20)
@@ -285,7 +289,11 @@ def _noop(*args: Any) -> None:
 
 
 def test_a_thousand_queues(
-    server: RedisServer, namespace: str, log_dir: Path, close_books: CloseBooks
+    server: RedisServer,
+    namespace: str,
+    log_dir: Path,
+    make_fleet: MakeFleet,
+    close_books: CloseBooks,
 ) -> None:
     """100,000 future jobs of 1,000 queues fall due at once: no move of future jobs holds
     Redis for long (SLOWLOG), and an idle look costs what it costs with one queue."""
@@ -318,7 +326,7 @@ def test_a_thousand_queues(
     # All due at once.
     future = key(namespace, "future")
     client.zunionstore(future, {future: 0})
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     fleet.start(threads=4)
     wait_for(lambda: client.zcard(future) == 0, timeout=120)
     sha = broker._scripts["move_future_jobs"].sha.encode()
@@ -354,6 +362,7 @@ def test_full_redis(
     server: RedisServer,
     namespace: str,
     log_dir: Path,
+    make_fleet: MakeFleet,
     make_producer: MakeProducer,
     close_books: CloseBooks,
 ) -> None:
@@ -374,7 +383,7 @@ def test_full_redis(
     batch.schedule("most", 2)
     with pytest.raises(BrokerFullError, match=r"2 jobs of tasks 'least', 'most'.*maxmemory"):
         producer.schedule_batch(batch)
-    fleet = Fleet(server.url, namespace, log_dir)
+    fleet = make_fleet(server.url)
     for _ in range(2):
         fleet.start(threads=4)
     wait_for(lambda: settled(log_dir, accepted), timeout=60)
