@@ -101,12 +101,18 @@ class Account:
     def duplicate_runs(self) -> int:
         return sum(self.records.starts[job_id] - 1 for job_id in self.duplicated)
 
+    @property
+    def reported_failed(self) -> set[str]:
+        """Jobs reported failed, including those that then ran to their end anyway
+        (an at-most-once job taken over from a worker that was only frozen)."""
+        return self.accepted & set(self.records.failed)
+
     def summary(self) -> str:
         return (
             f"scenario={self.scenario} accepted={len(self.accepted)} "
             f"succeeded={len(self.succeeded)} failed={len(self.failed)} "
             f"stored={len(self.still_stored)} lost={len(self.lost)} "
-            f"duplicate_runs={self.duplicate_runs}"
+            f"duplicate_runs={self.duplicate_runs} reported_failed={len(self.reported_failed)}"
         )
 
 
