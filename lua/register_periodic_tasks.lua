@@ -7,8 +7,8 @@
 -- ARGV[2..] four values per task: name, period (seconds; 0: not periodic), queue,
 --          max_retries
 -- A task new to the namespace, or whose period changed, or whose schedule was lost, runs
--- first one period from now; a task registered again unchanged keeps its next run; a task given with period 0 is
--- no longer periodic. Tasks not given are left as they are.
+-- first one period from now; a task registered again unchanged keeps its next run; a
+-- task given with period 0 is no longer periodic. Tasks not given are left as they are.
 -- Returns: the number of periodic tasks of the namespace.
 -- Safe to retry.
 
