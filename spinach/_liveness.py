@@ -171,3 +171,14 @@ class Liveness:
                 # until the lease runs out.
                 workers.confirmed(held, done)
                 return
+
+    def still_ours(self, job: Job) -> bool:
+        """Whether ``job``, taken through the gate, may still run although the
+        lease broke before its task was called: one heartbeat asks. False
+        when it was taken over, or when the broker cannot say (it is then
+        taken over like a dead worker's job)."""
+        try:
+            return not self.heartbeat([job]).lost
+        except Exception as e:
+            logger.warning("Could not confirm %s before running it (%s): not run here", job, e)
+            return False

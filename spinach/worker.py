@@ -47,6 +47,10 @@ class StartGate(Protocol):
         """Settle the jobs waiting in ``workers``: :meth:`Workers.confirmed` for
         those that may start, :meth:`Workers.drop` for the others."""
 
+    def still_ours(self, job: Job) -> bool:
+        """Whether a job taken through the gate, whose lease broke before its
+        task was called, may still run (asks the broker)."""
+
 
 class Workers(ABC):
     """A pool of ``num_workers`` workers of one namespace.
@@ -86,7 +90,7 @@ class Workers(ABC):
         # Submitted jobs not yet done, and the ids of those that started.
         self._unfinished: dict[uuid.UUID, Job] = {}
         self._started_ids: set[uuid.UUID] = set()
-        # When each job not started was handed out (or last confirmed), for the gate.
+        # When each job not done was handed out (or last confirmed), for the gate.
         self._handed_out: dict[uuid.UUID, float] = {}
         # Moving mean of the run time of jobs, None before the first one.
         self._mean_duration: float | None = None
@@ -187,7 +191,7 @@ class Workers(ABC):
                     self._in_flight -= 1
 
     def confirmed(self, jobs: Collection[Job], at: float) -> None:
-        """Count these jobs, if still waiting, as handed out at ``at`` for the gate."""
+        """Count these jobs, if not done, as handed out at ``at`` for the gate."""
         with self._lock:
             for job in jobs:
                 if job.id in self._handed_out:
@@ -197,17 +201,39 @@ class Workers(ABC):
         return f"{self._namespace}-worker-{index}"
 
     def _take(self, job: Job) -> bool | None:
-        """Mark a job as started: True when it may run; False when it was
-        abandoned or dropped and must not run; None when the gate must
-        confirm it first (then call this again)."""
+        """Mark a job as started: True when it may run (:meth:`_may_call` has the
+        last word); False when it was abandoned or dropped and must not run;
+        None when the gate must confirm it first (then call this again)."""
         with self._lock:
             if job.id not in self._unfinished:
                 return False
             if self._gate is not None and not self._gate.is_open(self._handed_out[job.id]):
                 return None
             self._started_ids.add(job.id)
-            del self._handed_out[job.id]
             return True
+
+    def _may_call(self, job: Job) -> bool | None:
+        """Right before the task of a job taken by :meth:`_take` is called: True
+        when it may be; None when the lease broke in between (this process
+        stalled), and the gate must ask the broker (:meth:`StartGate.still_ours`)."""
+        # One dict read, atomic: no lock on the path of every job.
+        handed_out = self._handed_out.get(job.id)
+        if self._gate is None or handed_out is None or self._gate.is_open(handed_out):
+            return True
+        return None
+
+    def _not_called(self, job: Job) -> None:
+        """Forget a job taken over between :meth:`_take` and the call of its task."""
+        with self._lock:
+            if self._unfinished.pop(job.id, None) is not None:
+                self._in_flight -= 1
+            self._started_ids.discard(job.id)
+            self._handed_out.pop(job.id, None)
+        logger.warning(
+            "%s was taken over by another worker while this one was unresponsive, "
+            "right before its task was called: not run here",
+            job,
+        )
 
     def _started(self, job: Job) -> float:
         job.status = JobStatus.RUNNING
@@ -233,6 +259,7 @@ class Workers(ABC):
             self._mean_duration = duration if mean is None else 0.9 * mean + 0.1 * duration
             abandoned = self._unfinished.pop(job.id, None) is None
             self._started_ids.discard(job.id)
+            self._handed_out.pop(job.id, None)
             if not abandoned:
                 # Inside the lock: a job is either abandoned or handed back, never neither.
                 self._done.put(job)
@@ -308,6 +335,13 @@ class ThreadWorkers(Workers):
             if not taken:
                 continue
             started = self._started(job)
+            call = self._may_call(job)
+            if call is None:
+                assert self._gate is not None
+                call = self._gate.still_ours(job)
+            if not call:
+                self._not_called(job)
+                continue
             err: BaseException | None = None
             try:
                 job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
@@ -381,6 +415,13 @@ class AsyncioWorkers(Workers):
             if not taken:
                 continue
             started = self._started(job)
+            call = self._may_call(job)
+            if call is None:
+                assert self._gate is not None
+                call = await asyncio.to_thread(self._gate.still_ours, job)
+            if not call:
+                self._not_called(job)
+                continue
             err: BaseException | None = None
             try:
                 await job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine

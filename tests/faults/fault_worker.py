@@ -2,7 +2,8 @@
 
 Every run and outcome is appended to ``LOG_DIR/<pid>.log`` and fsynced before
 the job goes on, so the record survives the process being killed:
-``start <job id> <time>``, ``ok <job id>``, ``fail <job id> <error type> <time>``.
+``start <job id> <time>`` (from the task's first line), ``ok <job id>``,
+``fail <job id> <error type> <time>``.
 OPTIONS is JSON: ``threads``, ``queue``, ``heartbeat_interval``,
 ``dead_worker_timeout``, ``socket_timeout``, ``skew`` (seconds added to this
 process' clock), ``work_ms`` (range of a job's duration), ``grace_period``.
@@ -14,6 +15,7 @@ import json
 import os
 import random
 import sys
+import threading
 import time
 from typing import Any
 
@@ -32,7 +34,14 @@ def record(line: str) -> None:
     os.fsync(log)
 
 
+#: The job each worker thread runs, set by job_started in that thread.
+current = threading.local()
+
+
 def work(i: int) -> None:
+    # A start is the task's first line: what a worker must never reach for a
+    # job that is no longer its own.
+    record(f"start {current.job_id} {time.time()}")
     time.sleep(random.uniform(low_ms, high_ms) / 1000)  # the job's work
 
 
@@ -42,7 +51,7 @@ tasks.add(work, "most", max_retries=0)
 
 
 def on_started(sender: str, job: Job) -> None:
-    record(f"start {job.id} {time.time()}")
+    current.job_id = job.id
 
 
 def on_finished(sender: str, job: Job) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Collection, Iterator
 
 import pytest
 
-from spinach import MemoryBroker, ThreadWorkers
+from spinach import MemoryBroker, ThreadWorkers, signals
 from spinach._liveness import Liveness
 from spinach.brokers.base import Heartbeat
 from spinach.brokers.memory import MemoryStore
@@ -216,3 +216,44 @@ class TestLease:
         assert started == []
         assert pool.idle
         assert broker.count_jobs().running == 3  # left for another worker to take over
+
+    @pytest.mark.parametrize("taken_over", [False, True])
+    def test_a_stall_between_start_and_call(
+        self,
+        broker: OutageBroker,
+        store: MemoryStore,
+        clock: ManualClock,
+        stopping: threading.Event,
+        namespace: str,
+        workers: list[ThreadWorkers],
+        taken_over: bool,
+    ) -> None:
+        """A worker that stalls after it announced a job but before calling its task
+        asks the broker once; the task is not called if the job was taken over."""
+        liveness = liveness_of(broker, stopping, 0.4)
+        called: list[int] = []
+        broker.enqueue_jobs([Job("run", "q", broker.now(), 0, (1,))])
+        liveness.heartbeat()
+        handed_out = time.monotonic()
+        (job,) = broker.get_jobs_from_queue("q", 1)
+        job.task_func = called.append
+
+        def stall(sender: str, job: Job) -> None:
+            # The stall, in the job_started receiver: past the lease, and
+            # long enough for another worker to take the job over.
+            wait_for(lambda: not liveness.is_open(handed_out), timeout=5)
+            if taken_over:
+                adopter = MemoryBroker(clock, store=store)
+                adopter.namespace = namespace
+                clock.advance(60)
+                assert len(adopter.adopt_jobs_of_dead_workers(adopter.heartbeat().at - 10)) == 1
+
+        pool = ThreadWorkers(1, namespace, gate=liveness)
+        workers.append(pool)
+        with signals.job_started.connected_to(stall, sender=namespace):
+            pool.submit_jobs([job], handed_out)
+            if taken_over:
+                wait_for(lambda: pool.idle)  # forgotten, not handed back
+            else:
+                wait_for(lambda: called == [1] and len(pool.collect_finished()) == 1)
+        assert called == ([] if taken_over else [1])
