@@ -30,6 +30,13 @@ local channel = ARGV[2]
 local marker_seconds = tonumber(ARGV[3])
 local queue_count = tonumber(ARGV[4])
 
+-- A place counter that is not a number (no Spinach code writes one) fails the call
+-- before any write: a write before it would strand jobs.
+local counter = redis.call("GET", seq)
+if counter and not tonumber(counter) then
+    return redis.error_reply("key " .. seq .. " is not a counter: delete it, or SET it to a number")
+end
+
 if marker_seconds > 0 and not redis.call("SET", marker, "1", "NX", "EX", marker_seconds) then
     return 0
 end

@@ -20,11 +20,12 @@
 -- Bounded: at most 1000 jobs moved and 100 periodic tasks run, and no more moves once
 -- 5 ms have passed, so that no call blocks Redis for long whatever the number of queues
 -- and of due jobs; the caller calls again at once when it stopped early. When nothing
--- is due, a call costs two sorted set lookups.
--- Damage no Spinach code makes is worked around and reported, never an error: a future
--- member that is not one goes to the failed list; a due job whose ready list is not a
--- list stays future, due again in 60 s; a periodic task whose definition is not valid
--- JSON leaves the schedule (the engine registering it again puts it back).
+-- is due, a call costs a few sorted set lookups.
+-- Damage no Spinach code makes is worked around and reported: a future member that is
+-- not one goes to the failed list; a due job whose ready list is not a list stays
+-- future, due again in 60 s; a periodic task whose definition is not valid JSON leaves
+-- the schedule (the engine registering it again puts it back). A place counter that is
+-- not a number fails the call, before any write.
 -- Returns: {seconds until the next due future job or periodic run, as a string (0 when
 --          it stopped early), or "" when there is none; then one line per problem found}.
 -- Safe to retry.
@@ -33,6 +34,13 @@ local payloads, seq, periodic, periodic_next = KEYS[1], KEYS[2], KEYS[3], KEYS[4
 local queues, future, failed = KEYS[5], KEYS[6], KEYS[7]
 local now = tonumber(ARGV[1])
 local channel, namespace, prefix = ARGV[2], ARGV[3], ARGV[4]
+-- A place counter that is not a number (no Spinach code writes one) fails the call
+-- before any write: a write before it would strand jobs.
+local counter = redis.call("GET", seq)
+if counter and not tonumber(counter) then
+    return redis.error_reply("key " .. seq .. " is not a counter: delete it, or SET it to a number")
+end
+
 local max_moves, max_periodic, max_ms, retry_later = 1000, 100, 5, 60
 
 local problems, reported = {}, {}

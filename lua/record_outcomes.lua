@@ -27,6 +27,13 @@ local running, payloads, in_flight, seq, queues, future = KEYS[1], KEYS[2], KEYS
 local now, channel = tonumber(ARGV[1]), ARGV[2]
 local queue_count = tonumber(ARGV[3])
 
+-- A place counter that is not a number (no Spinach code writes one) fails the call
+-- before any write: a write before it would strand jobs.
+local counter = redis.call("GET", seq)
+if counter and not tonumber(counter) then
+    return redis.error_reply("key " .. seq .. " is not a counter: delete it, or SET it to a number")
+end
+
 local done_count = tonumber(ARGV[4 + queue_count])
 local first_retry = 5 + queue_count + 2 * done_count
 

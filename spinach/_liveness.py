@@ -139,46 +139,50 @@ class Liveness:
         dead worker).
         """
         with self._confirming:
-            while True:
-                held = workers.waiting_jobs()
-                try:
-                    beat, done = self._heartbeat(held)
-                except Exception as e:
-                    if self._stopping.is_set():
-                        logger.warning(
-                            "Could not confirm %d job(s) handed to the workers (%s) while "
-                            "stopping: not started; they will be taken over as a dead "
-                            "worker's",
-                            len(held),
-                            e,
-                        )
-                        workers.drop(held)
-                        return
-                    logger.warning(
-                        "Could not confirm the jobs handed to the workers (%s); jobs wait", e
-                    )
-                    self._stopping.wait(_CONFIRM_RETRY)
-                    continue
-                if beat.lost:
-                    logger.warning(
-                        "%d job(s) handed to this worker were taken over while it was "
-                        "unresponsive (a stall of this process or of the broker): not "
-                        "started here",
-                        len(beat.lost),
-                    )
-                    workers.drop(beat.lost)
-                # Still this worker's when the heartbeat was recorded, and so
-                # until the lease runs out.
-                workers.confirmed(held, done)
+            held = workers.waiting_jobs()
+            answer = self._ask(held)
+            if answer is None:
+                workers.drop(held)
                 return
+            beat, done = answer
+            if beat.lost:
+                logger.warning(
+                    "%d job(s) handed to this worker were taken over while it was "
+                    "unresponsive (a stall of this process or of the broker): not "
+                    "started here",
+                    len(beat.lost),
+                )
+                workers.drop(beat.lost)
+            # Still this worker's when the heartbeat was recorded, and so until
+            # the lease runs out.
+            workers.confirmed(held, done)
 
     def still_ours(self, job: Job) -> bool:
         """Whether ``job``, taken through the gate, may still run although the
-        lease broke before its task was called: one heartbeat asks. False
-        when it was taken over, or when the broker cannot say (it is then
-        taken over like a dead worker's job)."""
-        try:
-            return not self.heartbeat([job]).lost
-        except Exception as e:
-            logger.warning("Could not confirm %s before running it (%s): not run here", job, e)
-            return False
+        lease broke before its task was called: one heartbeat asks, tried
+        again while the broker is out of reach. False when the job was taken
+        over, or when the engine stops before the broker answers (the job is
+        then taken over like a dead worker's)."""
+        answer = self._ask([job])
+        return answer is not None and not answer[0].lost
+
+    def _ask(self, held: Collection[Job]) -> tuple[Heartbeat, float] | None:
+        """A heartbeat carrying ``held`` (see :meth:`_heartbeat`), tried again while
+        the broker is out of reach; None when the engine stops first."""
+        while True:
+            try:
+                return self._heartbeat(held)
+            except Exception as e:
+                if self._stopping.is_set():
+                    logger.warning(
+                        "Could not confirm %d job(s) handed to the workers (%s) while "
+                        "stopping: not started; they will be taken over as a dead "
+                        "worker's",
+                        len(held),
+                        e,
+                    )
+                    return None
+                logger.warning(
+                    "Could not confirm the jobs handed to the workers (%s); jobs wait", e
+                )
+                self._stopping.wait(_CONFIRM_RETRY)

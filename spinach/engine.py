@@ -474,8 +474,8 @@ class Engine:
         if wanted <= 0 or not self._to_record or len(self._to_record) > _RECORD_BATCH:
             self._record_outcomes()
             return self._fetch(queue, wanted)
-        jobs = list(self._to_record)
-        self._to_record.clear()
+        # Taken one by one: the maintenance thread appends adopted jobs meanwhile.
+        jobs = [self._to_record.popleft() for _ in range(len(self._to_record))]
         sent = time.monotonic()
         with self._recording(jobs) as states:
             recorded, fetched = self._broker.record_outcomes_and_get_jobs(jobs, queue, wanted)

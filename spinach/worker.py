@@ -12,7 +12,6 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from typing import Callable, Protocol
@@ -87,11 +86,14 @@ class Workers(ABC):
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._in_flight = 0
         self._lock = threading.Lock()
-        # Submitted jobs not yet done, and the ids of those that started.
-        self._unfinished: dict[uuid.UUID, Job] = {}
-        self._started_ids: set[uuid.UUID] = set()
+        # Submitted jobs not yet done, and those that started. Keyed by the job
+        # object, not its id: a job taken over while this worker stalled may be
+        # handed to it again, a second object with the same id, while the first
+        # still waits in a queue or runs.
+        self._unfinished: dict[int, Job] = {}
+        self._taken: set[int] = set()
         # When each job not done was handed out (or last confirmed), for the gate.
-        self._handed_out: dict[uuid.UUID, float] = {}
+        self._handed_out: dict[int, float] = {}
         # Moving mean of the run time of jobs, None before the first one.
         self._mean_duration: float | None = None
         self._start()
@@ -144,8 +146,8 @@ class Workers(ABC):
         with self._lock:
             self._in_flight += len(jobs)
             for job in jobs:
-                self._unfinished[job.id] = job
-                self._handed_out[job.id] = handed_out
+                self._unfinished[id(job)] = job
+                self._handed_out[id(job)] = handed_out
         self._submit(jobs)
 
     def collect_finished(self) -> list[Job]:
@@ -169,33 +171,33 @@ class Workers(ABC):
         """
         with self._lock:
             jobs = list(self._unfinished.values())
-            started = [job for job in jobs if job.id in self._started_ids]
-            waiting = [job for job in jobs if job.id not in self._started_ids]
+            started = [job for job in jobs if id(job) in self._taken]
+            waiting = [job for job in jobs if id(job) not in self._taken]
             self._unfinished.clear()
-            self._started_ids.clear()
+            self._taken.clear()
             self._handed_out.clear()
         return started, waiting
 
     def waiting_jobs(self) -> list[Job]:
         """The jobs submitted that did not start yet."""
         with self._lock:
-            return [job for job in self._unfinished.values() if job.id not in self._started_ids]
+            return [job for job in self._unfinished.values() if id(job) not in self._taken]
 
     def drop(self, jobs: Collection[Job]) -> None:
         """Never start these jobs (those that did not start yet), nor hand them back."""
         with self._lock:
             for job in jobs:
-                if job.id in self._unfinished and job.id not in self._started_ids:
-                    del self._unfinished[job.id]
-                    del self._handed_out[job.id]
+                if id(job) in self._unfinished and id(job) not in self._taken:
+                    del self._unfinished[id(job)]
+                    del self._handed_out[id(job)]
                     self._in_flight -= 1
 
     def confirmed(self, jobs: Collection[Job], at: float) -> None:
         """Count these jobs, if not done, as handed out at ``at`` for the gate."""
         with self._lock:
             for job in jobs:
-                if job.id in self._handed_out:
-                    self._handed_out[job.id] = at
+                if id(job) in self._handed_out:
+                    self._handed_out[id(job)] = at
 
     def _worker_name(self, index: int) -> str:
         return f"{self._namespace}-worker-{index}"
@@ -205,11 +207,11 @@ class Workers(ABC):
         last word); False when it was abandoned or dropped and must not run;
         None when the gate must confirm it first (then call this again)."""
         with self._lock:
-            if job.id not in self._unfinished:
+            if id(job) not in self._unfinished:
                 return False
-            if self._gate is not None and not self._gate.is_open(self._handed_out[job.id]):
+            if self._gate is not None and not self._gate.is_open(self._handed_out[id(job)]):
                 return None
-            self._started_ids.add(job.id)
+            self._taken.add(id(job))
             return True
 
     def _may_call(self, job: Job) -> bool | None:
@@ -217,7 +219,7 @@ class Workers(ABC):
         when it may be; None when the lease broke in between (this process
         stalled), and the gate must ask the broker (:meth:`StartGate.still_ours`)."""
         # One dict read, atomic: no lock on the path of every job.
-        handed_out = self._handed_out.get(job.id)
+        handed_out = self._handed_out.get(id(job))
         if self._gate is None or handed_out is None or self._gate.is_open(handed_out):
             return True
         return None
@@ -225,10 +227,10 @@ class Workers(ABC):
     def _not_called(self, job: Job) -> None:
         """Forget a job taken over between :meth:`_take` and the call of its task."""
         with self._lock:
-            if self._unfinished.pop(job.id, None) is not None:
+            if self._unfinished.pop(id(job), None) is not None:
                 self._in_flight -= 1
-            self._started_ids.discard(job.id)
-            self._handed_out.pop(job.id, None)
+            self._taken.discard(id(job))
+            self._handed_out.pop(id(job), None)
         logger.warning(
             "%s was taken over by another worker while this one was unresponsive, "
             "right before its task was called: not run here",
@@ -257,9 +259,9 @@ class Workers(ABC):
         with self._lock:
             mean = self._mean_duration
             self._mean_duration = duration if mean is None else 0.9 * mean + 0.1 * duration
-            abandoned = self._unfinished.pop(job.id, None) is None
-            self._started_ids.discard(job.id)
-            self._handed_out.pop(job.id, None)
+            abandoned = self._unfinished.pop(id(job), None) is None
+            self._taken.discard(id(job))
+            self._handed_out.pop(id(job), None)
             if not abandoned:
                 # Inside the lock: a job is either abandoned or handed back, never neither.
                 self._done.put(job)

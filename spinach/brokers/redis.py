@@ -116,6 +116,17 @@ def _merge_states(jobs: Sequence[Job], states: list[RunningJobState]) -> list[Ru
     return [next(done_states if job.status in FINISHED else again_states) for job in jobs]
 
 
+def _is_full(error: redis_py.ResponseError) -> bool:
+    """Whether Redis refused a command for want of memory (maxmemory, noeviction).
+
+    Redis 7 answers a script's refused command with the OOM error itself;
+    Redis 6.2 wraps it in a script error.
+    """
+    return isinstance(error, redis_py.exceptions.OutOfMemoryError) or (
+        "OOM command not allowed" in str(error)
+    )
+
+
 def _what(jobs: Sequence[Job]) -> str:
     """The jobs of a scheduling call, for an error: their number and tasks."""
     names = ", ".join(repr(name) for name in dict.fromkeys(job.task_name for job in jobs))
@@ -316,7 +327,9 @@ class RedisBroker(Broker):
             try:
                 self._run("enqueue_jobs", keys, args)
                 return
-            except redis_py.exceptions.OutOfMemoryError as e:
+            except redis_py.ResponseError as e:
+                if not _is_full(e):
+                    raise
                 raise BrokerFullError(
                     f"Could not schedule {_what(jobs)}: Redis is full (maxmemory, noeviction) "
                     "and refuses new data; nothing was stored. Workers keep draining the "
@@ -582,7 +595,9 @@ class RedisBroker(Broker):
     @override
     def deregister_worker(self) -> None:
         self._requeue_lost_handouts()
-        pipe = self._redis.pipeline(transaction=True)
+        # Not a MULTI: a full Redis (noeviction) refuses every command queued in
+        # one, while it runs these removals one by one.
+        pipe = self._redis.pipeline(transaction=False)
         pipe.zrem(self._keys.workers, self.worker_id)
         pipe.hdel(self._keys.calls, self.worker_id)
         pipe.execute()

@@ -403,6 +403,7 @@ def test_full_redis(
     wait_for(lambda: settled(log_dir, accepted), timeout=60)
     assert client.info("memory")["used_memory"] > int(client.config_get("maxmemory")["maxmemory"])
     fleet.stop()
+    assert client.zcard(key(namespace, "workers")) == 0, "the workers could not deregister"
     account = close_books("full-redis", accepted)
     assert account.lost == set()
     assert account.succeeded == accepted

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 import uuid
@@ -185,6 +186,36 @@ def test_unreadable_job_fails_and_the_queue_flows(
     (kept,) = redis_client.lrange(f"spinach:{{{namespace}}}:failed", 0, -1)
     assert (kept if isinstance(kept, str) else kept.decode()).startswith('["record')
     assert broker.count_jobs().running == 0
+    broker.flush()
+
+
+def test_damaged_place_counter_fails_calls_before_any_write(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """A place counter that is not a number fails scheduling, recording and moving,
+    saying which key, before anything changed: no job is stranded."""
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, [])
+    engine.schedule("record", 1)
+    engine.schedule_at("record", broker.now() + timedelta(seconds=1), 2)
+    (job,) = broker.get_jobs_from_queue("spinach", 1)
+    seq = f"spinach:{{{namespace}}}:seq"
+    good = redis_client.get(seq)
+    redis_client.set(seq, "not a number")
+    job.retries, job.at = 1, broker.now()
+    calls: list[Callable[[], object]] = [
+        lambda: engine.schedule("record", 3),
+        lambda: broker.retry_job(job),
+        broker.move_future_jobs,
+    ]
+    for call in calls:
+        with pytest.raises(redis.ResponseError, match=rf"key {re.escape(seq)} is not a counter"):
+            call()
+    counts = broker.count_jobs()
+    assert (counts.queued, counts.future, counts.running) == ({}, 1, 1)
+    redis_client.set(seq, good)
+    assert broker.retry_job(job) is RunningJobState.RECORDED
+    assert broker.count_jobs().queued == {"spinach": 1}
     broker.flush()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection, Iterator
+from datetime import datetime, timezone
 
 import pytest
 
@@ -257,3 +258,54 @@ class TestLease:
             else:
                 wait_for(lambda: called == [1] and len(pool.collect_finished()) == 1)
         assert called == ([] if taken_over else [1])
+
+
+class TestSameJobTwice:
+    """A job taken over while its worker stalled may come back to that worker: a
+    second object with the same id, while the first one waits or runs."""
+
+    def test_a_dropped_copy_waiting_in_the_queue_does_not_run(
+        self, namespace: str, workers: list[ThreadWorkers]
+    ) -> None:
+        """The copy dropped as taken over never runs; the copy handed out again does."""
+        release = threading.Event()
+        ran: list[str] = []
+        pool = ThreadWorkers(1, namespace)
+        workers.append(pool)
+        blocker = Job("block", "q", datetime.now(timezone.utc), 0)
+        blocker.task_func = lambda: release.wait(10)
+        first = Job("job", "q", datetime.now(timezone.utc), 1)
+        first.task_func = lambda: ran.append("first")
+        again = Job.deserialize(first.serialize())
+        again.task_func = lambda: ran.append("again")
+        pool.submit_jobs([blocker, first])
+        pool.drop([first])
+        pool.submit_jobs([again])
+        release.set()
+        finished: list[Job] = []
+        wait_for(lambda: finished.extend(pool.collect_finished()) or len(finished) == 2)
+        assert ran == ["again"]
+        assert {id(job) for job in finished} == {id(blocker), id(again)}
+        assert pool.idle
+
+    def test_a_copy_handed_out_while_the_first_runs_runs_too(
+        self, namespace: str, workers: list[ThreadWorkers]
+    ) -> None:
+        """Both copies run and are handed back, each once; no slot is leaked."""
+        release = threading.Event()
+        ran: list[str] = []
+        pool = ThreadWorkers(2, namespace)
+        workers.append(pool)
+        first = Job("job", "q", datetime.now(timezone.utc), 1)
+        first.task_func = lambda: (ran.append("first"), release.wait(10))
+        again = Job.deserialize(first.serialize())
+        again.task_func = lambda: ran.append("again")
+        pool.submit_jobs([first])
+        wait_for(lambda: ran == ["first"])
+        pool.submit_jobs([again])
+        wait_for(lambda: ran == ["first", "again"])
+        release.set()
+        finished: list[Job] = []
+        wait_for(lambda: finished.extend(pool.collect_finished()) or len(finished) == 2)
+        assert {id(job) for job in finished} == {id(first), id(again)}
+        assert pool.idle
