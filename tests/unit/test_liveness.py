@@ -116,6 +116,14 @@ def workers(namespace: str) -> Iterator[list[ThreadWorkers]]:
         pool.stop(timeout=10)
 
 
+def take_over(store: MemoryStore, clock: ManualClock, namespace: str) -> list[Job]:
+    """Another worker, a minute later, takes over the jobs of the silent ones."""
+    adopter = MemoryBroker(clock, store=store)
+    adopter.namespace = namespace
+    clock.advance(60)
+    return adopter.adopt_jobs_of_dead_workers(adopter.heartbeat().at - 10)
+
+
 def held_through_a_stall(
     broker: OutageBroker, liveness: Liveness, count: int, started: list[int]
 ) -> tuple[list[Job], float]:
@@ -178,11 +186,7 @@ class TestLease:
         started: list[int] = []
         held, handed_out = held_through_a_stall(broker, liveness, 4, started)
         if taken_over:
-            adopter = MemoryBroker(clock, store=store)
-            adopter.namespace = namespace
-            clock.advance(60)
-            adopted = adopter.adopt_jobs_of_dead_workers(adopter.heartbeat().at - 10)
-            assert len(adopted) == 4
+            assert len(take_over(store, clock, namespace)) == 4
         pool = ThreadWorkers(2, namespace, gate=liveness)
         workers.append(pool)
         pool.submit_jobs(held, handed_out)
@@ -244,10 +248,7 @@ class TestLease:
             # long enough for another worker to take the job over.
             wait_for(lambda: not liveness.is_open(handed_out), timeout=5)
             if taken_over:
-                adopter = MemoryBroker(clock, store=store)
-                adopter.namespace = namespace
-                clock.advance(60)
-                assert len(adopter.adopt_jobs_of_dead_workers(adopter.heartbeat().at - 10)) == 1
+                assert len(take_over(store, clock, namespace)) == 1
 
         pool = ThreadWorkers(1, namespace, gate=liveness)
         workers.append(pool)
