@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -107,9 +108,12 @@ class Job:
         return datetime.now(timezone.utc) >= self.at
 
     @property
-    def at_timestamp(self) -> float:
-        """``at`` as a POSIX timestamp."""
-        return self.at.timestamp()
+    def at_timestamp(self) -> int:
+        """``at`` as a POSIX timestamp rounded up to the second, an int as in 0.0.25.
+
+        Brokers store the exact ``at``; this rounded value is for applications.
+        """
+        return math.ceil(self.at.timestamp())
 
     def serialize(self) -> str:
         """Return the job as JSON text, the form brokers store."""

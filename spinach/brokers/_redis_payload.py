@@ -26,7 +26,7 @@ def pack(job: Job) -> bytes:
             job.queue,
             job.max_retries,
             job.retries,
-            job.at_timestamp,
+            job.at.timestamp(),
             job.task_args,
             job.task_kwargs,
         ]

@@ -155,7 +155,7 @@ class MemoryBroker(Broker):
     def _store_job(self, ns: _Namespace, job: Job, payload: str, now: float) -> None:
         job_id = str(job.id)
         ns.payloads[job_id] = payload
-        at = job.at_timestamp
+        at = job.at.timestamp()
         if at <= now:
             self._push_ready(ns, job_id, job.queue, job.task_name)
         else:

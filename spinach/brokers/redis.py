@@ -306,7 +306,7 @@ class RedisBroker(Broker):
         size = 0
         for job in jobs:
             name, payload = _utf8(job.task_name), pack(job)
-            at, queue_number = job.at_timestamp, number[job.queue]
+            at, queue_number = job.at.timestamp(), number[job.queue]
             header = f"{job.id}{queue_number} {at!r} {len(name)} {len(payload)}\n".encode()
             job_size = len(header) + len(name) + len(payload)
             if packed and size + job_size > _PART_BYTES:
@@ -520,7 +520,7 @@ class RedisBroker(Broker):
                 str(job.id),
                 job.handout_token or "",
                 number[job.queue],
-                job.at_timestamp,
+                job.at.timestamp(),
                 job.task_name,
                 pack(job),
             ]

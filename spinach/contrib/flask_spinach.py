@@ -24,8 +24,9 @@ schedules a job through the engine of the current app.
 Configuration:
 
 - ``SPINACH_BROKER``: a :class:`~spinach.brokers.base.Broker` instance, one
-  per app. Default: a new :class:`~spinach.MemoryBroker`, which keeps jobs in
-  this process; set a ``RedisBroker`` to share them with worker processes.
+  per app. Default: ``RedisBroker()``, for a Redis on localhost:6379, as in
+  Spinach 0.0.25; redis-py connects on first use. Tests can set a
+  :class:`~spinach.MemoryBroker`.
 - ``SPINACH_NAMESPACE``: the engine's namespace. Default: ``app.name``.
 
 The workers of an app push its app context before each job and pop it after,
@@ -48,7 +49,7 @@ from flask.ctx import AppContext
 
 from .. import const, signals
 from ..brokers.base import Broker
-from ..brokers.memory import MemoryBroker
+from ..brokers.redis import RedisBroker
 from ..engine import Engine
 from ..exc import ConfigurationError, NotAttachedError
 from ..job import Job
@@ -88,7 +89,7 @@ class Spinach:
             )
         broker = app.config.get("SPINACH_BROKER")
         if broker is None:
-            broker = MemoryBroker()
+            broker = RedisBroker()
         elif not isinstance(broker, Broker):
             raise ConfigurationError(
                 f"SPINACH_BROKER must be a spinach Broker, got {broker!r} "

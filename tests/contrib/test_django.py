@@ -262,6 +262,33 @@ class TestSessions:
         engine.stop_workers()
         assert list(Session.objects.values_list("session_key", flat=True)) == ["v" * 32]
 
+    def test_clear_task_is_there_without_the_setting(self) -> None:
+        """Without the setting the task is still attached (not periodic) and can be scheduled."""
+        from django.apps import apps
+        from django.contrib.sessions.models import Session
+        from django.test import override_settings
+        from django.utils import timezone
+
+        from spinach.contrib.spinachd import engine as engine_module
+        from spinach.contrib.spinachd.tasks import CLEAR_SESSIONS_TASK
+
+        before = engine_module.get_engine()
+        try:
+            with override_settings(SPINACH_BROKER=MemoryBroker()):
+                del settings.SPINACH_CLEAR_SESSIONS_PERIODICITY
+                apps.get_app_config("spinachd").ready()
+            engine = engine_module.get_engine()
+            assert engine is not before
+            assert engine._tasks.get(CLEAR_SESSIONS_TASK).periodicity is None
+            Session.objects.create(
+                session_key="x" * 32, session_data="", expire_date=timezone.now() - timedelta(1)
+            )
+            engine.schedule(CLEAR_SESSIONS_TASK)
+            engine.start_workers(number=1, stop_when_queue_empty=True)
+            assert not Session.objects.filter(session_key="x" * 32).exists()
+        finally:
+            engine_module._set_engine(before)
+
 
 class TestDiscovery:
     def test_module_without_tasks_is_skipped(self, caplog: pytest.LogCaptureFixture) -> None:

@@ -14,6 +14,7 @@ import pytest
 from flask import Flask, current_app, has_app_context
 
 from spinach import AsyncioWorkers, Batch, MemoryBroker, Tasks, signals
+from spinach.brokers.redis import RedisBroker
 from spinach.contrib.flask_spinach import Spinach
 from spinach.exc import ConfigurationError, NotAttachedError
 from spinach.job import Job
@@ -30,6 +31,7 @@ def make_app() -> Iterator[MakeApp]:
         app = Flask(name or __name__)
         if name is None:
             config.setdefault("SPINACH_NAMESPACE", f"flask-{uuid.uuid4().hex[:8]}")
+        config.setdefault("SPINACH_BROKER", MemoryBroker())
         app.config.update(config)
         apps.append(app)
         return app
@@ -71,19 +73,15 @@ class TestConfiguration:
         ext = Spinach(app)
         assert ext.spin.namespace == app.name
 
-    def test_default_broker_keeps_jobs_in_memory(self, make_app: MakeApp) -> None:
-        """Without SPINACH_BROKER, jobs are stored in this process and run without Redis."""
-        app = make_app()
+    def test_default_broker_is_redis(self) -> None:
+        """Without SPINACH_BROKER the broker is RedisBroker(), as in 0.0.25."""
+        app = Flask(__name__)
+        app.config["SPINACH_NAMESPACE"] = f"flask-{uuid.uuid4().hex[:8]}"
+        app.config["SPINACH_BROKER"] = None
         ext = Spinach(app)
-        ran = threading.Event()
-
-        @ext.task(name="set")
-        def set_() -> None:
-            ran.set()
-
-        ext.schedule("set")
-        ext.spin.start_workers(number=1, stop_when_queue_empty=True)
-        assert ran.is_set()
+        broker = ext.spin.broker
+        assert isinstance(broker, RedisBroker)
+        assert broker.namespace == app.config["SPINACH_NAMESPACE"]
 
     def test_given_broker_is_used(self, make_app: MakeApp) -> None:
         """Jobs are stored in the SPINACH_BROKER of the app."""

@@ -236,7 +236,7 @@ def test_clock_skew(
     for i in range(scale(200)):
         batch.schedule_at("least", engine._broker.now() + timedelta(seconds=2 + i % 3), i)
     for job in engine.schedule_batch(batch):
-        due[str(job.id)] = job.at_timestamp
+        due[str(job.id)] = job.at.timestamp()
     wait_for(lambda: settled(log_dir, set(due)), timeout=60)
     fleet.stop()
     account = close_books("clock-skew", set(due))

@@ -68,7 +68,7 @@ if options.get("periodic"):
 
 def on_started(sender: str, job: Job) -> None:
     if job.task_name == "tick":
-        r.rpush(key("ticks"), f"{job.id} {job.at_timestamp}")
+        r.rpush(key("ticks"), f"{job.id} {job.at.timestamp()}")
 
 
 def on_failed(sender: str, job: Job, err: BaseException) -> None:

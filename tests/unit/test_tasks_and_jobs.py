@@ -397,6 +397,9 @@ class TestJob:
         job.retries = 2
         assert not job.should_retry
         assert job.at_timestamp == datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp()
+        job.at = datetime(2030, 1, 1, 0, 0, 0, 500_000, tzinfo=timezone.utc)
+        assert job.at_timestamp == 1893456001
+        assert isinstance(job.at_timestamp, int)
         assert repr(job) == f"Job <t NOT_SET {job.id}>"
 
     def test_serialize_round_trip(self) -> None:

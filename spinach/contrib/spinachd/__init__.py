@@ -13,7 +13,8 @@ Settings:
   0.0.25. redis-py connects on first use, so building it does not connect.
 - ``SPINACH_NAMESPACE``: the engine's namespace. Default: ``"spinach"``.
 - ``SPINACH_CLEAR_SESSIONS_PERIODICITY``: a ``timedelta``; when set, the
-  periodic task ``spinachd:clear_expired_sessions`` deletes expired sessions.
+  task ``spinachd:clear_expired_sessions`` (always registered) deletes
+  expired sessions periodically.
 - ``SPINACH_ACTUAL_EMAIL_BACKEND``: the backend through which
   :class:`~spinach.contrib.spinachd.mail.BackgroundEmailBackend` delivers
   mail. Default: ``"django.core.mail.backends.smtp.EmailBackend"``.

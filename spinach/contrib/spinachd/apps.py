@@ -30,13 +30,12 @@ class SpinachdConfig(AppConfig):
         engine = Engine(conf.get_broker(), conf.get_namespace())
         discover_tasks(engine, apps.get_app_configs())
         periodicity = conf.get_clear_sessions_periodicity()
-        if periodicity is not None:
-            if not apps.is_installed("django.contrib.sessions"):
-                raise ImproperlyConfigured(
-                    "SPINACH_CLEAR_SESSIONS_PERIODICITY is set but 'django.contrib.sessions' "
-                    "is not in INSTALLED_APPS: add it, or remove the setting"
-                )
-            engine.attach_tasks(session_tasks(periodicity))
+        if periodicity is not None and not apps.is_installed("django.contrib.sessions"):
+            raise ImproperlyConfigured(
+                "SPINACH_CLEAR_SESSIONS_PERIODICITY is set but 'django.contrib.sessions' "
+                "is not in INSTALLED_APPS: add it, or remove the setting"
+            )
+        engine.attach_tasks(session_tasks(periodicity))
         # Module-level functions: the weak references blinker keeps stay valid.
         signals.job_started.connect(_close_old_connections, sender=engine.namespace)
         signals.job_finished.connect(_close_old_connections, sender=engine.namespace)

@@ -7,6 +7,7 @@ from datetime import timedelta
 from importlib import import_module
 from typing import Any
 
+from django.apps import apps
 from django.conf import settings
 from django.core.mail import get_connection
 
@@ -34,13 +35,33 @@ def send_emails(messages: list[dict[str, Any]]) -> None:
 
 
 def clear_expired_sessions() -> None:
-    """Delete expired sessions, as ``manage.py clearsessions`` does."""
+    """Delete expired sessions, as ``manage.py clearsessions`` does.
+
+    Without ``django.contrib.sessions``, or with a session engine that cannot
+    clear (``clear_expired`` not implemented), it logs why and does nothing,
+    as in Spinach 0.0.25.
+    """
+    if not apps.is_installed("django.contrib.sessions"):
+        logger.warning(
+            "Not clearing expired sessions: 'django.contrib.sessions' is not in INSTALLED_APPS"
+        )
+        return
     engine = import_module(settings.SESSION_ENGINE)
-    engine.SessionStore.clear_expired()
+    try:
+        engine.SessionStore.clear_expired()
+    except NotImplementedError:
+        logger.warning(
+            "Not clearing expired sessions: session engine %r cannot clear them",
+            settings.SESSION_ENGINE,
+        )
 
 
-def session_tasks(periodicity: timedelta) -> Tasks:
-    """A registry with the task clearing expired sessions every ``periodicity``."""
+def session_tasks(periodicity: timedelta | None) -> Tasks:
+    """A registry with the task clearing expired sessions, every ``periodicity`` if set.
+
+    The task is always there, as in Spinach 0.0.25, so an app can schedule it
+    itself; it is periodic only when ``periodicity`` is a ``timedelta``.
+    """
     registry = Tasks()
     registry.add(clear_expired_sessions, CLEAR_SESSIONS_TASK, periodicity=periodicity)
     return registry
