@@ -1,9 +1,8 @@
 -- adopt_jobs_of_dead_workers: take over the running jobs of dead workers.
 --
 -- KEYS[1]  workers: sorted set, worker id scored by its last heartbeat
--- KEYS[2]  running: hash, job id -> token .. " " .. task name (a token starts with the
---          32-character id of its worker)
--- KEYS[3]  payloads: hash, job id -> stored job (compact JSON array, see _redis_payload.py)
+-- KEYS[2]  running: hash, job id -> its record (step running_record)
+-- KEYS[3]  payloads: hash, job id -> stored job (compact JSON array, see spinach/brokers/redis/payload.py)
 -- KEYS[4]  calls: hash, worker id -> its last fetch (see get_jobs_from_queue); the
 --          fields of dead workers are removed
 -- ARGV[1]  silent_since, POSIX seconds: a worker whose last heartbeat is older is dead
@@ -20,6 +19,9 @@
 --          with no payload (never written by Spinach) gets an empty one.
 -- Safe to retry: a call run again with the same token prefix (a client retrying after
 -- a lost reply) returns the jobs the first run adopted, with the same tokens.
+
+--- @include "running_record"
+--- @include "payload"
 
 local workers, running, payloads, calls = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local silent_since = ARGV[1]
@@ -43,35 +45,27 @@ for _, worker in ipairs(redis.call("ZRANGEBYSCORE", workers, "-inf", "(" .. sile
 end
 redis.call("ZREMRANGEBYSCORE", workers, "-inf", "(" .. silent_since)
 
--- The task name of a damaged record: the first field of the job's payload, if readable.
-local function task_of(payload)
-    local ok, fields = pcall(cjson.decode, payload or "")
-    if ok and type(fields) == "table" and type(fields[1]) == "string" then
-        return fields[1]
-    end
-    return ""
-end
-
 local result, adopted = {}, 0
 local records = redis.call("HGETALL", running)
 for i = 1, #records, 2 do
     local id, record = records[i], records[i + 1]
     local owner = string.sub(record, 1, 32)
-    local space = string.find(record, " ", 1, true)
-    if space and string.sub(record, 1, #token_prefix) == token_prefix then
+    local record_token, task_name = parse_running(record)
+    if record_token and string.sub(record, 1, #token_prefix) == token_prefix then
         -- Adopted by an earlier run of this very call.
-        table.insert(result, string.sub(record, 1, space - 1))
+        table.insert(result, record_token)
         table.insert(result, id)
         table.insert(result, redis.call("HGET", payloads, id) or "")
     elseif (owner ~= me and not alive[owner]) or lost_before(record) then
         adopted = adopted + 1
         local token = token_prefix .. adopted
         local payload = redis.call("HGET", payloads, id)
-        local task_name = space and string.sub(record, space + 1) or task_of(payload)
+        -- A damaged record's task name: the one its payload gives, if readable.
+        task_name = task_name or payload_task_name(payload)
         -- The removal first: a full Redis (noeviction) refuses a script whose first
         -- write adds data, and adoption must go on then (it replaces the record).
         redis.call("HDEL", running, id)
-        redis.call("HSET", running, id, token .. " " .. task_name)
+        redis.call("HSET", running, id, running_record(token, task_name))
         table.insert(result, token)
         table.insert(result, id)
         table.insert(result, payload or "")

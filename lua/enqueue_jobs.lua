@@ -1,6 +1,6 @@
 -- enqueue_jobs: store jobs, ready ones at the tail of their queue, future ones aside until due.
 --
--- KEYS[1]       payloads: hash, job id -> stored job, every one (see _redis_payload.py)
+-- KEYS[1]       payloads: hash, job id -> stored job, every one (see spinach/brokers/redis/payload.py)
 -- KEYS[2]       seq: counter giving each ready entry its place in line
 -- KEYS[3]       queues: set of the namespace's queue names
 -- KEYS[4]       marker of this call: a string key named after an id unique to the call
@@ -17,12 +17,14 @@
 --               bytes for one, each holding whole jobs; for each job: its id (36
 --               characters), then "<queue number> <at> <bytes of task name> <bytes of
 --               payload>\n", then the task name and the payload
--- Entries: a ready list holds seq (12 hex digits) .. id (36 chars) .. task name;
---          the future set holds id .. byte length of the queue (8 digits) .. queue ..
---          task name, scored by at.
+-- Entries: see the steps ready_entry and future_member.
 -- Returns: the number of jobs stored.
 -- Safe to retry: a job whose id is already stored is skipped; with a marker, a call sent
 -- again (after a lost reply) stores nothing, even if its jobs already ran and were removed.
+
+--- @include "place_counter"
+--- @include "ready_entry"
+--- @include "future_member"
 
 local payloads, seq, queues, marker, future_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = tonumber(ARGV[1])
@@ -30,11 +32,9 @@ local channel = ARGV[2]
 local marker_seconds = tonumber(ARGV[3])
 local queue_count = tonumber(ARGV[4])
 
--- A place counter that is not a number (no Spinach code writes one) fails the call
--- before any write: a write before it would strand jobs.
-local counter = redis.call("GET", seq)
-if counter and not tonumber(counter) then
-    return redis.error_reply("key " .. seq .. " is not a counter: delete it, or SET it to a number")
+local bad_counter = check_place_counter(seq)
+if bad_counter then
+    return bad_counter
 end
 
 if marker_seconds > 0 and not redis.call("SET", marker, "1", "NX", "EX", marker_seconds) then
@@ -46,10 +46,6 @@ end
 
 -- Ready entries per queue number, without their place in line yet; future scores and entries.
 local ready, ready_count, future = {}, 0, {}
-local future_prefix = {}
-for i = 1, queue_count do
-    future_prefix[i] = string.format("%08d", #ARGV[4 + i]) .. ARGV[4 + i]
-end
 local stored = 0
 for part = 5 + queue_count, #ARGV do
     local jobs = ARGV[part]
@@ -66,11 +62,11 @@ for part = 5 + queue_count, #ARGV do
             stored = stored + 1
             if at <= now then
                 ready[queue_number] = ready[queue_number] or {}
-                table.insert(ready[queue_number], id .. task_name)
+                table.insert(ready[queue_number], {id, task_name})
                 ready_count = ready_count + 1
             else
                 table.insert(future, at)
-                table.insert(future, id .. future_prefix[queue_number] .. task_name)
+                table.insert(future, future_member(id, ARGV[4 + queue_number], task_name))
             end
         end
     end
@@ -82,7 +78,7 @@ local place = redis.call("INCRBY", seq, ready_count) - ready_count
 for queue_number, entries in pairs(ready) do
     for i = 1, #entries do
         place = place + 1
-        entries[i] = string.format("%012x", place) .. entries[i]
+        entries[i] = ready_entry(place, entries[i][1], entries[i][2])
     end
     for first = 1, #entries, chunk do
         redis.call("RPUSH", KEYS[5 + queue_number], unpack(entries, first, math.min(first + chunk - 1, #entries)))

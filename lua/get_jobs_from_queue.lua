@@ -1,12 +1,10 @@
 -- get_jobs_from_queue: hand out up to N ready jobs of one queue, oldest first, within concurrency limits.
 --
--- KEYS[1]  ready list of the queue: seq (12 hex digits) .. job id (36 chars) .. task name
+-- KEYS[1]  ready list of the queue (step ready_entry)
 -- KEYS[2]  parked sorted set of the queue: ready entries set aside while their task is at
---          its limit; all scored 0, each member is len(task) (8 digits) .. task .. entry,
---          so that the entries of one task sort together, oldest first
--- KEYS[3]  payloads: hash, job id -> stored job (compact JSON array, see _redis_payload.py)
--- KEYS[4]  running: hash, job id -> token .. " " .. task name (a token starts with the
---          32-character id of the worker it was handed to)
+--          its limit (step parked_member)
+-- KEYS[3]  payloads: hash, job id -> stored job (compact JSON array, see spinach/brokers/redis/payload.py)
+-- KEYS[4]  running: hash, job id -> its record (step running_record)
 -- KEYS[5]  limits: hash, task name -> max concurrency
 -- KEYS[6]  in_flight: hash, task name -> running jobs of that limited task
 -- KEYS[7]  failed: list of entries that could not be handed out (no payload)
@@ -28,6 +26,10 @@
 --          for the log.
 -- Safe to retry: a call run again with the same token prefix (a client retrying after
 -- a lost reply) hands out nothing new and returns the jobs of the first run.
+
+--- @include "ready_entry"
+--- @include "parked_member"
+--- @include "running_record"
 
 local ready, parked, payloads, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local limits_key, in_flight_key, failed, calls = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -68,10 +70,6 @@ local function at_limit(task_name)
     return limit ~= nil and (in_flight[task_name] or 0) >= limit
 end
 
-local function task_prefix(task_name)
-    return string.format("%08d", #task_name) .. task_name
-end
-
 -- The oldest parked entry of a task with a free slot, removed from the parked set.
 local function pop_parked()
     local best, best_prefix
@@ -96,8 +94,8 @@ local park_budget = 1000
 -- The head of the ready list, after parking the blocked entries in front of it.
 local function pop_ready()
     local entry = redis.call("LPOP", ready)
-    while entry and limited and at_limit(string.sub(entry, 49)) do
-        redis.call("ZADD", parked, 0, task_prefix(string.sub(entry, 49)) .. entry)
+    while entry and limited and at_limit(ready_entry_task(entry)) do
+        redis.call("ZADD", parked, 0, parked_member(ready_entry_task(entry), entry))
         park_budget = park_budget - 1
         if park_budget == 0 then
             return nil
@@ -113,7 +111,7 @@ while handed < max_jobs do
     if not entry then
         break
     end
-    local id, task_name = string.sub(entry, 13, 48), string.sub(entry, 49)
+    local id, task_name = ready_entry_id(entry), ready_entry_task(entry)
     local payload = redis.call("HGET", payloads, id)
     if not payload then
         redis.call("RPUSH", failed, entry)
@@ -121,7 +119,7 @@ while handed < max_jobs do
     else
         handed = handed + 1
         local token = token_prefix .. handed
-        redis.call("HSET", running, id, token .. " " .. task_name)
+        redis.call("HSET", running, id, running_record(token, task_name))
         if limits[task_name] then
             in_flight[task_name] = (in_flight[task_name] or 0) + 1
             redis.call("HINCRBY", in_flight_key, task_name, 1)

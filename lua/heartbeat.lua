@@ -1,7 +1,7 @@
 -- heartbeat: record that a worker is alive, and tell which of the jobs it holds are no longer its own.
 --
 -- KEYS[1]  workers: sorted set, worker id scored by its last heartbeat
--- KEYS[2]  running: hash, job id -> token .. " " .. task name
+-- KEYS[2]  running: hash, job id -> its record (step running_record)
 -- ARGV[1]  the worker's id
 -- ARGV[2]  now, POSIX seconds; empty: the Redis server's clock (TIME), which the broker
 --          uses unless a test drives time with a clock of its own
@@ -9,6 +9,8 @@
 -- Returns: {the time recorded, as a string; then the ids of the held jobs that no longer
 --          run under their token (taken over by another worker, ended, or unknown)}.
 -- Safe to retry.
+
+--- @include "running_record"
 
 local workers, running = KEYS[1], KEYS[2]
 local me, now = ARGV[1], ARGV[2]
@@ -26,7 +28,7 @@ local result = {now}
 for j = 3, #ARGV, 2 do
     local id, token = ARGV[j], ARGV[j + 1]
     local record = redis.call("HGET", running, id)
-    if not record or string.sub(record, 1, #token + 1) ~= token .. " " then
+    if not runs_under(record, token) then
         table.insert(result, id)
     end
 end

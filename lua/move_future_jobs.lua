@@ -1,13 +1,11 @@
 -- move_future_jobs: move due future jobs to the tail of their queue, then create the jobs of due periodic tasks.
 --
--- KEYS[1]  payloads: hash, job id -> stored job (spinach/brokers/_redis_payload.py)
+-- KEYS[1]  payloads: hash, job id -> stored job (spinach/brokers/redis/payload.py)
 -- KEYS[2]  seq: counter giving each ready entry its place in line
 -- KEYS[3]  periodic: hash, task name -> JSON {queue, max_retries, period}
 -- KEYS[4]  periodic_next: sorted set, task name scored by its next run
 -- KEYS[5]  queues: set of the namespace's queue names
--- KEYS[6]  future: sorted set of the future jobs of every queue, scored by at; a member
---          is the job id (36 chars), the byte length of its queue (8 digits), the queue,
---          then the task name
+-- KEYS[6]  future: sorted set of the future jobs of every queue (step future_member)
 -- KEYS[7]  failed: list of entries that are not jobs
 -- ARGV[1]  now, POSIX seconds
 -- ARGV[2]  notification channel
@@ -30,15 +28,18 @@
 --          it stopped early), or "" when there is none; then one line per problem found}.
 -- Safe to retry.
 
+--- @include "place_counter"
+--- @include "ready_entry"
+--- @include "future_member"
+--- @include "payload"
+
 local payloads, seq, periodic, periodic_next = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local queues, future, failed = KEYS[5], KEYS[6], KEYS[7]
 local now = tonumber(ARGV[1])
 local channel, namespace, prefix = ARGV[2], ARGV[3], ARGV[4]
--- A place counter that is not a number (no Spinach code writes one) fails the call
--- before any write: a write before it would strand jobs.
-local counter = redis.call("GET", seq)
-if counter and not tonumber(counter) then
-    return redis.error_reply("key " .. seq .. " is not a counter: delete it, or SET it to a number")
+local bad_counter = check_place_counter(seq)
+if bad_counter then
+    return bad_counter
 end
 
 local max_moves, max_periodic, max_ms, retry_later = 1000, 100, 5, 60
@@ -57,11 +58,11 @@ local function spent_ms()
     return (tonumber(t[1]) - tonumber(started[1])) * 1000 + (tonumber(t[2]) - tonumber(started[2])) / 1000
 end
 
--- Push a ready entry; false when the queue's ready list holds something else.
-local function push_ready(queue, member)
+-- Push a job at the tail of its queue; false when the queue's ready list holds
+-- something else.
+local function push_ready_here(queue, id, task_name)
     local ready = prefix .. "queue:" .. queue
-    local place = string.format("%012x", redis.call("INCR", seq))
-    local pushed = redis.pcall("RPUSH", ready, place .. member)
+    local pushed = redis.pcall("RPUSH", ready, ready_entry(redis.call("INCR", seq), id, task_name))
     if type(pushed) == "table" and pushed.err then
         report("key " .. ready .. " is not a list (" .. pushed.err .. "): its jobs wait")
         return false
@@ -72,17 +73,16 @@ end
 local moved, more = 0, false
 local due = redis.call("ZRANGEBYSCORE", future, "-inf", now, "LIMIT", 0, max_moves)
 for k, member in ipairs(due) do
-    local length = tonumber(string.sub(member, 37, 44))
-    if #member < 44 or length == nil then
+    local id, queue, task_name = parse_future_member(member)
+    if id == nil then
         redis.call("ZREM", future, member)
         redis.call("RPUSH", failed, member)
         report("future entry " .. member .. " is not a job's: moved to " .. failed)
     else
-        local id, queue = string.sub(member, 1, 36), string.sub(member, 45, 44 + length)
         -- The removal first: a full Redis (noeviction) refuses a script whose first
         -- write adds data, and removing makes room for the push.
         redis.call("ZREM", future, member)
-        if push_ready(queue, id .. string.sub(member, 45 + length)) then
+        if push_ready_here(queue, id, task_name) then
             moved = moved + 1
         else
             redis.call("ZADD", future, now + retry_later, member)
@@ -110,13 +110,10 @@ for j = 1, #due_tasks, 2 do
         local h = redis.sha1hex(namespace .. "\0" .. task_name .. "\0" .. string.format("%.6f", next_run))
         local id = string.sub(h, 1, 8) .. "-" .. string.sub(h, 9, 12) .. "-" .. string.sub(h, 13, 16)
             .. "-" .. string.sub(h, 17, 20) .. "-" .. string.sub(h, 21, 32)
-        -- The stored form of spinach/brokers/_redis_payload.py.
-        local payload = "[" .. cjson.encode(task_name) .. "," .. cjson.encode(definition.queue)
-            .. "," .. string.format("%d", definition.max_retries)
-            .. ",0," .. string.format("%.6f", now) .. ",[],{}]"
+        local payload = new_payload(task_name, definition.queue, definition.max_retries, now)
         if redis.call("HSETNX", payloads, id, payload) == 1 then
             redis.pcall("SADD", queues, definition.queue)
-            if push_ready(definition.queue, id .. task_name) then
+            if push_ready_here(definition.queue, id, task_name) then
                 moved = moved + 1
             else
                 redis.call("HDEL", payloads, id)

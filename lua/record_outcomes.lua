@@ -1,13 +1,12 @@
 -- record_outcomes: record the end of running jobs, each one for good or for another run.
 -- Used by record_outcomes, remove_job_from_running and retry_job.
 --
--- KEYS[1]       running: hash, job id -> token .. " " .. task name
--- KEYS[2]       payloads: hash, job id -> stored job (compact JSON array, see _redis_payload.py)
+-- KEYS[1]       running: hash, job id -> its record (step running_record)
+-- KEYS[2]       payloads: hash, job id -> stored job (compact JSON array, see spinach/brokers/redis/payload.py)
 -- KEYS[3]       in_flight: hash, task name -> running jobs of that limited task
 -- KEYS[4]       seq: counter giving each ready entry its place in line
 -- KEYS[5]       queues: set of the namespace's queue names
--- KEYS[6]       future: sorted set of the future jobs of every queue, scored by at; a
---               member is id .. byte length of the queue (8 digits) .. queue .. task name
+-- KEYS[6]       future: sorted set of the future jobs of every queue (step future_member)
 -- KEYS[6+i]     ready list of the i-th queue of the retried jobs (i = 1..Q)
 -- ARGV[1]       now, POSIX seconds
 -- ARGV[2]       notification channel (told when a slot frees or a job is back)
@@ -23,15 +22,19 @@
 --          another token), nothing changed for it.
 -- Safe to retry: a job recorded by a first call is not ours any more in the second.
 
+--- @include "place_counter"
+--- @include "ready_entry"
+--- @include "future_member"
+--- @include "running_record"
+--- @include "release_slot"
+
 local running, payloads, in_flight, seq, queues, future = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local now, channel = tonumber(ARGV[1]), ARGV[2]
 local queue_count = tonumber(ARGV[3])
 
--- A place counter that is not a number (no Spinach code writes one) fails the call
--- before any write: a write before it would strand jobs.
-local counter = redis.call("GET", seq)
-if counter and not tonumber(counter) then
-    return redis.error_reply("key " .. seq .. " is not a counter: delete it, or SET it to a number")
+local bad_counter = check_place_counter(seq)
+if bad_counter then
+    return bad_counter
 end
 
 local done_count = tonumber(ARGV[4 + queue_count])
@@ -42,17 +45,14 @@ local results, notify = {}, false
 -- Ends the job if it still runs under token; true when it did.
 local function end_running(id, token)
     local record = redis.call("HGET", running, id)
-    if not record or string.sub(record, 1, #token + 1) ~= token .. " " then
+    if not runs_under(record, token) then
         table.insert(results, 1)
         return false
     end
     table.insert(results, 0)
     redis.call("HDEL", running, id)
-    local task_name = string.sub(record, #token + 2)
-    if redis.call("HEXISTS", in_flight, task_name) == 1 then
-        if redis.call("HINCRBY", in_flight, task_name, -1) <= 0 then
-            redis.call("HDEL", in_flight, task_name)
-        end
+    local _, task_name = parse_running(record)
+    if release_slot(in_flight, task_name) then
         notify = true
     end
     return true
@@ -71,10 +71,9 @@ for j = first_retry, #ARGV, 6 do
         redis.call("HSET", payloads, id, ARGV[j + 5])
         redis.call("SADD", queues, queue)
         if at <= now then
-            local place = string.format("%012x", redis.call("INCR", seq))
-            redis.call("RPUSH", KEYS[6 + queue_number], place .. id .. task_name)
+            push_ready(seq, KEYS[6 + queue_number], id, task_name)
         else
-            redis.call("ZADD", future, at, id .. string.format("%08d", #queue) .. queue .. task_name)
+            redis.call("ZADD", future, at, future_member(id, queue, task_name))
         end
         notify = true
     end

@@ -1,6 +1,6 @@
 -- requeue_lost_handouts: put back at the head of their queue the jobs of a fetch whose reply was lost.
 --
--- KEYS[1]  running: hash, job id -> token .. " " .. task name
+-- KEYS[1]  running: hash, job id -> its record (step running_record)
 -- KEYS[2]  in_flight: hash, task name -> running jobs of that limited task
 -- KEYS[3]  ready list of the queue the lost fetch read
 -- ARGV[1]  the token prefix of the lost fetch call
@@ -10,6 +10,10 @@
 -- Returns: the number of jobs put back.
 -- Safe to retry: a second call finds nothing.
 
+--- @include "ready_entry"
+--- @include "running_record"
+--- @include "release_slot"
+
 local running, in_flight, ready = KEYS[1], KEYS[2], KEYS[3]
 local prefix = ARGV[1]
 
@@ -17,22 +21,19 @@ local lost = {}
 local records = redis.call("HGETALL", running)
 for i = 1, #records, 2 do
     local id, record = records[i], records[i + 1]
-    local space = string.find(record, " ", 1, true)
-    if space and string.sub(record, 1, #prefix) == prefix then
+    local token, task_name = parse_running(record)
+    if token and string.sub(token, 1, #prefix) == prefix then
         -- The number after the prefix is the job's rank in the lost reply.
-        local rank = tonumber(string.sub(record, #prefix + 1, space - 1)) or 0
-        table.insert(lost, {rank, id, string.sub(record, space + 1)})
+        local rank = tonumber(string.sub(token, #prefix + 1)) or 0
+        table.insert(lost, {rank, id, task_name})
     end
 end
 table.sort(lost, function(a, b) return a[1] < b[1] end)
 for k = #lost, 1, -1 do
     local id, task_name = lost[k][2], lost[k][3]
     redis.call("HDEL", running, id)
-    if redis.call("HEXISTS", in_flight, task_name) == 1 then
-        if redis.call("HINCRBY", in_flight, task_name, -1) <= 0 then
-            redis.call("HDEL", in_flight, task_name)
-        end
-    end
-    redis.call("LPUSH", ready, string.format("%012x", 0) .. id .. task_name)
+    release_slot(in_flight, task_name)
+    -- Place 0: at the head, where they were.
+    redis.call("LPUSH", ready, ready_entry(0, id, task_name))
 end
 return #lost

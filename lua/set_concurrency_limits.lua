@@ -2,7 +2,7 @@
 --
 -- KEYS[1]       limits: hash, task name -> max concurrency
 -- KEYS[2]       in_flight: hash, task name -> running jobs of that limited task
--- KEYS[3]       running: hash, job id -> token .. " " .. task name
+-- KEYS[3]       running: hash, job id -> its record (step running_record)
 -- KEYS[4]       queues: set of the namespace's queue names
 -- KEYS[3+2i]    ready list of the i-th queue (i = 1..Q)
 -- KEYS[4+2i]    parked sorted set of the i-th queue
@@ -16,16 +16,15 @@
 --          changed: call again with all of them); else the number of limited tasks.
 -- Safe to retry.
 
+--- @include "running_record"
+--- @include "parked_member"
+--- @include "queue_set"
+
 local limits, in_flight, running, queues = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local queue_count = tonumber(ARGV[1])
 
-if redis.call("SCARD", queues) ~= queue_count then
+if not all_queues_given(queues, 2, queue_count) then
     return -1
-end
-for i = 1, queue_count do
-    if redis.call("SISMEMBER", queues, ARGV[1 + i]) == 0 then
-        return -1
-    end
 end
 
 -- Recounted below; deleted first, as a full Redis (noeviction) refuses a script whose
@@ -47,9 +46,9 @@ end
 local records = redis.call("HVALS", running)
 for _, record in ipairs(records) do
     -- A record without its separator (no Spinach code writes one) names no task.
-    local space = string.find(record, " ", 1, true)
-    if space and limited[string.sub(record, space + 1)] then
-        redis.call("HINCRBY", in_flight, string.sub(record, space + 1), 1)
+    local _, task_name = parse_running(record)
+    if task_name and limited[task_name] then
+        redis.call("HINCRBY", in_flight, task_name, 1)
     end
 end
 
@@ -57,10 +56,10 @@ for i = 1, queue_count do
     local ready, parked = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
     local released = {}
     for _, member in ipairs(redis.call("ZRANGE", parked, 0, -1)) do
-        local length = tonumber(string.sub(member, 1, 8))
-        if not limited[string.sub(member, 9, 8 + length)] then
+        local task_name, entry = parse_parked_member(member)
+        if not limited[task_name] then
             redis.call("ZREM", parked, member)
-            table.insert(released, string.sub(member, 9 + length))
+            table.insert(released, entry)
         end
     end
     table.sort(released)

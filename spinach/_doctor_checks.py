@@ -18,7 +18,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .brokers._redis_keys import Keys
+from .brokers.redis.keys import Keys
 
 if TYPE_CHECKING:
     from .clock import Clock

@@ -15,9 +15,9 @@ import pytest
 import redis
 
 from spinach import Engine, Tasks
-from spinach.brokers._redis_keys import Keys
 from spinach.brokers.base import Broker
 from spinach.brokers.redis import RedisBroker
+from spinach.brokers.redis.keys import Keys
 from spinach.clock import ManualClock
 from spinach.job import Job
 from spinach.testing import wait_for

@@ -14,9 +14,9 @@ import pytest
 import redis
 
 from spinach import Batch, Engine
-from spinach.brokers import redis as redis_broker
 from spinach.brokers.base import RunningJobState
 from spinach.brokers.redis import RedisBroker
+from spinach.brokers.redis import broker as redis_broker
 from spinach.clock import Clock
 from spinach.exc import BrokerConnectionError, ConfigurationError
 from spinach.job import Job, JobStatus
@@ -96,7 +96,7 @@ def test_clock_offset_is_not_measured_through_a_stall(own_server: RedisServer) -
     import signal
     import threading
 
-    from spinach.brokers._redis_clock import ServerClock
+    from spinach.brokers.redis.clock import ServerClock
 
     own_server.start()
     client = redis.Redis(port=own_server.port)

@@ -27,9 +27,9 @@ import redis
 import trustme
 
 from spinach import Tasks
-from spinach.brokers._lua import lua_dir
 from spinach.brokers.base import JobCounts
 from spinach.brokers.redis import RedisBroker
+from spinach.brokers.redis.scripts import lua_dir
 from spinach.exc import BrokerConnectionError
 from spinach.task import RetryException
 from spinach.testing import wait_for

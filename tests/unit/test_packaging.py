@@ -14,22 +14,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.timeout(300)
 def test_wheel_ships_every_lua_script(tmp_path: Path) -> None:
-    """Every lua/*.lua is in the wheel as spinach/_lua/*.lua, and the installed package finds it."""
+    """Every script of lua/ (steps in lua/include/ too) is in the wheel under spinach/_lua/."""
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
          "-w", str(tmp_path), str(ROOT)],
         check=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("spinach-*.whl")
-    scripts = sorted(p.name for p in (ROOT / "lua").glob("*.lua"))
-    assert scripts, "lua/ holds no script"
+    scripts = sorted(p.relative_to(ROOT / "lua").as_posix() for p in (ROOT / "lua").rglob("*.lua"))
+    assert "enqueue_jobs.lua" in scripts
+    assert "include/ready_entry.lua" in scripts
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         archive.extractall(tmp_path / "site")
-    assert sorted(n.split("/")[-1] for n in names if n.startswith("spinach/_lua/")) == scripts
+    prefix = "spinach/_lua/"
+    shipped = sorted(n.removeprefix(prefix) for n in names if n.startswith(prefix))
+    assert shipped == scripts
     assert "spinach/py.typed" in names
+    scripts_module = "spinach.brokers.redis.scripts"
     found = subprocess.run(
-        [sys.executable, "-c", "from spinach.brokers._lua import lua_dir; print(lua_dir())"],
+        [sys.executable, "-c", f"from {scripts_module} import lua_dir; print(lua_dir())"],
         cwd=tmp_path,
         env={"PYTHONPATH": str(tmp_path / "site")},
         capture_output=True,
@@ -41,6 +45,6 @@ def test_wheel_ships_every_lua_script(tmp_path: Path) -> None:
 
 def test_checkout_loads_the_live_scripts() -> None:
     """An editable install or a bare checkout reads the top-level lua/ folder."""
-    from spinach.brokers._lua import lua_dir
+    from spinach.brokers.redis.scripts import lua_dir
 
     assert lua_dir() == ROOT / "lua"

@@ -10,8 +10,8 @@ import redis
 from redis.connection import SSLConnection, UnixDomainSocketConnection
 from redis.sentinel import SentinelManagedConnection, SentinelManagedSSLConnection
 
-from spinach.brokers._redis_url import SCHEMES, client_from_url
 from spinach.brokers.redis import RedisBroker
+from spinach.brokers.redis.url import SCHEMES, client_from_url
 from spinach.exc import ConfigurationError
 
 

@@ -30,7 +30,7 @@ import redis as redis_py
 from redis.connection import parse_url as _redis_parse_url
 from redis.sentinel import Sentinel
 
-from ..exc import ConfigurationError
+from ...exc import ConfigurationError
 
 __all__ = ["SCHEMES", "client_from_url"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-from ..exc import ConfigurationError
+from ...exc import ConfigurationError
 
 __all__ = ["Keys"]
 

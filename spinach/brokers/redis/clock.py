@@ -8,7 +8,7 @@ import time
 import redis as redis_py
 from typing_extensions import override
 
-from ..clock import Clock
+from ...clock import Clock
 
 __all__ = ["ServerClock"]
 

@@ -25,21 +25,21 @@ import redis as redis_py
 from redis.commands.core import Script
 from typing_extensions import override
 
-from ..clock import Clock, SystemClock
-from ..exc import BrokerConnectionError, BrokerFullError, ConfigurationError
-from ..job import Job, JobStatus
-from ._lua import read_script
-from ._redis_clock import ServerClock
-from ._redis_keys import Keys
-from ._redis_listener import Listener
-from ._redis_payload import pack, salvage, unpack
-from ._redis_url import client_from_url
-from .base import FINISHED, Broker, Heartbeat, JobCounts, RunningJobState
+from ...clock import Clock, SystemClock
+from ...exc import BrokerConnectionError, BrokerFullError, ConfigurationError
+from ...job import Job, JobStatus
+from ..base import FINISHED, Broker, Heartbeat, JobCounts, RunningJobState
+from .clock import ServerClock
+from .keys import Keys
+from .listener import Listener
+from .payload import pack, salvage, unpack
+from .scripts import read_script
+from .url import client_from_url
 
 if TYPE_CHECKING:
     from typing_extensions import TypeAlias
 
-    from ..task import Task
+    from ...task import Task
 
 #: The clients a RedisBroker accepts: a plain (or Sentinel) client, or a cluster client.
 RedisClient: TypeAlias = Union[redis_py.Redis, redis_py.RedisCluster]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 
-from ..job import _UNREADABLE, Job, JobStatus, _encode, _job_of_fields
+from ...job import _UNREADABLE, Job, JobStatus, _encode, _job_of_fields
 
 __all__ = ["pack", "salvage", "unpack"]
 
