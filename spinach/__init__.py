@@ -6,7 +6,8 @@ from ._version import __version__
 from .brokers.memory import MemoryBroker
 from .brokers.redis import RedisBroker
 from .engine import Engine
-from .task import AbortException, Batch, RetryException, Tasks
+from .exc import AbortException, RetryException
+from .task import Batch, Tasks
 from .worker import AsyncioWorkers, ThreadWorkers
 
 VERSION = __version__

@@ -11,14 +11,15 @@ from datetime import datetime
 
 from . import signals
 from .exc import (
+    AbortException,
     InvalidJobSignatureError,
     InvalidTaskTypeError,
+    RetryException,
     UnknownTask,
     UnreadableJobError,
     WorkerDiedError,
 )
 from .job import Job, JobStatus
-from .task import AbortException, RetryException
 from .utils import exponential_backoff, human_duration
 
 logger = logging.getLogger("spinach.worker")

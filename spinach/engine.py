@@ -16,6 +16,7 @@ from types import FrameType
 from typing import Any, Callable
 
 from . import const
+from ._backoff import backoff
 from ._bounds import short_repr
 from ._liveness import Liveness
 from ._outcome import settle
@@ -442,7 +443,7 @@ class Engine:
                 errors = 0
             except Exception:
                 errors += 1
-                wait = min(_MAX_ERROR_WAIT, 0.1 * 2**errors)
+                wait = backoff(errors, base=0.1, cap=_MAX_ERROR_WAIT)
                 logger.exception("Error in the engine loop, trying again in %.1f s", wait)
                 self._must_stop.wait(wait)
         self._shut_down(workers)
@@ -459,7 +460,7 @@ class Engine:
             next_due = self._broker.move_future_jobs()
         except Exception:
             self._move_failures += 1
-            wait = min(_MAX_ERROR_WAIT, 0.1 * 2**self._move_failures)
+            wait = backoff(self._move_failures, base=0.1, cap=_MAX_ERROR_WAIT)
             logger.exception("Could not move future jobs, trying again in %.1f s", wait)
             return now + wait, now + wait
         self._move_failures = 0
@@ -596,7 +597,7 @@ class Engine:
             except Exception as e:
                 if attempt == _START_TRIES - 1:
                     raise
-                wait = 0.1 * 2**attempt
+                wait = backoff(attempt, base=0.1, cap=_MAX_ERROR_WAIT)
                 logger.warning("Broker error while starting (%s), trying again in %.1f s", e, wait)
                 self._must_stop.wait(wait)
 

@@ -27,12 +27,15 @@ meaning matches a builtin, the error derives from that builtin too, so
     └── AbortException                    raised by a task to fail its job for good
 
 ``RetryException`` and ``AbortException`` keep their Spinach 0.0.25 names and
-live in :mod:`spinach.task`.
+can still be imported from :mod:`spinach.task`, where 0.0.25 defined them.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+
 __all__ = [
+    "AbortException",
     "BrokerConnectionError",
     "BrokerFullError",
     "BrokerInUseError",
@@ -43,6 +46,7 @@ __all__ = [
     "InvalidTaskTypeError",
     "JobTooLargeError",
     "NotAttachedError",
+    "RetryException",
     "SpinachError",
     "UnknownTask",
     "UnreadableJobError",
@@ -119,3 +123,20 @@ class BrokerFullError(SpinachError):
     ``noeviction`` policy. Nothing was stored. Workers keep running and
     draining the queues, which frees memory.
     """
+
+
+class RetryException(SpinachError):
+    """Raised by a task to ask for a retry, at ``at`` if given (a naive value is UTC).
+
+    It counts against the task's ``max_retries``.
+    """
+
+    def __init__(self, message: str, at: datetime | None = None) -> None:
+        if at is not None and not isinstance(at, datetime):
+            raise TypeError(f"RetryException(at=...) must be a datetime or None, got {at!r}")
+        super().__init__(message)
+        self.at = at
+
+
+class AbortException(SpinachError):
+    """Raised by a task to fail its job now, with no more retries."""

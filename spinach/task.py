@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar, Union, overl
 import attrs
 
 from . import const
-from .exc import InvalidTaskError, NotAttachedError, SpinachError, UnknownTask
+from .exc import (
+    AbortException,
+    InvalidTaskError,
+    NotAttachedError,
+    RetryException,
+    UnknownTask,
+)
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -303,20 +309,3 @@ class Batch:
     def schedule_at(self, task: TaskLike, at: datetime, *args: Any, **kwargs: Any) -> None:
         """Add a job to run at ``at`` (a naive datetime is UTC)."""
         self.jobs_to_create.append((task, at, args, kwargs))
-
-
-class RetryException(SpinachError):
-    """Raised by a task to ask for a retry, at ``at`` if given (a naive value is UTC).
-
-    It counts against the task's ``max_retries``.
-    """
-
-    def __init__(self, message: str, at: datetime | None = None) -> None:
-        if at is not None and not isinstance(at, datetime):
-            raise TypeError(f"RetryException(at=...) must be a datetime or None, got {at!r}")
-        super().__init__(message)
-        self.at = at
-
-
-class AbortException(SpinachError):
-    """Raised by a task to fail its job now, with no more retries."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from datetime import timedelta
+
+from ._backoff import backoff
 
 __all__ = ["exponential_backoff", "human_duration"]
 
@@ -13,14 +14,10 @@ def exponential_backoff(attempt: int, cap: int = 1200) -> timedelta:
 
     The delay doubles with every attempt and carries a random jitter, so that
     jobs failing together do not retry together: with
-    ``t = min(3 * 2**attempt, cap) // 2`` the delay is between ``t`` and ``2t``
+    ``t = min(3 * 2**attempt, cap)`` the delay is between ``t / 2`` and ``t``
     seconds (3 to 6 s for the first retry, never more than ``cap``).
     """
-    if attempt < 0:
-        raise ValueError(f"attempt must be 0 or more, got {attempt}")
-    # Bound the exponent so a huge attempt number cannot build a huge integer.
-    half = min(3 * 2 ** min(attempt, 64), cap) // 2
-    return timedelta(seconds=half + random.randint(0, half))
+    return timedelta(seconds=backoff(attempt, base=3, cap=cap))
 
 
 def human_duration(duration_seconds: float) -> str:

@@ -42,7 +42,17 @@ from ..job import FINISHED, Job
 if TYPE_CHECKING:
     from ..task import Task
 
-__all__ = ["FINISHED", "Broker", "Heartbeat", "JobCounts", "RunningJobState"]
+__all__ = ["FINISHED", "Broker", "Heartbeat", "JobCounts", "RunningJobState", "runs_again"]
+
+
+def runs_again(job: Job) -> bool:
+    """Whether recording the end of ``job`` puts it back for another run.
+
+    A job runs again unless its status says it ended for good (in
+    :data:`FINISHED`): the engine sets that status once it has decided,
+    from the outcome and the task's retries, that it will not run again.
+    """
+    return job.status not in FINISHED
 
 
 class RunningJobState(enum.IntEnum):
@@ -180,15 +190,14 @@ class Broker(ABC):
         a lost reply stay running under this worker until recovered.
         """
 
-    @abstractmethod
     def remove_job_from_running(self, job: Job) -> RunningJobState:
         """Record that a running job ended for good (succeeded or failed).
 
         Frees the job's concurrency slot. Atomic; safe to retry (a second call
         returns ``NOT_OURS`` and changes nothing).
         """
+        return self._record_outcomes([job], [False])[0]
 
-    @abstractmethod
     def retry_job(self, job: Job) -> RunningJobState:
         """Put a running job back for another run, as it is now.
 
@@ -198,19 +207,27 @@ class Broker(ABC):
         later than now, else aside until due. Its id stays the same. Safe to
         retry (a second call returns ``NOT_OURS`` and changes nothing).
         """
+        return self._record_outcomes([job], [True])[0]
 
     def record_outcomes(self, jobs: Sequence[Job]) -> list[RunningJobState]:
         """Record the outcomes of running jobs, one state per job, in order.
 
-        A job whose status is in :data:`FINISHED` is recorded as by
-        :meth:`remove_job_from_running`, any other as by :meth:`retry_job`.
-        Each job's record is atomic and safe to retry; brokers may record
-        them all in one step (this default records them one by one).
+        A job whose status is in :data:`FINISHED` ended for good and is
+        recorded as by :meth:`remove_job_from_running`; any other runs again,
+        as by :meth:`retry_job`. This is the one place where that is decided.
         """
-        return [
-            self.remove_job_from_running(job) if job.status in FINISHED else self.retry_job(job)
-            for job in jobs
-        ]
+        return self._record_outcomes(jobs, [runs_again(job) for job in jobs])
+
+    @abstractmethod
+    def _record_outcomes(self, jobs: Sequence[Job], again: Sequence[bool]) -> list[RunningJobState]:
+        """Record the end of running jobs, each for good or, where ``again`` says
+        so, for another run; one state per job, in order.
+
+        The one operation behind :meth:`record_outcomes`,
+        :meth:`remove_job_from_running` and :meth:`retry_job`, which give it
+        the decision. Each job's record is atomic and safe to retry, as those
+        methods say; brokers record them all in one step where they can.
+        """
 
     def record_outcomes_and_get_jobs(
         self, jobs: Sequence[Job], queue: str, max_jobs: int

@@ -19,7 +19,7 @@ import attrs
 from typing_extensions import override
 
 from ..job import Job, JobStatus
-from .base import FINISHED, Broker, Heartbeat, JobCounts, RunningJobState
+from .base import Broker, Heartbeat, JobCounts, RunningJobState
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -237,8 +237,8 @@ class MemoryBroker(Broker):
             ns.release_slot(running.task_name)
         return True
 
-    def _record(self, jobs: Sequence[Job], again: Sequence[bool]) -> list[RunningJobState]:
-        """Record the end of running jobs, each for good or to run ``again``."""
+    @override
+    def _record_outcomes(self, jobs: Sequence[Job], again: Sequence[bool]) -> list[RunningJobState]:
         # Payloads first: a job that cannot be serialized fails the call before anything changes.
         payloads = [job.serialize() if run_again else None for job, run_again in zip(jobs, again)]
         states = []
@@ -255,18 +255,6 @@ class MemoryBroker(Broker):
         if RunningJobState.RECORDED in states:
             self._store.notify(self.namespace)
         return states
-
-    @override
-    def record_outcomes(self, jobs: Sequence[Job]) -> list[RunningJobState]:
-        return self._record(jobs, [job.status not in FINISHED for job in jobs])
-
-    @override
-    def remove_job_from_running(self, job: Job) -> RunningJobState:
-        return self._record([job], [False])[0]
-
-    @override
-    def retry_job(self, job: Job) -> RunningJobState:
-        return self._record([job], [True])[0]
 
     @override
     def move_future_jobs(self) -> float | None:

@@ -475,12 +475,12 @@ class TestJob:
 
 class TestUtils:
     def test_exponential_backoff_bounds(self) -> None:
-        """Retry n waits between t and 2t seconds, t = min(3 * 2**n, cap) // 2."""
+        """Retry n waits between t / 2 and t seconds, t = min(3 * 2**n, cap)."""
         for attempt in range(15):
-            half = min(3 * 2**attempt, 1200) // 2
+            top = min(3 * 2**attempt, 1200)
             for _ in range(50):
                 delay = exponential_backoff(attempt).total_seconds()
-                assert half <= delay <= 2 * half
+                assert top / 2 <= delay <= top
         assert 3 <= exponential_backoff(1).total_seconds() <= 6
         assert exponential_backoff(10_000).total_seconds() <= 1200
         assert exponential_backoff(20, cap=10).total_seconds() <= 10

@@ -14,7 +14,6 @@ import contextlib
 import functools
 import itertools
 import logging
-import random
 import ssl
 import time
 import uuid
@@ -25,16 +24,17 @@ import redis as redis_py
 from redis.commands.core import Script
 from typing_extensions import override
 
+from ..._backoff import backoff
 from ...clock import Clock, SystemClock
 from ...exc import BrokerConnectionError, BrokerFullError, ConfigurationError
 from ...job import Job, JobStatus
-from ..base import FINISHED, Broker, Heartbeat, JobCounts, RunningJobState
+from ..base import Broker, Heartbeat, JobCounts, RunningJobState, runs_again
 from .clock import ServerClock
 from .keys import Keys
 from .listener import Listener
 from .payload import pack, salvage, unpack
 from .scripts import read_script
-from .url import client_from_url
+from .url import CLIENT_DEFAULTS, client_from_url
 
 if TYPE_CHECKING:
     from typing_extensions import TypeAlias
@@ -103,17 +103,19 @@ def _utf8(text: str) -> bytes:
     return text.encode()
 
 
-def _split_outcomes(jobs: Sequence[Job]) -> tuple[list[tuple[str, str]], list[Job]]:
-    """(id, token) of the jobs that ended for good, and the jobs to run again."""
-    done = [(str(job.id), job.handout_token or "") for job in jobs if job.status in FINISHED]
-    return done, [job for job in jobs if job.status not in FINISHED]
+def _split_outcomes(
+    jobs: Sequence[Job], again: Sequence[bool]
+) -> tuple[list[tuple[str, str]], list[Job]]:
+    """(id, token) of the jobs that ended for good, and the jobs to run ``again``."""
+    done = [(str(job.id), job.handout_token or "") for job, a in zip(jobs, again) if not a]
+    return done, [job for job, a in zip(jobs, again) if a]
 
 
-def _merge_states(jobs: Sequence[Job], states: list[RunningJobState]) -> list[RunningJobState]:
-    """The states of the record_outcomes script (ended jobs first) in the order of ``jobs``."""
-    ended = sum(1 for job in jobs if job.status in FINISHED)
+def _merge_states(again: Sequence[bool], states: list[Any]) -> list[RunningJobState]:
+    """The states of the record_outcomes script (ended jobs first) in the order of ``again``."""
+    ended = sum(not a for a in again)
     done_states, again_states = iter(states[:ended]), iter(states[ended:])
-    return [next(done_states if job.status in FINISHED else again_states) for job in jobs]
+    return [_STATES[next(again_states if a else done_states)] for a in again]
 
 
 def _is_full(error: redis_py.ResponseError) -> bool:
@@ -165,14 +167,7 @@ class RedisBroker(Broker):
         sync_clock: bool = True,
     ) -> None:
         if redis is None:
-            redis = redis_py.Redis(
-                host="localhost",
-                port=6379,
-                socket_keepalive=True,
-                socket_connect_timeout=5,
-                socket_timeout=10,
-                health_check_interval=30,
-            )
+            redis = redis_py.Redis(host="localhost", port=6379, **CLIENT_DEFAULTS)
         local = clock if clock is not None else SystemClock()
         super().__init__(ServerClock(local, redis) if sync_clock else local)
         # Heartbeats take the time of the Redis server itself, unless a test
@@ -217,11 +212,7 @@ class RedisBroker(Broker):
         Raises:
             ConfigurationError: the URL has none of these forms, or is malformed.
         """
-        redis_kwargs.setdefault("socket_keepalive", True)
-        redis_kwargs.setdefault("socket_connect_timeout", 5)
-        redis_kwargs.setdefault("socket_timeout", 10)
-        redis_kwargs.setdefault("health_check_interval", 30)
-        client = client_from_url(url, **redis_kwargs)
+        client = client_from_url(url, **{**CLIENT_DEFAULTS, **redis_kwargs})
         return cls(
             client,
             enqueue_job_max_retries=enqueue_job_max_retries,
@@ -343,7 +334,7 @@ class RedisBroker(Broker):
                         f"{str(e).rstrip('.')}. Check that the Redis server is running "
                         "and reachable at the URL the broker was given"
                     ) from e
-                wait = min(5.0, 0.1 * 2**attempt) * (1 + random.random())
+                wait = backoff(attempt, base=0.2, cap=10.0)
                 logger.warning(
                     "Redis unreachable while scheduling (%s), retrying in %.2f s", e, wait
                 )
@@ -392,8 +383,8 @@ class RedisBroker(Broker):
             # A cluster pipeline cannot route scripts: two calls.
             return super().record_outcomes_and_get_jobs(jobs, queue, max_jobs)
         self._requeue_lost_handouts()
-        done, again = _split_outcomes(jobs)
-        record_keys, record_args = self._record_arguments(done, again)
+        again = [runs_again(job) for job in jobs]
+        record_keys, record_args = self._record_arguments(*_split_outcomes(jobs, again))
         prefix = self._token_prefix()
         fetch_keys = self._fetch_keys(queue)
         # Both scripts in one round trip. A script the server lost (a restart
@@ -427,7 +418,7 @@ class RedisBroker(Broker):
             except Exception:
                 self._lost_fetches.append((queue, prefix))
                 raise
-        return _merge_states(jobs, [_STATES[r] for r in recorded]), handed
+        return _merge_states(again, recorded), handed
 
     def _requeue_lost_handouts(self) -> None:
         k = self._keys
@@ -494,16 +485,8 @@ class RedisBroker(Broker):
             return Job.could_not_read(job_id, f"{error}; {kept}", self.now(), task_name, queue)
         except ValueError:
             logger.error("Entry %r is not a Spinach job (%s); %s", job_id, error, kept)
-            self._record([(job_id, token)], [])
+            self._run("record_outcomes", *self._record_arguments([(job_id, token)], []))
             return None
-
-    def _record(
-        self, done: Sequence[tuple[str, str]], again: Sequence[Job]
-    ) -> list[RunningJobState]:
-        """Record the end of running jobs: (id, token) of those done for good, then
-        those to run ``again``; one state each, in that order."""
-        keys, args = self._record_arguments(done, again)
-        return [_STATES[r] for r in self._run("record_outcomes", keys, args)]
 
     def _record_arguments(
         self, done: Sequence[tuple[str, str]], again: Sequence[Job]
@@ -527,18 +510,11 @@ class RedisBroker(Broker):
         return keys, args
 
     @override
-    def record_outcomes(self, jobs: Sequence[Job]) -> list[RunningJobState]:
+    def _record_outcomes(self, jobs: Sequence[Job], again: Sequence[bool]) -> list[RunningJobState]:
         if not jobs:
             return []
-        return _merge_states(jobs, self._record(*_split_outcomes(jobs)))
-
-    @override
-    def remove_job_from_running(self, job: Job) -> RunningJobState:
-        return self._record([(str(job.id), job.handout_token or "")], [])[0]
-
-    @override
-    def retry_job(self, job: Job) -> RunningJobState:
-        return self._record([], [job])[0]
+        keys, args = self._record_arguments(*_split_outcomes(jobs, again))
+        return _merge_states(again, self._run("record_outcomes", keys, args))
 
     @override
     def move_future_jobs(self) -> float | None:

@@ -9,6 +9,8 @@ from typing import Callable
 
 import redis as redis_py
 
+from ..._backoff import backoff
+
 __all__ = ["Listener"]
 
 logger = logging.getLogger("spinach.brokers.redis")
@@ -59,7 +61,7 @@ class Listener:
                     failures = 0
             except redis_py.RedisError as e:
                 failures += 1
-                wait = min(30.0, 0.1 * 2**failures) * (1 + random.random())
+                wait = backoff(failures, base=0.2, cap=30.0)
                 logger.warning("Lost the Redis notifications (%s); reconnecting in %.1f s", e, wait)
                 self._stopping.wait(wait)
             finally:

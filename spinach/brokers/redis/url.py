@@ -32,7 +32,17 @@ from redis.sentinel import Sentinel
 
 from ...exc import ConfigurationError
 
-__all__ = ["SCHEMES", "client_from_url"]
+__all__ = ["CLIENT_DEFAULTS", "SCHEMES", "client_from_url"]
+
+#: Options of every client a RedisBroker makes, unless its caller sets them: TCP
+#: keepalive, so that a dead peer is noticed; bounded connect and read times, so
+#: that no call hangs for good; and a check of idle connections before reuse.
+CLIENT_DEFAULTS: dict[str, Any] = {
+    "socket_keepalive": True,
+    "socket_connect_timeout": 5,
+    "socket_timeout": 10,
+    "health_check_interval": 30,
+}
 
 _PLAIN = ("redis", "rediss", "unix")
 _CLUSTER = ("redis+cluster", "rediss+cluster")
