@@ -10,17 +10,22 @@
 -- ARGV[1]       now, POSIX seconds
 -- ARGV[2]       notification channel
 -- ARGV[3]       seconds the marker is kept; 0: no marker
--- ARGV[4]       Q, the number of queues in this call
--- ARGV[5..4+Q]  the queue names, in the order of their keys
--- ARGV[5+Q..]   the jobs, packed in one string (one argument is much cheaper for the
+-- ARGV[4]       with a marker: seconds after ARGV[1] (by the server's clock) past which
+--               this call is late and stores nothing; "": no such check (a test clock)
+-- ARGV[5]       Q, the number of queues in this call
+-- ARGV[6..5+Q]  the queue names, in the order of their keys
+-- ARGV[6+Q..]   the jobs, packed in one string (one argument is much cheaper for the
 --               client to send than five per job), or in several when they are too many
 --               bytes for one, each holding whole jobs; for each job: its id (36
 --               characters), then "<queue number> <at> <bytes of task name> <bytes of
 --               payload>\n", then the task name and the payload
 -- Entries: see the steps ready_entry and future_member.
--- Returns: the number of jobs stored.
+-- Returns: the number of jobs stored; -1 when the call came late (see below).
 -- Safe to retry: a job whose id is already stored is skipped; with a marker, a call sent
 -- again (after a lost reply) stores nothing, even if its jobs already ran and were removed.
+-- The marker needs to live only as long as the call can still be sent again: a call
+-- that runs past ARGV[4] seconds after the time it was built with stores nothing, so
+-- the marker is kept a little longer than that, not for as long as the jobs may wait.
 
 --- @include "place_counter"
 --- @include "ready_entry"
@@ -29,25 +34,33 @@
 local payloads, seq, queues, marker, future_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local now = tonumber(ARGV[1])
 local channel = ARGV[2]
-local marker_seconds = tonumber(ARGV[3])
-local queue_count = tonumber(ARGV[4])
+local marker_seconds, late_after = tonumber(ARGV[3]), ARGV[4]
+local queue_count = tonumber(ARGV[5])
 
 local bad_counter = check_place_counter(seq)
 if bad_counter then
     return bad_counter
 end
 
-if marker_seconds > 0 and not redis.call("SET", marker, "1", "NX", "EX", marker_seconds) then
-    return 0
+if marker_seconds > 0 then
+    if late_after ~= "" then
+        local t = redis.call("TIME")
+        if tonumber(t[1]) + tonumber(t[2]) / 1000000 > now + tonumber(late_after) then
+            return -1
+        end
+    end
+    if not redis.call("SET", marker, "1", "NX", "EX", marker_seconds) then
+        return 0
+    end
 end
 for i = 1, queue_count do
-    redis.call("SADD", queues, ARGV[4 + i])
+    redis.call("SADD", queues, ARGV[5 + i])
 end
 
 -- Ready entries per queue number, without their place in line yet; future scores and entries.
 local ready, ready_count, future = {}, 0, {}
 local stored = 0
-for part = 5 + queue_count, #ARGV do
+for part = 6 + queue_count, #ARGV do
     local jobs = ARGV[part]
     local position = 1
     while position <= #jobs do
@@ -66,7 +79,7 @@ for part = 5 + queue_count, #ARGV do
                 ready_count = ready_count + 1
             else
                 table.insert(future, at)
-                table.insert(future, future_member(id, ARGV[4 + queue_number], task_name))
+                table.insert(future, future_member(id, ARGV[5 + queue_number], task_name))
             end
         end
     end

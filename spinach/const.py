@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from ._version import __version__
+
 __all__ = [
     "DEFAULT_DEAD_WORKER_TIMEOUT",
+    "DEFAULT_ENQUEUE_JOB_RETRIES",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_MAX_JOB_SIZE",
     "DEFAULT_MAX_RETRIES",
@@ -11,12 +14,18 @@ __all__ = [
     "DEFAULT_QUEUE",
     "DEFAULT_WORKER_NUMBER",
     "MIN_PERIODICITY",
+    "VERSION",
 ]
+
+#: The version of Spinach, as in 0.0.25.
+VERSION = __version__
 
 DEFAULT_QUEUE = "spinach"
 DEFAULT_NAMESPACE = "spinach"
 DEFAULT_MAX_RETRIES = 0
 DEFAULT_WORKER_NUMBER = 5
+#: Times scheduling retries when Redis cannot be reached (RedisBroker's default).
+DEFAULT_ENQUEUE_JOB_RETRIES = 4
 
 #: Seconds between two heartbeats of a running engine.
 DEFAULT_HEARTBEAT_INTERVAL = 1.0

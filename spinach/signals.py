@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 class SafeNamedSignal(blinker.NamedSignal):
     """A blinker signal whose failing receivers are logged, not raised."""
 
+    def __repr__(self) -> str:
+        return f'SafeNamedSignal "{self.name}"'
+
     @override
     def send(
         self,

@@ -86,7 +86,8 @@ class Task:
                 )
             if self.max_concurrency < 1:
                 raise InvalidTaskError(
-                    f"{where}: max_concurrency must be 1 or more, got {self.max_concurrency}"
+                    f"{where}: max_concurrency must be greater than zero, got "
+                    f"{self.max_concurrency}"
                 )
 
     @property

@@ -21,7 +21,7 @@ from typing_extensions import override
 from . import signals
 from ._outcome import settle
 from .clock import Clock, SystemClock
-from .exc import ConfigurationError
+from .exc import ConfigurationError, WorkersError
 from .job import FINISHED, Job, JobStatus, check_arguments
 
 __all__ = ["AsyncioWorkers", "StartGate", "ThreadWorkers", "Workers"]
@@ -86,6 +86,7 @@ class Workers(ABC):
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._stopping = False
         # Submitted jobs not yet done, and those that started. Keyed by the job
         # object, not its id: a job taken over while this worker stalled may be
         # handed to it again, a second object with the same id, while the first
@@ -144,6 +145,11 @@ class Workers(ABC):
         if handed_out is None:
             handed_out = time.monotonic()
         with self._lock:
+            if self._stopping:
+                raise WorkersError(
+                    f"Workers of namespace {self._namespace!r} are stopping and take no new "
+                    "job: submit jobs before stop() or request_stop(), or to new workers"
+                )
             self._in_flight += len(jobs)
             for job in jobs:
                 self._unfinished[id(job)] = job
@@ -287,9 +293,19 @@ class Workers(ABC):
         self.request_stop()
         return self.join(timeout)
 
-    @abstractmethod
     def request_stop(self) -> None:
-        """Ask the workers to stop once every submitted job has run; do not wait."""
+        """Ask the workers to stop once every submitted job has run; do not wait.
+
+        From then on they take no new job: :meth:`submit_jobs` raises
+        :class:`~spinach.exc.WorkersError`, as in 0.0.25.
+        """
+        with self._lock:
+            self._stopping = True
+        self._request_stop()
+
+    @abstractmethod
+    def _request_stop(self) -> None:
+        """Tell the workers to stop once every submitted job has run."""
 
     @abstractmethod
     def join(self, timeout: float | None = None) -> bool:
@@ -357,7 +373,7 @@ class ThreadWorkers(Workers):
         return threading.current_thread() in self._threads
 
     @override
-    def request_stop(self) -> None:
+    def _request_stop(self) -> None:
         for _ in self._threads:
             self._queue.put(None)
 
@@ -447,7 +463,7 @@ class AsyncioWorkers(Workers):
         return threading.current_thread() is self._thread
 
     @override
-    def request_stop(self) -> None:
+    def _request_stop(self) -> None:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._put, [None] * self._num_workers)
 

@@ -346,7 +346,7 @@ def test_a_batch_too_big_for_one_argument_goes_in_several(
         batch.schedule("record", ["é" * 40, i])  # about 330 bytes packed: one job per part
     scheduled = engine.schedule_batch(batch)
     _, args = broker._enqueue_arguments(scheduled, "call")
-    assert len(args) == 5 + 7  # now, channel, marker, 1 queue and its name, 7 parts
+    assert len(args) == 6 + 7  # now, channel, marker, window, 1 queue and its name, 7 parts
     got = broker.get_jobs_from_queue("spinach", 10)
     assert [job.id for job in got] == [job.id for job in scheduled]
     assert [job.task_args for job in got] == [(["é" * 40, i],) for i in range(7)]
@@ -427,7 +427,42 @@ def test_enqueue_sent_again_after_the_job_ran_stores_nothing(
     broker.remove_job_from_running(got)
     assert enqueue(keys=keys, args=args) == 0
     assert broker.count_jobs().queued == {}
-    assert 0 < redis_client.ttl(k.enqueue_marker("call-1")) <= 600
+    assert 0 < redis_client.ttl(k.enqueue_marker("call-1")) <= 65
+    broker.flush()
+
+
+def test_enqueue_run_after_its_window_stores_nothing(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """A call of at-most-once jobs run more than 60 s after it was built stores nothing.
+
+    Its marker would not be there any more to tell it apart from a new call.
+    """
+    broker = RedisBroker(redis_client)
+    broker.namespace = namespace
+    job = Job("once", "q", broker.now(), 0)
+    keys, args = broker._enqueue_arguments([job], "call-late")
+    args[0] -= 61
+    assert broker._scripts["enqueue_jobs"](keys=keys, args=args) == -1
+    assert redis_client.exists(broker._keys.enqueue_marker("call-late")) == 0
+    assert broker.count_jobs().queued == {}
+    args[0] += 2  # 59 s: still in its window
+    assert broker._scripts["enqueue_jobs"](keys=keys, args=args) == 1
+    broker.flush()
+
+
+def test_schedule_answered_too_late_is_a_clear_error(
+    redis_client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """schedule() says the job was stored once or not at all when Redis ran it too late."""
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, [])
+    engine.task(lambda: None, name="once")
+    late = broker.now().timestamp() - 120
+    monkeypatch.setattr(broker, "_now", lambda: late)
+    with pytest.raises(BrokerConnectionError, match=r"once or not at all, never twice"):
+        engine.schedule("once")
+    assert broker.count_jobs().queued == {}
     broker.flush()
 
 

@@ -1013,3 +1013,24 @@ class TestQueuedAhead:
             assert workers.jobs_wanted == 2
         finally:
             workers.stop()
+
+
+class TestStoppedWorkers:
+    @pytest.mark.parametrize("kind", ["threads", "asyncio"])
+    def test_jobs_submitted_after_stop_are_refused(self, kind: str) -> None:
+        """Stopped workers raise WorkersError for a new job, as 0.0.25's did, not drop it."""
+        from datetime import datetime
+
+        from spinach import AsyncioWorkers
+
+        workers = ThreadWorkers(1, "stopped") if kind == "threads" else AsyncioWorkers(1, "stopped")
+        assert workers.stop(10)
+        job = Job("t", "q", datetime.now(timezone.utc), 0)
+        with pytest.raises(WorkersError, match="are stopping and take no new job"):
+            workers.submit_jobs([job])
+        assert workers.idle
+
+
+def test_signals_read_as_in_0_0_25() -> None:
+    """A signal's repr names it, as 0.0.25's did."""
+    assert repr(signals.job_started) == 'SafeNamedSignal "job_started"'

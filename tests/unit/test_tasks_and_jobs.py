@@ -108,7 +108,7 @@ class TestTaskDefinitions:
             ({"name": None}, "has no name"),
             ({"name": "x", "queue": "_private"}, "reserved"),
             ({"name": "x", "max_concurrency": 2}, "max_retries must be set if max_concurrency"),
-            ({"name": "x", "max_retries": 1, "max_concurrency": 0}, "1 or more"),
+            ({"name": "x", "max_retries": 1, "max_concurrency": 0}, "greater than zero"),
             ({"name": "x", "periodicity": timedelta(milliseconds=500)}, "under the minimum"),
             ({"name": "x", "max_retries": -1}, "max_retries must be"),
             ({"name": "x", "max_retries": True}, "max_retries must be an int >= 0, got True"),

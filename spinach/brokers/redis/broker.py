@@ -26,6 +26,7 @@ from typing_extensions import override
 
 from ..._backoff import backoff
 from ...clock import Clock, SystemClock
+from ...const import DEFAULT_ENQUEUE_JOB_RETRIES
 from ...exc import BrokerConnectionError, BrokerFullError, ConfigurationError
 from ...job import Job, JobStatus
 from ..base import Broker, Heartbeat, JobCounts, RunningJobState, runs_again
@@ -59,9 +60,12 @@ _SCRIPTS = (
     "adopt_jobs_of_dead_workers",
     "requeue_lost_handouts",
 )
-#: Seconds a call storing at-most-once jobs is remembered, so that sending it again
-#: (after a lost reply, by redis-py or by our retries) does not store them twice.
-_ENQUEUE_MARKER_SECONDS = 600
+#: Seconds during which a call storing at-most-once jobs may be sent again (after a
+#: lost reply, by redis-py or by our retries) and is recognised: it leaves a marker
+#: that lives a little longer than that, and the script refuses a run that comes later
+#: (by the server's clock), so markers cost the calls of about a minute, not more.
+_ENQUEUE_WINDOW = 60
+_ENQUEUE_MARKER_SECONDS = _ENQUEUE_WINDOW + 5
 _STATES = {int(state): state for state in RunningJobState}
 #: Most bytes of jobs packed in one argument of the enqueue_jobs script.
 _PART_BYTES = 64 * 1024 * 1024
@@ -161,7 +165,7 @@ class RedisBroker(Broker):
     def __init__(
         self,
         redis: RedisClient | None = None,
-        enqueue_job_max_retries: int = 4,
+        enqueue_job_max_retries: int = DEFAULT_ENQUEUE_JOB_RETRIES,
         *,
         clock: Clock | None = None,
         sync_clock: bool = True,
@@ -192,7 +196,7 @@ class RedisBroker(Broker):
         cls,
         url: str,
         *,
-        enqueue_job_max_retries: int = 4,
+        enqueue_job_max_retries: int = DEFAULT_ENQUEUE_JOB_RETRIES,
         clock: Clock | None = None,
         sync_clock: bool = True,
         **redis_kwargs: Any,
@@ -289,6 +293,8 @@ class RedisBroker(Broker):
         # At-most-once jobs must not be stored again by a call sent twice after
         # their first run: such calls leave a marker for a while.
         marker_seconds = _ENQUEUE_MARKER_SECONDS if any(j.max_retries == 0 for j in jobs) else 0
+        # A late run is told apart on the server's clock, which a test clock is not.
+        late_after = _ENQUEUE_WINDOW if isinstance(self._clock, ServerClock) else ""
         keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id), k.future, *queue_keys]
         # Jobs packed in parts of at most _PART_BYTES (and whole jobs): Redis
         # refuses an argument over proto-max-bulk-len (512 MB by default).
@@ -306,7 +312,7 @@ class RedisBroker(Broker):
             packed += [header, name, payload]
             size += job_size
         parts.append(b"".join(packed))
-        head = [self._now(), k.channel, marker_seconds, len(queues), *queues]
+        head = [self._now(), k.channel, marker_seconds, late_after, len(queues), *queues]
         return keys, [*head, *parts]
 
     @override
@@ -314,9 +320,11 @@ class RedisBroker(Broker):
         if not jobs:
             return
         keys, args = self._enqueue_arguments(jobs, uuid.uuid4().hex)
+        first_try = time.monotonic()
         for attempt in itertools.count():
             try:
-                self._run("enqueue_jobs", keys, args)
+                if self._run("enqueue_jobs", keys, args) == -1:
+                    raise self._too_late(jobs, "Redis ran it")
                 return
             except redis_py.ResponseError as e:
                 if not _is_full(e):
@@ -335,10 +343,22 @@ class RedisBroker(Broker):
                         "and reachable at the URL the broker was given"
                     ) from e
                 wait = backoff(attempt, base=0.2, cap=10.0)
+                if time.monotonic() + wait - first_try > _ENQUEUE_WINDOW:
+                    raise self._too_late(jobs, "it could be sent again") from e
                 logger.warning(
                     "Redis unreachable while scheduling (%s), retrying in %.2f s", e, wait
                 )
                 time.sleep(wait)
+
+    @staticmethod
+    def _too_late(jobs: Sequence[Job], when: str) -> BrokerConnectionError:
+        return BrokerConnectionError(
+            f"Could not schedule {_what(jobs)} within {_ENQUEUE_WINDOW} s: Redis could "
+            f"not be reached for that long, and {when} only after that, when a call sent "
+            "again can no longer be told apart from a new one. Its jobs were stored once "
+            "or not at all, never twice: look for them before scheduling them again, and "
+            "check that the Redis server is running and reachable"
+        )
 
     @override
     def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
