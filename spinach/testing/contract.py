@@ -53,6 +53,7 @@ __all__ = [
     "RemoveJobFromRunningContract",
     "RetryJobContract",
     "SetConcurrencyLimitsContract",
+    "WaitForEventContract",
 ]
 
 MakeBroker = Callable[[str], Broker]
@@ -768,6 +769,60 @@ class NamespaceContract(_Base):
         other.flush()
 
 
+class WaitForEventContract(_Base):
+    """:meth:`Broker.wait_for_event` and :meth:`Broker.wake_up`.
+
+    Spurious wake-ups are allowed, so these tests check that a wake-up comes
+    when it must, and that an idle broker that was never started does not
+    wake up by itself.
+    """
+
+    def test_timeout_without_event_returns_false(self, broker: Broker) -> None:
+        """Nothing happened: the wait ends after its timeout and says so."""
+        assert broker.wait_for_event(0.05) is False
+
+    def test_wake_up_before_the_wait_counts(self, broker: Broker) -> None:
+        """A wake_up() that came first ends the next wait at once, and only that one."""
+        broker.wake_up()
+        assert broker.wait_for_event(10) is True
+        assert broker.wait_for_event(0.05) is False
+
+    def test_wake_up_from_another_thread_ends_a_wait(self, broker: Broker) -> None:
+        """A wait in progress ends when another thread calls wake_up()."""
+        waiting = threading.Event()
+        woken: list[bool] = []
+
+        def wait() -> None:
+            waiting.set()
+            woken.append(broker.wait_for_event(30))
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        assert waiting.wait(10)
+        broker.wake_up()
+        thread.join(30)
+        assert woken == [True]
+
+    def test_jobs_of_other_workers_wake_a_waiting_one(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A job made ready, or retried, by another broker of the namespace wakes this one."""
+        waiter = make_broker(broker.namespace)
+        waiter.start()
+        try:
+            broker.enqueue_jobs([self.job(clock, max_retries=1)])
+            # This, or the broker's own wake-up once its notifications are live.
+            assert waiter.wait_for_event(10)
+            broker.enqueue_jobs([self.job(clock)])
+            assert waiter.wait_for_event(10), "a ready job stored elsewhere woke nobody"
+            (job,) = broker.get_jobs_from_queue("q", 1)
+            job.retries += 1
+            broker.retry_job(job)
+            assert waiter.wait_for_event(10), "a job retried elsewhere woke nobody"
+        finally:
+            waiter.stop()
+
+
 class BrokerContract(
     EnqueueJobsContract,
     GetJobsFromQueueContract,
@@ -782,5 +837,6 @@ class BrokerContract(
     CountJobsContract,
     FlushContract,
     NamespaceContract,
+    WaitForEventContract,
 ):
     """The whole broker contract; subclass it and provide ``make_broker``."""
