@@ -37,10 +37,7 @@ local channel = ARGV[2]
 local marker_seconds, late_after = tonumber(ARGV[3]), ARGV[4]
 local queue_count = tonumber(ARGV[5])
 
-local bad_counter = check_place_counter(seq)
-if bad_counter then
-    return bad_counter
-end
+check_place_counter(seq)
 
 if marker_seconds > 0 then
     if late_after ~= "" then

@@ -37,10 +37,7 @@ local payloads, seq, periodic, periodic_next = KEYS[1], KEYS[2], KEYS[3], KEYS[4
 local queues, future, failed = KEYS[5], KEYS[6], KEYS[7]
 local now = tonumber(ARGV[1])
 local channel, namespace, prefix = ARGV[2], ARGV[3], ARGV[4]
-local bad_counter = check_place_counter(seq)
-if bad_counter then
-    return bad_counter
-end
+check_place_counter(seq)
 
 local max_moves, max_periodic, max_ms, retry_later = 1000, 100, 5, 60
 

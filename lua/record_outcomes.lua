@@ -32,10 +32,7 @@ local running, payloads, in_flight, seq, queues, future = KEYS[1], KEYS[2], KEYS
 local now, channel = tonumber(ARGV[1]), ARGV[2]
 local queue_count = tonumber(ARGV[3])
 
-local bad_counter = check_place_counter(seq)
-if bad_counter then
-    return bad_counter
-end
+check_place_counter(seq)
 
 local done_count = tonumber(ARGV[4 + queue_count])
 local first_retry = 5 + queue_count + 2 * done_count

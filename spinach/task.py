@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, NoReturn, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Protocol, TypeVar, Union, overload
 
 import attrs
 
@@ -18,7 +18,6 @@ from .exc import (
 )
 
 if TYPE_CHECKING:
-    from .engine import Engine
     from .job import Job
 
 __all__ = ["AbortException", "Batch", "RetryException", "Task", "Tasks"]
@@ -121,7 +120,7 @@ class Tasks:
         self.max_retries = max_retries
         self.periodicity = periodicity
         self.max_concurrency = max_concurrency
-        self._engine: Engine | None = None
+        self._engine: _Scheduler | None = None
 
     @property
     def names(self) -> list[str]:
@@ -270,7 +269,7 @@ class Tasks:
             _first(max_concurrency, self.max_concurrency, None),
         )
 
-    def _require_engine(self) -> Engine:
+    def _require_engine(self) -> _Scheduler:
         if self._engine is None:
             raise NotAttachedError(
                 "This Tasks registry is not attached to an Engine: "
@@ -289,6 +288,19 @@ class Tasks:
     def schedule_batch(self, batch: Batch) -> list[Job]:
         """Schedule a batch, through the engine this registry is attached to."""
         return self._require_engine().schedule_batch(batch)
+
+
+class _Scheduler(Protocol):
+    """What a registry needs of the engine it is attached to (an Engine)."""
+
+    @property
+    def namespace(self) -> str: ...
+
+    def schedule(self, task: TaskLike, *args: Any, **kwargs: Any) -> Job: ...
+
+    def schedule_at(self, task: TaskLike, at: datetime, *args: Any, **kwargs: Any) -> Job: ...
+
+    def schedule_batch(self, batch: Batch) -> list[Job]: ...
 
 
 def _first(*values: Any) -> Any:
