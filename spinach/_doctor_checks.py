@@ -1,9 +1,14 @@
-"""The checks of ``spinach doctor`` against a live Redis server.
+"""The checks of ``spinach doctor`` against live Redis servers.
 
-Each check reads the server with plain redis-py calls (INFO, CONFIG GET, TIME,
+Each check reads a server with plain redis-py calls (INFO, CONFIG GET, TIME,
 SCAN, TTL, ZRANGE) and returns a :class:`~spinach.doctor.Check`. A command the
 server refuses (a restricted ACL user, a managed Redis that renames CONFIG)
 makes its check ``unknown``, saying why; a lost connection propagates.
+
+:func:`run_checks` takes the :class:`Server` list of the target: one server,
+the current master of a Sentinel service, or every master of a Redis Cluster.
+The checks of a server run on each one and name its node; the key-space
+checks put the keys of every server together.
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import ssl
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, cast
 
 import attrs
 import redis
@@ -23,18 +29,19 @@ from .brokers.redis.keys import Keys
 if TYPE_CHECKING:
     from .clock import Clock
 
-__all__ = ["SCAN_LIMIT", "Check", "Status", "run_checks"]
+__all__ = ["SCAN_LIMIT", "Check", "Server", "Status", "run_checks"]
 
-Status = Literal["pass", "warn", "fail", "unknown"]
+#: ``"info"`` describes the deployment (a cluster's masters, a Sentinel
+#: service's sentinels) and is no verdict.
+Status = Literal["pass", "warn", "fail", "unknown", "info"]
 
-#: Most keys SCAN reads, so that the doctor stays cheap on a big server.
+#: Most keys SCAN reads on each server, so that the doctor stays cheap on a big one.
 SCAN_LIMIT = 10_000
 _SCAN_COUNT = 1_000
 _MIN_VERSION = (6, 2)
 _MAX_CLOCK_OFFSET = 1.0
 _MIN_PASSWORD_LENGTH = 16
 _EXAMPLES = 3
-_SPINACH_KEY = re.compile(r"spinach:\{([^{}]*)\}:(.*)", re.DOTALL)
 
 _FIX_PERSISTENCE = (
     "set `appendonly yes` and `appendfsync everysec` in redis.conf "
@@ -66,16 +73,30 @@ class Check:
 
     Attributes:
         name: what is checked, a stable identifier such as ``"persistence"``.
-        status: ``"pass"``, ``"warn"``, ``"fail"``, or ``"unknown"`` when the
-            server would not say (``detail`` then says why).
+        status: ``"pass"``, ``"warn"``, ``"fail"``, ``"unknown"`` when the
+            server would not say (``detail`` then says why), or ``"info"`` for
+            a description of the deployment, which is no verdict.
         detail: what was found, in one sentence.
         fix: what to do about it; None for a check that passes.
+        node: the ``host:port`` of the server checked, when the target has
+            several (a cluster's masters) or names none (a Sentinel service);
+            None for the server the target names, and for the checks of the
+            whole deployment.
     """
 
     name: str
     status: Status
     detail: str
     fix: str | None = None
+    node: str | None = None
+
+
+@attrs.frozen
+class Server:
+    """A Redis server to check, and the node its findings name (see :attr:`Check.node`)."""
+
+    client: redis.Redis
+    node: str | None = None
 
 
 def _config(client: redis.Redis, *names: str) -> dict[str, str]:
@@ -208,6 +229,7 @@ def check_authentication(client: redis.Redis) -> Check:
         )
     finally:
         probe.close()
+        probe.connection_pool.disconnect()  # a client given its pool leaves it open
     user = pool.connection_kwargs.get("username") or "default"
     password = pool.connection_kwargs.get("password")
     if isinstance(password, str) and len(password) < _MIN_PASSWORD_LENGTH:
@@ -309,9 +331,138 @@ def check_clock(client: redis.Redis, clock: Clock) -> tuple[Check, float]:
     return Check(name, "pass", detail), server
 
 
+def check_cluster(masters: Sequence[Server], replicas: int) -> Check:
+    """Describe a Redis Cluster; warn when a master says that its state is not ok."""
+    name = "cluster"
+    nodes = ", ".join(str(m.node) for m in masters)
+    detail = (
+        f"Redis Cluster of {len(masters)} master(s) ({nodes}) and {replicas} replica(s): "
+        "each check of a server runs on every master"
+    )
+    states = {}
+    for master in masters:
+        try:
+            # redis-py leaves execute_command unannotated.
+            info = master.client.execute_command("CLUSTER INFO")  # type: ignore[no-untyped-call,unused-ignore]
+        except redis.ResponseError:
+            continue  # an ACL without CLUSTER: the other checks still run
+        if isinstance(info, dict):
+            states[master.node] = _text(info.get("cluster_state", "unknown"))
+    bad = {node: state for node, state in states.items() if state != "ok"}
+    if bad:
+        said = ", ".join(f"{state} on {node}" for node, state in bad.items())
+        return Check(
+            name,
+            "warn",
+            f"cluster_state is {said}: some hash slots have no live master, and the "
+            f"namespaces in them can neither take nor hand out jobs ({detail})",
+            "find the failed nodes with `redis-cli --cluster check HOST:PORT` and bring them "
+            "back, or fail their slots over to a replica",
+        )
+    return Check(name, "info", detail)
+
+
+def _address(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
+
+
+def poll_sentinels(
+    sentinels: Sequence[redis.Redis], service: str
+) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Ask each sentinel about ``service``: the ``SENTINEL MASTER`` replies by
+    sentinel address, and why the other sentinels gave none."""
+    states: dict[str, dict[str, Any]] = {}
+    silent: dict[str, str] = {}
+    for sentinel in sentinels:
+        try:
+            states[_address(sentinel)] = cast(dict[str, Any], sentinel.sentinel_master(service))
+        except redis.RedisError as e:
+            silent[_address(sentinel)] = str(e).rstrip(".") or type(e).__name__
+    return states, silent
+
+
+def _replicas(sentinels: Sequence[redis.Redis], service: str) -> tuple[int, int] | None:
+    """How many replicas the sentinels know of the service's master, and how many
+    of them are down or out of sync; None if no sentinel says."""
+    for sentinel in sentinels:
+        try:
+            replicas = sentinel.sentinel_slaves(service)
+        except redis.RedisError:
+            continue
+        down = sum(
+            bool(r.get("is_sdown") or r.get("is_odown") or r.get("is_disconnected"))
+            or _text(r.get("master-link-status", "ok")) != "ok"
+            for r in replicas
+        )
+        return len(replicas), down
+    return None
+
+
+def check_sentinel(sentinels: Sequence[redis.Redis], service: str, master: str) -> Check:
+    """Count the sentinels that answer for ``service`` and the replicas of its master.
+
+    Warns below 3 answering sentinels (no majority survives the loss of a
+    host), when the sentinels name different masters, and without a replica.
+    """
+    name = "sentinel"
+    states, silent = poll_sentinels(sentinels, service)
+    known = max((int(s.get("num-other-sentinels", 0)) + 1 for s in states.values()), default=0)
+    quorum = next((s.get("quorum") for s in states.values()), None)
+    detail = (
+        f"service {service!r}, master {master}: {len(states)} of the {len(sentinels)} "
+        f"sentinel(s) of the target answered (they know {known} in all, quorum {quorum})"
+    )
+    replicas = _replicas([c for c in sentinels if _address(c) in states], service)
+    if replicas is None:
+        detail += "; no sentinel listed the master's replicas"
+    else:
+        detail += f"; the master has {replicas[0]} replica(s)"
+        if replicas[1]:
+            detail += f", {replicas[1]} of them down or out of sync"
+    problems, fixes = [], []
+    if silent:
+        problems.append(
+            "sentinel(s) "
+            + ", ".join(f"{where} ({why})" for where, why in silent.items())
+            + " did not answer"
+        )
+        fixes.append(
+            "bring back the sentinels that did not answer (or drop them from the URL), "
+            "and check the sentinels' password (?sentinel_password=...)"
+        )
+    if len(states) < 3:
+        problems.append("fewer than 3 sentinels answered")
+        if known < 3:
+            fixes.append(
+                "run at least 3 sentinels, on hosts that fail independently, and list them "
+                "all in the URL: with fewer, the loss of one host can leave no majority to "
+                "promote a replica"
+            )
+        elif len(sentinels) < known:
+            fixes.append(
+                f"list every sentinel in the URL (they know {known}), so that the client "
+                "finds the master while one of them is down"
+            )
+        # Otherwise the silent sentinels are the cause, and their fix is given above.
+    named = {f"{_text(s.get('ip'))}:{s.get('port')}" for s in states.values()}
+    if len(named) > 1:
+        problems.append(f"the sentinels name different masters ({', '.join(sorted(named))})")
+        fixes.append(
+            "run the doctor again once the failover is over; if they still disagree, check "
+            "that the sentinels reach each other and the master"
+        )
+    if replicas is not None and replicas[0] == 0:
+        problems.append("the master has no replica, so a failover has nothing to promote")
+        fixes.append("add a replica (`replicaof <master host> <port>`) for the sentinels to watch")
+    if problems:
+        return Check(name, "warn", "; ".join([detail, *problems]), "; ".join(fixes))
+    return Check(name, "info", detail)
+
+
 @attrs.define
 class _Sample:
-    """What SCAN saw of the keys of the connection's database."""
+    """What SCAN saw of the keys of one server's database."""
 
     scanned: int = 0
     total: int = 0
@@ -330,16 +481,16 @@ def _scan(client: redis.Redis) -> _Sample:
         for key in keys[: SCAN_LIMIT - sample.scanned]:
             text = _text(key)
             sample.scanned += 1
-            match = _SPINACH_KEY.fullmatch(text)
-            if match is None:
+            parsed = Keys.parse(text)
+            if parsed is None:
                 sample.foreign.append(text)
                 to_time.append(text)
-            else:
-                namespace = match.group(1)
-                sample.namespaces[namespace] = sample.namespaces.get(namespace, 0) + 1
-                # The markers of at-most-once scheduling calls expire by design.
-                if not match.group(2).startswith("enqueued:"):
-                    to_time.append(text)
+                continue
+            namespace = parsed[0]
+            sample.namespaces[namespace] = sample.namespaces.get(namespace, 0) + 1
+            # The markers of at-most-once scheduling calls expire by design.
+            if not text.startswith(Keys.of(namespace).enqueue_marker("")):
+                to_time.append(text)
         if cursor == 0 or sample.scanned >= SCAN_LIMIT:
             break
     for start in range(0, len(to_time), _SCAN_COUNT):
@@ -398,18 +549,29 @@ def check_dedicated(client: redis.Redis, sample: _Sample) -> Check:
     return Check(name, "pass", f"only Spinach keys ({scope})")
 
 
-def check_namespaces(sample: _Sample, namespace: str | None) -> Check:
+def check_namespaces(
+    found: dict[str, dict[str | None, int]], namespace: str | None, several: bool
+) -> Check:
+    """List the namespaces ``found``: key counts by namespace, then by node.
+
+    With ``several`` servers, each namespace names the nodes holding its keys.
+    """
     name = "namespaces"
-    found = sorted(sample.namespaces)
+    keys = {ns: sum(by_node.values()) for ns, by_node in found.items()}
+
+    def on(ns: str) -> str:
+        return f" on {', '.join(str(node) for node in found[ns])}" if several else ""
+
     if namespace is None:
         if not found:
-            return Check(name, "pass", "no Spinach namespace in this database")
-        listed = ", ".join(f"{ns!r} ({sample.namespaces[ns]} keys)" for ns in found)
+            where = "on any master" if several else "in this database"
+            return Check(name, "pass", f"no Spinach namespace {where}")
+        listed = ", ".join(f"{ns!r} ({keys[ns]} keys{on(ns)})" for ns in sorted(found))
         return Check(name, "pass", f"{len(found)} namespace(s): {listed}")
-    others = [ns for ns in found if ns != namespace]
+    others = sorted(ns for ns in found if ns != namespace)
     own = (
-        f"namespace {namespace!r} holds {sample.namespaces[namespace]} key(s)"
-        if namespace in sample.namespaces
+        f"namespace {namespace!r} holds {keys[namespace]} key(s){on(namespace)}"
+        if namespace in found
         else f"namespace {namespace!r} holds no key yet"
     )
     shared = f"shared with {', '.join(map(repr, others))}" if others else "no other namespace"
@@ -417,27 +579,49 @@ def check_namespaces(sample: _Sample, namespace: str | None) -> Check:
 
 
 def check_workers(
-    client: redis.Redis,
     namespaces: list[str],
-    server_now: float,
+    locate: Callable[[str], Server | None],
+    server_times: dict[str | None, float],
     timeout: float,
     one_namespace: bool,
+    several: bool,
 ) -> Check:
+    """Count the live workers of each namespace, on the server that holds its keys.
+
+    Args:
+        locate: the server holding a key; None when no server serves it.
+        server_times: the time of each server, by node.
+        several: whether the target has several servers, to name them.
+    """
     name = "workers"
     if not namespaces:
         return Check(name, "warn", "no Spinach namespace, so no live worker", _FIX_WORKERS)
-    pipe = client.pipeline(transaction=False)
+    groups: dict[str | None, tuple[Server, list[str]]] = {}
     for namespace in namespaces:
-        pipe.zrange(Keys.of(namespace).workers, 0, -1, withscores=True)
+        server = locate(Keys.of(namespace).workers)
+        if server is not None:
+            groups.setdefault(server.node, (server, []))[1].append(namespace)
+    beats: dict[str, tuple[Server, list[float]]] = {}
+    for server, names in groups.values():
+        pipe = server.client.pipeline(transaction=False)
+        for namespace in names:
+            pipe.zrange(Keys.of(namespace).workers, 0, -1, withscores=True)
+        for namespace, reply in zip(names, pipe.execute()):
+            beats[namespace] = (server, [float(score) for _, score in reply])
     idle = []
     parts = []
-    for namespace, beats in zip(namespaces, pipe.execute()):
-        scores = [float(score) for _, score in beats]
-        live = sum(score >= server_now - timeout for score in scores)
-        part = f"{namespace!r}: {live} live worker process(es)"
+    for namespace in namespaces:
+        if namespace not in beats:
+            parts.append(f"{namespace!r}: no master serves its hash slot, so no live worker")
+            idle.append(namespace)
+            continue
+        server, scores = beats[namespace]
+        now = server_times[server.node]
+        live = sum(score >= now - timeout for score in scores)
+        where = f" on {server.node}" if several else ""
+        part = f"{namespace!r}{where}: {live} live worker process(es)"
         if len(scores) > live:
-            oldest = server_now - min(scores)
-            part += f", {len(scores) - live} silent (the oldest for {oldest:.0f} s)"
+            part += f", {len(scores) - live} silent (the oldest for {now - min(scores):.0f} s)"
         parts.append(part)
         if not live:
             idle.append(namespace)
@@ -448,46 +632,77 @@ def check_workers(
     return Check(name, "pass", detail)
 
 
-def _guarded(name: str, fix: str | None, run: Callable[[], Check]) -> Check:
+def _guarded(name: str, fix: str | None, run: Callable[..., Check], *args: Any) -> Check:
     try:
-        return run()
+        return run(*args)
     except redis.ResponseError as e:
         return Check(name, "unknown", str(e), fix)
 
 
 def run_checks(
-    client: redis.Redis, namespace: str | None, dead_worker_timeout: float, clock: Clock
+    servers: Sequence[Server],
+    namespace: str | None,
+    dead_worker_timeout: float,
+    clock: Clock,
+    locate: Callable[[str], Server | None] | None = None,
 ) -> list[Check]:
-    """Every check, in the order of the production checklist."""
-    checks = [
-        _guarded("persistence", _FIX_PERSISTENCE, lambda: check_persistence(client)),
-        _guarded("eviction", _FIX_EVICTION, lambda: check_eviction(client)),
-        _guarded("authentication", _FIX_AUTH, lambda: check_authentication(client)),
-        check_tls(client),
-        _guarded("redis-version", None, lambda: check_version(client)),
-    ]
-    clock_check, server_now = check_clock(client, clock)
-    checks.append(clock_check)
-    namespaces = [] if namespace is None else [namespace]
-    try:
-        sample = _scan(client)
-    except redis.ResponseError as e:
-        why = _refused("SCAN", e)
-        checks += [
-            Check("dedicated-server", "unknown", why, _FIX_DEDICATED),
-            Check("namespaces", "unknown", why),
+    """Every check, in the order of the production checklist.
+
+    The checks of a server run on each of ``servers`` in turn; the key-space
+    checks (``namespaces``, ``workers``) cover them all.
+
+    Args:
+        locate: the server that holds a key (on a cluster, the master of its
+            slot), or None if none does; the first server by default.
+    """
+
+    def each(name: str, fix: str | None, check: Callable[[redis.Redis], Check]) -> list[Check]:
+        return [
+            attrs.evolve(_guarded(name, fix, check, server.client), node=server.node)
+            for server in servers
         ]
+
+    checks = [
+        *each("persistence", _FIX_PERSISTENCE, check_persistence),
+        *each("eviction", _FIX_EVICTION, check_eviction),
+        *each("authentication", _FIX_AUTH, check_authentication),
+        *each("tls", None, check_tls),
+        *each("redis-version", None, check_version),
+    ]
+    server_times: dict[str | None, float] = {}
+    for server in servers:
+        clock_check, server_times[server.node] = check_clock(server.client, clock)
+        checks.append(attrs.evolve(clock_check, node=server.node))
+    found: dict[str, dict[str | None, int]] = {}
+    refusals = []
+    for server in servers:
+        try:
+            sample = _scan(server.client)
+        except redis.ResponseError as e:
+            why = _refused("SCAN", e)
+            checks.append(Check("dedicated-server", "unknown", why, _FIX_DEDICATED, server.node))
+            refusals.append(why if server.node is None else f"{server.node}: {why}")
+            continue
+        checks.append(attrs.evolve(check_dedicated(server.client, sample), node=server.node))
+        for ns, count in sample.namespaces.items():
+            found.setdefault(ns, {})[server.node] = count
+    several = len(servers) > 1
+    if refusals:
+        checks.append(Check("namespaces", "unknown", "; ".join(refusals)))
     else:
-        checks += [check_dedicated(client, sample), check_namespaces(sample, namespace)]
-        if namespace is None:
-            namespaces = sorted(sample.namespaces)
+        checks.append(check_namespaces(found, namespace, several))
+    namespaces = sorted(found) if namespace is None else [namespace]
     checks.append(
         _guarded(
             "workers",
             _FIX_WORKERS,
-            lambda: check_workers(
-                client, namespaces, server_now, dead_worker_timeout, namespace is not None
-            ),
+            check_workers,
+            namespaces,
+            locate if locate is not None else (lambda key: servers[0]),
+            server_times,
+            dead_worker_timeout,
+            namespace is not None,
+            several,
         )
     )
     return checks

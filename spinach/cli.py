@@ -1,8 +1,10 @@
 """The ``spinach`` command (also ``python -m spinach``).
 
-``spinach doctor TARGET [--json]`` checks a Redis server, and an engine's
-tasks, against the production checklist. TARGET is a Redis URL
-(``redis://...``, ``rediss://...``, ``unix://...``) or the import path of an
+``spinach doctor TARGET [--json]`` checks a Redis server (every master of a
+Redis Cluster, the master of a Sentinel service), and an engine's tasks,
+against the production checklist. TARGET is a Redis URL of any form that
+``RedisBroker.from_url`` takes (``redis://``, ``rediss://``, ``unix://``,
+``redis+cluster://``, ``redis+sentinel://``...) or the import path of an
 :class:`~spinach.engine.Engine` (``myapp.tasks:spin``). Exit status: 0 when no
 check fails (warnings allowed), 1 when a check fails, 2 when TARGET cannot be
 used.
@@ -16,6 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from .brokers.redis.url import SCHEMES
 from .doctor import Target, TargetError, diagnose
 from .engine import Engine
 
@@ -24,26 +27,26 @@ __all__ = ["main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNUSABLE = 2
-_URL_SCHEMES = ("redis://", "rediss://", "unix://")
+_URL_FORMS = ", ".join(f"{scheme}://" for scheme in SCHEMES)
 
 
 def load_target(text: str) -> Target:
-    """A Redis URL as it is, or the Engine an import path ``module:attribute`` names.
+    """A URL as it is, or the Engine an import path ``module:attribute`` names.
+
+    Any ``scheme://`` text is a URL: :func:`~spinach.doctor.diagnose` reads it
+    as ``RedisBroker.from_url`` does, and says what to write instead of a
+    scheme that neither takes.
 
     Raises:
         TargetError: ``text`` is neither, or its module cannot be imported.
     """
-    if text.startswith(_URL_SCHEMES):
-        return text
     if "://" in text:
-        raise TargetError(
-            f"{text.split('://')[0]!r} URLs are not Redis URLs: use redis://, rediss:// or unix://"
-        )
+        return text
     module_name, colon, attribute = text.partition(":")
     if not colon or not module_name or not attribute:
         raise TargetError(
-            f"{text!r} is neither a Redis URL (redis://, rediss://, unix://) nor the import "
-            "path of an Engine (module:attribute, e.g. myapp.tasks:spin)"
+            f"{text!r} is neither a Redis URL ({_URL_FORMS}) nor the import path of an "
+            "Engine (module:attribute, e.g. myapp.tasks:spin)"
         )
     # As `python -m` does, so that `spinach doctor myapp.tasks:spin` finds myapp here.
     if os.getcwd() not in sys.path:
@@ -91,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
         "doctor",
         help="check a Redis server and an engine against the production checklist",
         description=(
-            "Check a Redis server, and an engine's tasks, against the production "
+            "Check a Redis server (every master of a Redis Cluster, the master of a "
+            "Sentinel service), and an engine's tasks, against the production "
             "checklist. Exit status: 0 when no check fails (warnings allowed), 1 when "
             "a check fails, 2 when TARGET cannot be used."
         ),
@@ -99,8 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "target",
         metavar="TARGET",
-        help="a Redis URL (redis://, rediss://, unix://) or an Engine's import path "
-        "(myapp.tasks:spin)",
+        help=f"a Redis URL ({_URL_FORMS}) or an Engine's import path (myapp.tasks:spin)",
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON")
     doctor.set_defaults(run=_doctor)

@@ -10,33 +10,53 @@ and returns a :class:`Report`::
     if report.failed:
         ...
 
+A URL is read by :func:`spinach.brokers.redis.url.client_from_url`, as
+``RedisBroker.from_url`` reads it, so the doctor takes every form the broker
+takes. On a Redis Cluster the checks of a server run on every master, each
+finding naming its node; with Sentinel they run on the master the sentinels
+name, after a line counting the sentinels and the replicas.
+
 Each check reads the live server with a few plain commands, and SCAN reads
-at most 10,000 keys, so running it against a busy server is cheap.
+at most 10,000 keys of each server, so running it against a busy one is cheap.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Literal, Union
-from urllib.parse import quote
+from typing import Any, Callable, Literal, Union
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import attrs
 import redis
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisClusterException
 from redis.retry import Retry
+from redis.sentinel import SentinelConnectionPool
 
 from . import const
-from ._doctor_checks import SCAN_LIMIT, Check, Status, run_checks
+from ._doctor_checks import (
+    SCAN_LIMIT,
+    Check,
+    Server,
+    Status,
+    check_cluster,
+    check_sentinel,
+    poll_sentinels,
+    run_checks,
+)
 from .brokers.redis import RedisBroker
+from .brokers.redis.broker import RedisClient
+from .brokers.redis.url import CLIENT_DEFAULTS, client_from_url
 from .clock import Clock, SystemClock
 from .engine import Engine
-from .exc import SpinachError
+from .exc import ConfigurationError, SpinachError
 
 __all__ = ["SCAN_LIMIT", "Check", "Report", "Status", "TargetError", "TaskInfo", "diagnose"]
 
 Delivery = Literal["at-most-once", "at-least-once"]
-_STATUSES: tuple[Status, ...] = ("fail", "warn", "unknown", "pass")
-_LABELS = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "unknown": "UNKNOWN"}
+_STATUSES: tuple[Status, ...] = ("fail", "warn", "unknown", "pass", "info")
+_LABELS = {"pass": "PASS", "warn": "WARN", "fail": "FAIL", "unknown": "UNKNOWN", "info": "INFO"}
+_PLAIN_SCHEMES = ("redis", "rediss", "unix")
 
 
 class TargetError(SpinachError, ValueError):
@@ -70,10 +90,13 @@ class Report:
     """The outcome of :func:`diagnose`.
 
     Attributes:
-        target: the URL of the server checked, without its password.
+        target: the URL of the server, cluster or Sentinel service checked,
+            without its passwords.
         namespace: the namespace checked; None for a bare URL, where every
             namespace found is reported.
-        checks: the checks, in the order of the production checklist.
+        checks: the checks, in the order of the production checklist, after
+            the ``info`` line of a cluster or a Sentinel service; on a cluster,
+            each check of a server once per master.
         tasks: the engine's tasks, by name; empty without an engine.
     """
 
@@ -88,7 +111,7 @@ class Report:
         return any(check.status == "fail" for check in self.checks)
 
     def counts(self) -> dict[Status, int]:
-        """How many checks ended with each status."""
+        """How many checks ended with each status (``info`` lines included)."""
         return {s: sum(c.status == s for c in self.checks) for s in _STATUSES}
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,11 +130,13 @@ class Report:
         return json.dumps(self.to_dict(), indent=indent)
 
     def to_text(self) -> str:
-        """The report as a readable checklist, then the tasks, then a summary line."""
+        """The report as a readable checklist, then the tasks, then a summary line
+        of the verdicts (``info`` lines are none)."""
         scope = "" if self.namespace is None else f" namespace {self.namespace!r}"
         lines = [f"spinach doctor: {self.target}{scope}"]
         for check in self.checks:
-            line = f"[{_LABELS[check.status]}] {check.name}: {check.detail}"
+            node = "" if check.node is None else f" on {check.node}"
+            line = f"[{_LABELS[check.status]}] {check.name}{node}: {check.detail}"
             if check.fix is not None and check.status != "pass":
                 line += f" -> fix: {check.fix}"
             lines.append(line)
@@ -166,45 +191,102 @@ def _task_infos(engine: Engine) -> tuple[TaskInfo, ...]:
     )
 
 
-def describe(client: redis.Redis) -> str:
-    """The URL of a client's server, with its user but without its password."""
+def _user(kwargs: dict[str, Any]) -> str:
+    user = kwargs.get("username")
+    return f"{quote(user, safe='')}@" if user else ""
+
+
+def _host_port(kwargs: dict[str, Any]) -> str:
+    host = str(kwargs.get("host", "localhost"))
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{kwargs.get('port', 6379)}"
+
+
+def describe(client: RedisClient) -> str:
+    """The URL of a client's server, cluster or Sentinel service, with its user
+    but without its passwords."""
+    if isinstance(client, redis.RedisCluster):
+        manager = client.nodes_manager
+        kwargs = manager.connection_kwargs
+        connection_class = kwargs.get("connection_class", redis.Connection)
+        tls = kwargs.get("ssl") or issubclass(connection_class, redis.SSLConnection)
+        node = next(iter(manager.startup_nodes), "localhost:6379")
+        return f"{'rediss' if tls else 'redis'}+cluster://{_user(kwargs)}{node}"
     pool = client.connection_pool
     kwargs = pool.connection_kwargs
     db = kwargs.get("db", 0)
     if issubclass(pool.connection_class, redis.UnixDomainSocketConnection):
         return f"unix://{kwargs.get('path')}?db={db}"
     scheme = "rediss" if issubclass(pool.connection_class, redis.SSLConnection) else "redis"
-    user = kwargs.get("username")
-    auth = f"{quote(user, safe='')}@" if user else ""
-    host = str(kwargs.get("host", "localhost"))
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{auth}{host}:{kwargs.get('port', 6379)}/{db}"
+    if isinstance(pool, SentinelConnectionPool):
+        sentinels = pool.sentinel_manager.sentinels
+        hosts = ",".join(_host_port(s.connection_pool.connection_kwargs) for s in sentinels)
+        service = quote(pool.service_name, safe="")
+        return f"{scheme}+sentinel://{_user(kwargs)}{hosts}/{service}/{db}"
+    return f"{scheme}://{_user(kwargs)}{_host_port(kwargs)}/{db}"
 
 
-def _client(url: str) -> redis.Redis:
-    if not url.startswith(("redis://", "rediss://", "unix://")):
-        raise TargetError(
-            f"{url!r} is not a Redis URL: it must start with redis://, rediss:// or unix://"
+def _without_password(url: str) -> str:
+    """A URL that ``client_from_url`` accepted, without the passwords it may hold."""
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    return urlunsplit(
+        parts._replace(
+            netloc=f"{user}@{hosts}" if user else hosts,
+            query=urlencode([(k, v) for k, v in query if "password" not in k]),
         )
+    )
+
+
+def _client(url: str) -> RedisClient:
     try:
         # No retries: a refused password or a closed port is the answer, not an outage.
-        return redis.Redis.from_url(
-            url, socket_connect_timeout=5, socket_timeout=10, retry=Retry(NoBackoff(), 0)
+        return client_from_url(url, **{**CLIENT_DEFAULTS, "retry": Retry(NoBackoff(), 0)})
+    except ConfigurationError as e:
+        raise TargetError(str(e)) from None
+    except (RedisClusterException, redis.RedisError) as e:
+        # Only a cluster client connects as it is made, to learn the cluster's layout.
+        reason = str(e).rpartition("reachable node: ")[2].rstrip(".")
+        raise TargetError(
+            f"Cannot use the Redis Cluster at {_without_password(url)}: {reason}. "
+            + _cluster_advice(reason)
+        ) from None
+
+
+def _cluster_advice(reason: str) -> str:
+    """What to do when redis-py cannot learn a cluster's layout, for that reason."""
+    if "Cluster mode is not enabled" in reason:
+        return (
+            "The server is not a cluster node: use a redis:// URL for a single server, "
+            "or a redis+sentinel:// URL for a Sentinel service"
         )
-    except ValueError as e:
-        raise TargetError(f"Invalid Redis URL: {e}") from None
+    if "not covered" in reason:
+        return (
+            "Some hash slots have no master: find the failed nodes with "
+            "`redis-cli --cluster check HOST:PORT` and bring them back"
+        )
+    return "Check that the node of the URL runs, and the URL's user and password"
 
 
-def _connect(client: redis.Redis) -> None:
+_PLAIN_FORM = "redis://user:password@host:port/db"
+_CLUSTER_FORM = "redis+cluster://user:password@host:port"
+_SENTINEL_FORM = (
+    "redis+sentinel://user:password@host:26379,host:26379,host:26379/service/db; the "
+    "sentinels' own password goes in ?sentinel_password=..."
+)
+
+
+def _connect(client: redis.Redis, form: str = _PLAIN_FORM) -> None:
     where = describe(client)
     try:
         client.ping()
     except (redis.AuthenticationError, redis.AuthenticationWrongNumberOfArgsError) as e:
         if not client.connection_pool.connection_kwargs.get("password"):
             raise TargetError(
-                f"Redis at {where} requires a password: put it in the URL "
-                "(redis://user:password@host:port/db)"
+                f"Redis at {where} requires a password: put it in the URL ({form})"
             ) from None
         raise TargetError(
             f"Redis at {where} refused the user or password of the URL: {str(e).rstrip('.')}"
@@ -218,23 +300,178 @@ def _connect(client: redis.Redis) -> None:
         ) from None
 
 
+def _close(client: redis.Redis) -> None:
+    client.close()
+    # A client given its pool does not close it.
+    client.connection_pool.disconnect()
+
+
+@attrs.frozen
+class _Deployment:
+    """The servers a client reaches, and what the doctor says of the whole.
+
+    Attributes:
+        servers: the servers to check: one, or every master of a cluster.
+        describe: the checks of the deployment itself, run before the others.
+        locate: the server that holds a key; None for the first server.
+        owned: clients made for the doctor, closed after the checks.
+    """
+
+    servers: list[Server]
+    describe: Callable[[], list[Check]]
+    locate: Callable[[str], Server | None] | None = None
+    owned: tuple[redis.Redis, ...] = ()
+
+
+def _deployment(client: RedisClient, where: str) -> _Deployment:
+    """Connect to the servers behind ``client``, saying why if it cannot."""
+    if isinstance(client, redis.RedisCluster):
+        return _cluster(client)
+    pool = client.connection_pool
+    if isinstance(pool, SentinelConnectionPool):
+        return _sentinel(pool, where)
+    _connect(client)
+    return _Deployment([Server(client)], lambda: _standalone(client, where))
+
+
+def _standalone(client: redis.Redis, where: str) -> list[Check]:
+    """Nothing, unless the target is a single client of a cluster node or of a sentinel."""
+    try:
+        mode = str(client.info("server").get("redis_mode", ""))
+    except redis.ResponseError:
+        return []  # the redis-version check says that INFO is refused
+    address = _host_port(client.connection_pool.connection_kwargs)
+    if mode == "sentinel":
+        raise TargetError(
+            f"{where} is a Redis Sentinel, not a Redis server: check the master it watches "
+            f"with a redis+sentinel://{address}/<service name> URL"
+        )
+    if mode != "cluster":
+        return []
+    return [
+        Check(
+            "cluster",
+            "warn",
+            "the server is a node of a Redis Cluster, but the target reaches this node alone: "
+            "the doctor checked this node only, and a broker on it fails with MOVED errors "
+            "for the namespaces of the other masters",
+            f"use redis+cluster://{address} (or give RedisBroker a redis.cluster.RedisCluster)",
+        )
+    ]
+
+
+def _cluster(client: redis.RedisCluster) -> _Deployment:
+    # redis-py leaves the node methods of RedisCluster and SentinelConnectionPool unannotated.
+    primaries = client.get_primaries()  # type: ignore[no-untyped-call,unused-ignore]
+    nodes = sorted(primaries, key=lambda node: (node.host, node.port))
+    masters = [Server(client.get_redis_connection(node), node.name) for node in nodes]
+    for master in masters:
+        _connect(master.client, _CLUSTER_FORM)
+    by_node = {master.node: master for master in masters}
+
+    def locate(key: str) -> Server | None:
+        try:
+            node = client.get_node_from_key(key)  # type: ignore[no-untyped-call,unused-ignore]
+            return by_node.get(node.name)
+        except RedisClusterException:  # a slot that no master serves
+            return None
+
+    replicas = len(client.get_replicas())  # type: ignore[no-untyped-call,unused-ignore]
+    return _Deployment(masters, lambda: [check_cluster(masters, replicas)], locate)
+
+
+#: The options of the master's connections that a plain client of it keeps.
+_MASTER_OPTIONS = {
+    "username", "password", "db", "client_name", "protocol", "credential_provider",
+    "encoding", "encoding_errors", "decode_responses",
+    "socket_timeout", "socket_connect_timeout", "socket_keepalive", "socket_keepalive_options",
+}  # fmt: skip
+
+
+def _sentinel(pool: SentinelConnectionPool, where: str) -> _Deployment:
+    service = pool.service_name
+    # Listed now: finding the master moves the sentinel that answered to the front.
+    sentinels = list(pool.sentinel_manager.sentinels)
+    try:
+        # As the broker finds it.
+        host, port = pool.get_master_address()  # type: ignore[no-untyped-call,unused-ignore]
+    except redis.RedisError:
+        states, silent = poll_sentinels(sentinels, service)
+        raise TargetError(_no_master(where, service, states, silent)) from None
+    # A plain client of the master, so that each check sees its address.
+    tls = issubclass(pool.connection_class, redis.SSLConnection)
+    options = {
+        k: v
+        for k, v in pool.connection_kwargs.items()
+        if k in _MASTER_OPTIONS or k.startswith("ssl_")
+    }
+    master = redis.Redis(
+        connection_pool=redis.ConnectionPool(
+            connection_class=redis.SSLConnection if tls else redis.Connection,
+            host=host,
+            port=port,
+            retry=Retry(NoBackoff(), 0),
+            **options,
+        )
+    )
+    node = f"{host}:{port}"
+    try:
+        _connect(master, _SENTINEL_FORM)
+    except TargetError:
+        _close(master)
+        raise
+    return _Deployment(
+        [Server(master, node)],
+        lambda: [check_sentinel(sentinels, service, node)],
+        owned=(master,),
+    )
+
+
+def _no_master(
+    where: str, service: str, states: dict[str, dict[str, Any]], silent: dict[str, str]
+) -> str:
+    """Why the sentinels of ``where`` named no master for ``service``, and what to do."""
+    if states:
+        said = "; ".join(
+            f"{sentinel}: {state.get('ip')}:{state.get('port')} ({state.get('flags')})"
+            for sentinel, state in states.items()
+        )
+        return (
+            f"The sentinels of {where} name no master of service {service!r} that is up "
+            f"({said}): bring the master back, or let the sentinels promote a replica, "
+            "then run the doctor again"
+        )
+    if silent and all(why.startswith("No such master") for why in silent.values()):
+        return (
+            f"The sentinels of {where} monitor no service {service!r}: put in the URL's "
+            "path the name of their `sentinel monitor <name> ...` line"
+        )
+    reasons = "; ".join(f"{sentinel}: {why}" for sentinel, why in silent.items())
+    return (
+        f"No sentinel of {where} answered for service {service!r} ({reasons}). Check that "
+        "the sentinels run at these addresses, and their password (?sentinel_password=...)"
+    )
+
+
 Target = Union[Engine, RedisBroker, str]
 
 
 def diagnose(target: Target, *, clock: Clock | None = None) -> Report:
-    """Check a Redis server for Spinach, and list an engine's tasks.
+    """Check a Redis server, every master of a Redis Cluster, or the master of a
+    Sentinel service for Spinach, and list an engine's tasks.
 
     Args:
         target: an :class:`~spinach.engine.Engine` with a ``RedisBroker`` (its
             namespace is checked and its tasks listed), a ``RedisBroker`` (its
-            namespace is checked), or a Redis URL (every namespace found on the
-            server is reported).
-        clock: this host's clock, compared with the server's; the system clock
+            namespace is checked), or a Redis URL of any form that
+            ``RedisBroker.from_url`` takes (every namespace found is reported).
+        clock: this host's clock, compared with the servers'; the system clock
             by default.
 
     Raises:
-        TargetError: the URL is invalid, the server cannot be reached or refuses
-            the credentials, or the engine's broker is not a ``RedisBroker``.
+        TargetError: the URL is invalid, a server cannot be reached or refuses
+            the credentials, the sentinels name no master, or the engine's
+            broker is not a ``RedisBroker``.
     """
     clock = clock if clock is not None else SystemClock()
     tasks: tuple[TaskInfo, ...] = ()
@@ -243,7 +480,9 @@ def diagnose(target: Target, *, clock: Clock | None = None) -> Report:
     if isinstance(target, str):
         client = _client(target)
         try:
-            return _run(client, describe(client), None, timeout, tasks, clock)
+            plain = target.partition("://")[0] in _PLAIN_SCHEMES
+            where = describe(client) if plain else _without_password(target)
+            return _run(client, where, None, timeout, tasks, clock)
         finally:
             client.close()
     if isinstance(target, Engine):
@@ -264,20 +503,27 @@ def diagnose(target: Target, *, clock: Clock | None = None) -> Report:
             f"Cannot diagnose a {type(target).__name__}: give an Engine, a RedisBroker "
             "or a Redis URL"
         )
-    return _run(broker.redis, describe(broker.redis), namespace, timeout, tasks, clock)
+    broker_client: RedisClient = broker.redis
+    return _run(broker_client, describe(broker_client), namespace, timeout, tasks, clock)
 
 
 def _run(
-    client: redis.Redis,
+    client: RedisClient,
     where: str,
     namespace: str | None,
     timeout: float,
     tasks: tuple[TaskInfo, ...],
     clock: Clock,
 ) -> Report:
-    _connect(client)
+    deployment = _deployment(client, where)
     try:
-        checks = run_checks(client, namespace, timeout, clock)
+        checks = [
+            *deployment.describe(),
+            *run_checks(deployment.servers, namespace, timeout, clock, deployment.locate),
+        ]
     except (redis.ConnectionError, redis.TimeoutError) as e:
         raise TargetError(f"Lost the connection to Redis at {where}: {e}") from None
+    finally:
+        for owned in deployment.owned:
+            _close(owned)
     return Report(where, namespace, tuple(checks), tasks)

@@ -195,7 +195,7 @@ def test_cli_exits_2_when_the_server_refuses_the_credentials(
         ("not-a-target", "neither a Redis URL"),
         ("os:path", "not a spinach Engine"),
         ("os:no_such_attribute", "has no attribute"),
-        ("http://example.com", "'http' URLs are not Redis URLs"),
+        ("http://example.com", "Unsupported Redis URL 'http://example.com'"),
     ],
 )
 def test_cli_exits_2_for_a_target_that_is_not_an_engine_or_url(

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import redis
@@ -255,6 +256,19 @@ def own_server() -> Iterator[RedisServer]:
         server = RedisServer(directory)
         yield server
         server.stop()
+
+
+def test_from_url_on_a_unix_socket_runs_jobs(own_server: RedisServer) -> None:
+    """A unix:// URL works with the broker's client defaults (no TCP-only option reaches it)."""
+    sock = Path(own_server.directory) / "redis.sock"
+    own_server.start("--unixsocket", str(sock), "--unixsocketperm", "700")
+    runs: list[int] = []
+    broker = RedisBroker.from_url(f"unix://{sock}?db=2")
+    engine = make_engine(broker, f"unix-{uuid.uuid4().hex[:8]}", runs)
+    engine.schedule("record", 7)
+    engine.start_workers(number=1, stop_when_queue_empty=True)
+    assert runs == [7]
+    broker.close()
 
 
 def test_from_url_with_password_and_database(

@@ -187,7 +187,8 @@ class TestRetries:
             advance(clock, broker, 6)
             wait_for(lambda: len(recorder.named("job_schedule_retry")) == 2)
             advance(clock, broker, 12)
-            wait_for(lambda: recorder.named("job_failed"))
+            # job_finished comes after job_failed, from the worker thread: wait for it.
+            wait_for(lambda: len(recorder.named("job_finished")) == 3)
         finally:
             signals.job_schedule_retry.disconnect(on_retry, sender=engine.namespace)
         assert recorder.of(job.id) == [

@@ -227,8 +227,8 @@ class RedisBroker(Broker):
     @property
     def redis(self) -> redis_py.Redis:
         """The redis-py client of this broker (a ``RedisCluster`` on a cluster)."""
-        # Typed as a plain client for the doctor, which only runs commands that
-        # RedisCluster offers too.
+        # Typed as a plain client, as it was before clusters: the commands most
+        # callers run are there on a RedisCluster too.
         return cast(redis_py.Redis, self._redis)
 
     @override

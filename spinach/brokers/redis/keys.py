@@ -8,6 +8,10 @@ from ...exc import ConfigurationError
 
 __all__ = ["Keys"]
 
+# Every key of a namespace starts with _HEAD + namespace + _TAIL.
+_HEAD = "spinach:{"
+_TAIL = "}:"
+
 
 @attrs.frozen
 class Keys:
@@ -23,7 +27,18 @@ class Keys:
                 f"Namespace {namespace!r} cannot be used with Redis: braces are reserved "
                 "for the Redis Cluster hash tag; choose a name without '{' or '}'"
             )
-        return cls(namespace, f"spinach:{{{namespace}}}:")
+        return cls(namespace, f"{_HEAD}{namespace}{_TAIL}")
+
+    @staticmethod
+    def parse(key: str) -> tuple[str, str] | None:
+        """The namespace of a key of :meth:`of`'s layout, and the rest of the key
+        after its prefix (``"queue:default"``); None for a key of any other form."""
+        if not key.startswith(_HEAD):
+            return None
+        namespace, tail, rest = key[len(_HEAD) :].partition(_TAIL)
+        if not tail or "{" in namespace or "}" in namespace:
+            return None
+        return namespace, rest
 
     @property
     def payloads(self) -> str:

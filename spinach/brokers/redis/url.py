@@ -45,6 +45,8 @@ CLIENT_DEFAULTS: dict[str, Any] = {
 }
 
 _PLAIN = ("redis", "rediss", "unix")
+#: Options of TCP connections that a Unix socket connection does not take.
+_TCP_ONLY = frozenset(("socket_keepalive", "socket_keepalive_options"))
 _CLUSTER = ("redis+cluster", "rediss+cluster")
 _SENTINEL = ("redis+sentinel", "rediss+sentinel")
 #: Every URL scheme :func:`client_from_url` accepts.
@@ -105,6 +107,10 @@ def client_from_url(url: str, **redis_kwargs: Any) -> redis_py.Redis | redis_py.
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme in _PLAIN:
         _check_plain(url)
+        if scheme == "unix":
+            # TCP keepalive means nothing on a Unix socket, and redis-py's
+            # connections to one refuse the options.
+            redis_kwargs = {k: v for k, v in redis_kwargs.items() if k not in _TCP_ONLY}
         return redis_py.Redis.from_url(url, **redis_kwargs)
     if scheme in _CLUSTER:
         return _cluster_client(url, scheme, redis_kwargs)
