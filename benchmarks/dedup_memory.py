@@ -1,8 +1,8 @@
 """Redis memory held only for de-duplicating at-most-once scheduling calls.
 
-Schedules N jobs one call each (``spin.schedule``), once for an at-most-once
-task (``max_retries=0``, each call leaves a marker) and once for an
-at-least-once one (no marker), on a fresh namespace each. The difference of
+Schedules N jobs one call each (``spin.schedule``), once for an at-least-once
+task (no marker), then for an at-most-once one (``max_retries=0``, each call
+leaves a marker), on a fresh namespace each. The difference of
 ``used_memory`` is what the markers cost. With ``--wait`` it then waits until
 the markers of the first run have expired (the marker's own TTL plus a margin,
 read from Redis) and measures again: memory that goes away by itself.
@@ -50,27 +50,38 @@ def main() -> None:
     options = parser.parse_args()
     with redis_url() as url:
         client = redis.Redis.from_url(url)
+        # The baseline first: markers expiring during it would make it look smaller.
+        _, least = _schedule(url, options.calls, max_retries=1)
         started = time.monotonic()
         once_ns, once = _schedule(url, options.calls, max_retries=0)
         took = time.monotonic() - started
-        _, least = _schedule(url, options.calls, max_retries=1)
+        # Right away, before any marker of this run expired.
+        pattern = f"spinach:{{{once_ns}}}:enqueued:*"
         markers = _markers(client, once_ns)
-        ttl = max(0, int(client.ttl(next(client.scan_iter(f"spinach:{{{once_ns}}}:enqueued:*")))))
-        print(f"{options.calls:,} schedule() calls in {took:.1f} s")
-        print(f"at-most-once:  +{once / 1e6:.1f} MB, {markers:,} markers alive (TTL left {ttl} s)")
-        print(f"at-least-once: +{least / 1e6:.1f} MB")
+        kept = max(int(client.ttl(key)) for key in client.scan_iter(pattern, count=10_000))
         marker_bytes = once - least
-        print(
-            f"markers: {marker_bytes / 1e6:.1f} MB, "
-            f"{marker_bytes / max(1, markers):.0f} B per marker"
-        )
+        per_marker = marker_bytes / max(1, markers)
+        rate = options.calls / took
+        print(f"{options.calls:,} schedule() calls in {took:.1f} s ({rate:,.0f} calls/s)")
+        print(f"at-most-once:  +{once / 1e6:.1f} MB, {markers:,} markers alive")
+        print(f"at-least-once: +{least / 1e6:.1f} MB")
+        print(f"markers: {marker_bytes / 1e6:.1f} MB, {per_marker:.0f} B each, kept {kept} s")
+        for calls_per_second in (rate, 3000):
+            alive = calls_per_second * kept
+            print(
+                f"steady state at {calls_per_second:,.0f} calls/s: {alive:,.0f} markers alive, "
+                f"{alive * per_marker / 1e6:.1f} MB"
+            )
         if options.wait:
-            deadline = time.monotonic() + ttl + 30
+            deadline = time.monotonic() + kept + 30
             while _markers(client, once_ns) and time.monotonic() < deadline:
                 time.sleep(1)  # a benchmark waiting for Redis to expire keys, not a test
             left = _markers(client, once_ns)
             after = int(client.info("memory")["used_memory"])
-            print(f"after {ttl} s more: {left:,} markers alive, used_memory {after / 1e6:.1f} MB")
+            print(
+                f"{kept} s later: {left:,} markers of the first run alive, "
+                f"used_memory {after / 1e6:.1f} MB"
+            )
 
 
 if __name__ == "__main__":

@@ -359,15 +359,20 @@ def test_a_thousand_queues(
     account = close_books("a-thousand-queues", accepted)
     print(
         f"moves over 1 ms: {len(moving)}, longest {moving[-1] / 1000:.2f} ms, "
+        f"90th percentile {moving[len(moving) * 9 // 10] / 1000:.2f} ms, "
         f"median {moving[len(moving) // 2] / 1000:.2f} ms; "
         f"idle looks: median {idle[len(idle) // 2] / 1000:.3f} ms, longest {idle[-1] / 1000:.3f} ms"
     )
     assert account.lost == set()
     assert account.succeeded == consumed
     assert len(account.still_stored) == 99_900
-    # About 5 ms each (their bound), 200 ms before there was one across queues;
-    # the margin is for a loaded machine, where Redis shares the cores.
-    assert moving[-1] < 50_000, "a move of future jobs held Redis over 50 ms"
+    # About 5 ms each (their bound), 200 ms before there was one across queues.
+    # SLOWLOG measures wall time: on a loaded machine the kernel may stop Redis in
+    # the middle of any call (one of 239 took 263 ms, median 11 ms, under two CPU
+    # hogs). So the bound is on nine calls in ten, which a few such pauses do not
+    # move, while a move of unbounded work makes every call long.
+    ninth_decile = moving[len(moving) * 9 // 10]
+    assert ninth_decile < 50_000, "one move of future jobs in ten held Redis over 50 ms"
     assert idle[len(idle) // 2] < 500, "an idle look at future jobs cost over 0.5 ms"
     client.close()
 
