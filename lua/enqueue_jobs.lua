@@ -9,9 +9,10 @@
 -- KEYS[5+i]     ready list of the i-th queue of this call (i = 1..Q)
 -- ARGV[1]       now, POSIX seconds
 -- ARGV[2]       notification channel
--- ARGV[3]       seconds the marker is kept; 0: no marker
+-- ARGV[3]       seconds after ARGV[1] until which the marker is kept; 0: no marker
 -- ARGV[4]       with a marker: seconds after ARGV[1] (by the server's clock) past which
---               this call is late and stores nothing; "": no such check (a test clock)
+--               this call is late and stores nothing; "": no such check (a test clock),
+--               and the marker is kept ARGV[3] seconds from now
 -- ARGV[5]       Q, the number of queues in this call
 -- ARGV[6..5+Q]  the queue names, in the order of their keys
 -- ARGV[6+Q..]   the jobs, packed in one string (one argument is much cheaper for the
@@ -25,7 +26,9 @@
 -- again (after a lost reply) stores nothing, even if its jobs already ran and were removed.
 -- The marker needs to live only as long as the call can still be sent again: a call
 -- that runs past ARGV[4] seconds after the time it was built with stores nothing, so
--- the marker is kept a little longer than that, not for as long as the jobs may wait.
+-- the marker is kept until a little later than that, ARGV[3] seconds after ARGV[1],
+-- not for as long as the jobs may wait. Both times count from ARGV[1], so the marker
+-- outlives every run the script accepts even when the caller's clock is off.
 
 --- @include "place_counter"
 --- @include "ready_entry"
@@ -40,13 +43,16 @@ local queue_count = tonumber(ARGV[5])
 check_place_counter(seq)
 
 if marker_seconds > 0 then
+    local keep_ms = marker_seconds * 1000
     if late_after ~= "" then
         local t = redis.call("TIME")
-        if tonumber(t[1]) + tonumber(t[2]) / 1000000 > now + tonumber(late_after) then
+        local server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+        if server_now > now + tonumber(late_after) then
             return -1
         end
+        keep_ms = math.ceil((now + marker_seconds - server_now) * 1000)
     end
-    if not redis.call("SET", marker, "1", "NX", "EX", marker_seconds) then
+    if not redis.call("SET", marker, "1", "NX", "PX", keep_ms) then
         return 0
     end
 end

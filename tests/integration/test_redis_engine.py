@@ -465,6 +465,43 @@ def test_enqueue_run_after_its_window_stores_nothing(
     broker.flush()
 
 
+def test_a_clock_offset_gone_stale_is_measured_again_when_a_call_is_refused(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """A host clock 2 minutes behind, with an offset that was not measured (Redis was
+    down at the time): the script refuses the call as late, the broker measures the
+    offset again and sends the same call, which stores the job once."""
+    from spinach.brokers.redis.clock import ServerClock
+
+    broker = RedisBroker(redis_client, clock=SkewedClock(-120.0))
+    engine = make_engine(broker, namespace, [])
+    engine.task(lambda: None, name="once")
+    clock = broker.clock
+    assert isinstance(clock, ServerClock)
+    clock.time()
+    clock._offset = 0.0  # as if the first measure had failed
+    engine.schedule("once")
+    assert broker.count_jobs().queued == {"spinach": 1}
+    assert abs(broker.now().timestamp() - time.time()) < 5
+    broker.flush()
+
+
+def test_marker_outlives_every_run_the_script_accepts(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """With the caller's clock 30 s ahead, the marker lives until 65 s after the call's own
+    time (95 s from now), not 65 s from now: a run accepted at 89 s still finds it."""
+    broker = RedisBroker(redis_client)
+    broker.namespace = namespace
+    job = Job("once", "q", broker.now(), 0)
+    keys, args = broker._enqueue_arguments([job], "call-ahead")
+    args[0] += 30
+    assert broker._scripts["enqueue_jobs"](keys=keys, args=args) == 1
+    # 95 s, give or take the error of the measured clock offset; 65 s would be unsafe.
+    assert 93_000 < redis_client.pttl(broker._keys.enqueue_marker("call-ahead")) < 97_000
+    broker.flush()
+
+
 def test_schedule_answered_too_late_is_a_clear_error(
     redis_client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

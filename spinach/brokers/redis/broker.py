@@ -312,6 +312,7 @@ class RedisBroker(Broker):
             packed += [header, name, payload]
             size += job_size
         parts.append(b"".join(packed))
+        # The time last, once the jobs are packed: a call's window starts here.
         head = [self._now(), k.channel, marker_seconds, late_after, len(queues), *queues]
         return keys, [*head, *parts]
 
@@ -319,13 +320,25 @@ class RedisBroker(Broker):
     def enqueue_jobs(self, jobs: Sequence[Job]) -> None:
         if not jobs:
             return
-        keys, args = self._enqueue_arguments(jobs, uuid.uuid4().hex)
+        call_id = uuid.uuid4().hex
+        keys, args = self._enqueue_arguments(jobs, call_id)
+        # Only a call leaving a marker has a window (see _ENQUEUE_WINDOW).
+        windowed = args[2] > 0 and args[3] != ""
         first_try = time.monotonic()
+        resynced = False
         for attempt in itertools.count():
             try:
-                if self._run("enqueue_jobs", keys, args) == -1:
+                if self._run("enqueue_jobs", keys, args) != -1:
+                    return
+                # Refused as late, though sent within its window by this host's
+                # clock: the clock offset was off. Nothing was stored by this run,
+                # so measure it again and send the same call (same marker).
+                if resynced or time.monotonic() - first_try >= _ENQUEUE_WINDOW:
                     raise self._too_late(jobs, "Redis ran it")
-                return
+                assert isinstance(self._clock, ServerClock)
+                self._clock.sync()
+                resynced = True
+                keys, args = self._enqueue_arguments(jobs, call_id)
             except redis_py.ResponseError as e:
                 if not _is_full(e):
                     raise
@@ -343,7 +356,7 @@ class RedisBroker(Broker):
                         "and reachable at the URL the broker was given"
                     ) from e
                 wait = backoff(attempt, base=0.2, cap=10.0)
-                if time.monotonic() + wait - first_try > _ENQUEUE_WINDOW:
+                if windowed and time.monotonic() + wait - first_try > _ENQUEUE_WINDOW:
                     raise self._too_late(jobs, "it could be sent again") from e
                 logger.warning(
                     "Redis unreachable while scheduling (%s), retrying in %.2f s", e, wait
@@ -355,9 +368,11 @@ class RedisBroker(Broker):
         return BrokerConnectionError(
             f"Could not schedule {_what(jobs)} within {_ENQUEUE_WINDOW} s: Redis could "
             f"not be reached for that long, and {when} only after that, when a call sent "
-            "again can no longer be told apart from a new one. Its jobs were stored once "
-            "or not at all, never twice: look for them before scheduling them again, and "
-            "check that the Redis server is running and reachable"
+            "again can no longer be told apart from a new one (or this host's clock is "
+            f"over {_ENQUEUE_WINDOW} s behind the Redis server's, even after measuring it "
+            "again). Its jobs were stored once or not at all, never twice: "
+            "look for them before scheduling them again, and check that the Redis server "
+            "is running and reachable and that the clocks agree"
         )
 
     @override
