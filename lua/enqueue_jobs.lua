@@ -9,7 +9,8 @@
 -- KEYS[5+i]     ready list of the i-th queue of this call (i = 1..Q)
 -- ARGV[1]       now, POSIX seconds
 -- ARGV[2]       notification channel
--- ARGV[3]       seconds after ARGV[1] until which the marker is kept; 0: no marker
+-- ARGV[3]       seconds the marker is kept, from now or, when that is later, from
+--               ARGV[1]; 0: no marker
 -- ARGV[4]       with a marker: seconds after ARGV[1] (by the server's clock) past which
 --               this call is late and stores nothing; "": no such check (a test clock),
 --               and the marker is kept ARGV[3] seconds from now
@@ -26,9 +27,10 @@
 -- again (after a lost reply) stores nothing, even if its jobs already ran and were removed.
 -- The marker needs to live only as long as the call can still be sent again: a call
 -- that runs past ARGV[4] seconds after the time it was built with stores nothing, so
--- the marker is kept until a little later than that, ARGV[3] seconds after ARGV[1],
--- not for as long as the jobs may wait. Both times count from ARGV[1], so the marker
--- outlives every run the script accepts even when the caller's clock is off.
+-- the marker is kept until a little later than that, ARGV[3] seconds after ARGV[1]
+-- (and at least ARGV[3] seconds), not for as long as the jobs may wait. Both times
+-- count from ARGV[1], so the marker outlives every run the script accepts even when
+-- the caller's clock is ahead.
 
 --- @include "place_counter"
 --- @include "ready_entry"
@@ -50,7 +52,7 @@ if marker_seconds > 0 then
         if server_now > now + tonumber(late_after) then
             return -1
         end
-        keep_ms = math.ceil((now + marker_seconds - server_now) * 1000)
+        keep_ms = math.max(keep_ms, math.ceil((now + marker_seconds - server_now) * 1000))
     end
     if not redis.call("SET", marker, "1", "NX", "PX", keep_ms) then
         return 0

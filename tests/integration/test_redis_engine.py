@@ -490,7 +490,8 @@ def test_marker_outlives_every_run_the_script_accepts(
     redis_client: redis.Redis, namespace: str
 ) -> None:
     """With the caller's clock 30 s ahead, the marker lives until 65 s after the call's own
-    time (95 s from now), not 65 s from now: a run accepted at 89 s still finds it."""
+    time (95 s from now), not 65 s from now: a run accepted at 89 s still finds it. With
+    the clock behind, it lives 65 s from now."""
     broker = RedisBroker(redis_client)
     broker.namespace = namespace
     job = Job("once", "q", broker.now(), 0)
@@ -499,6 +500,11 @@ def test_marker_outlives_every_run_the_script_accepts(
     assert broker._scripts["enqueue_jobs"](keys=keys, args=args) == 1
     # 95 s, give or take the error of the measured clock offset; 65 s would be unsafe.
     assert 93_000 < redis_client.pttl(broker._keys.enqueue_marker("call-ahead")) < 97_000
+    # 30 s behind: never less than 65 s from when it is set.
+    keys, args = broker._enqueue_arguments([Job("once", "q", broker.now(), 0)], "call-behind")
+    args[0] -= 30
+    assert broker._scripts["enqueue_jobs"](keys=keys, args=args) == 1
+    assert 63_000 < redis_client.pttl(broker._keys.enqueue_marker("call-behind")) <= 65_000
     broker.flush()
 
 

@@ -330,10 +330,12 @@ class RedisBroker(Broker):
             try:
                 if self._run("enqueue_jobs", keys, args) != -1:
                     return
-                # Refused as late, though sent within its window by this host's
-                # clock: the clock offset was off. Nothing was stored by this run,
-                # so measure it again and send the same call (same marker).
-                if resynced or time.monotonic() - first_try >= _ENQUEUE_WINDOW:
+                # Refused as late on the first try, well within its window by this
+                # host's clock: the clock offset was off, and nothing was stored. So
+                # measure it again and send the same call (same marker). Not after a
+                # lost reply: an earlier run may have stored the jobs, and its
+                # marker, counted from the bad time, may be gone.
+                if resynced or attempt > 0 or time.monotonic() - first_try >= _ENQUEUE_WINDOW:
                     raise self._too_late(jobs, "Redis ran it")
                 assert isinstance(self._clock, ServerClock)
                 self._clock.sync()
