@@ -10,14 +10,12 @@ keys is described in ``docs/redis.md``; clusters and Sentinel in
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import logging
-import ssl
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING, Any, Union, cast
 
 import redis as redis_py
@@ -27,10 +25,11 @@ from typing_extensions import override
 from ..._backoff import backoff
 from ...clock import Clock, SystemClock
 from ...const import DEFAULT_ENQUEUE_JOB_RETRIES
-from ...exc import BrokerConnectionError, BrokerFullError, ConfigurationError
+from ...exc import ConfigurationError
 from ...job import Job, JobStatus
 from ..base import Broker, Heartbeat, JobCounts, RunningJobState, runs_again
 from .clock import ServerClock
+from .errors import ENQUEUE_WINDOW, full, is_full, refused_clearly, too_late, unreachable
 from .keys import Keys
 from .listener import Listener
 from .payload import pack, salvage, unpack
@@ -60,46 +59,13 @@ _SCRIPTS = (
     "adopt_jobs_of_dead_workers",
     "requeue_lost_handouts",
 )
-#: Seconds during which a call storing at-most-once jobs may be sent again (after a
-#: lost reply, by redis-py or by our retries) and is recognised: it leaves a marker
-#: that lives a little longer than that, and the script refuses a run that comes later
-#: (by the server's clock), so markers cost the calls of about a minute, not more.
-_ENQUEUE_WINDOW = 60
-_ENQUEUE_MARKER_SECONDS = _ENQUEUE_WINDOW + 5
+#: Seconds a marker is kept: a little longer than the window of its call.
+_ENQUEUE_MARKER_SECONDS = ENQUEUE_WINDOW + 5
 _STATES = {int(state): state for state in RunningJobState}
 #: Most bytes of jobs packed in one argument of the enqueue_jobs script.
 _PART_BYTES = 64 * 1024 * 1024
 #: Tries of a script whose queue list turned out stale before giving up for this round.
 _QUEUE_REFRESHES = 3
-
-
-@contextlib.contextmanager
-def _refused_clearly() -> Iterator[None]:
-    """Turn the errors no retry can mend (credentials, certificate) into clear ones."""
-    try:
-        yield
-    except redis_py.AuthenticationError as e:
-        raise BrokerConnectionError(
-            f"Redis refused the credentials of the broker: {str(e).rstrip('.')}. "
-            "Check the user and password in the Redis URL"
-        ) from e
-    except redis_py.ConnectionError as e:
-        if not _caused_by(e, ssl.SSLCertVerificationError):
-            raise
-        raise BrokerConnectionError(
-            f"The TLS certificate of the Redis server could not be verified: {e}. Pass the "
-            "CA that signed it (RedisBroker.from_url(url, ssl_ca_certs=...)) and use a host "
-            "name that the certificate names"
-        ) from e
-
-
-def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, kind):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 @functools.lru_cache(maxsize=1024)
@@ -120,25 +86,6 @@ def _merge_states(again: Sequence[bool], states: list[Any]) -> list[RunningJobSt
     ended = sum(not a for a in again)
     done_states, again_states = iter(states[:ended]), iter(states[ended:])
     return [_STATES[next(again_states if a else done_states)] for a in again]
-
-
-def _is_full(error: redis_py.ResponseError) -> bool:
-    """Whether Redis refused a command for want of memory (maxmemory, noeviction).
-
-    Redis 7 answers a script's refused command with the OOM error itself;
-    Redis 6.2 wraps it in a script error.
-    """
-    return isinstance(error, redis_py.exceptions.OutOfMemoryError) or (
-        "OOM command not allowed" in str(error)
-    )
-
-
-def _what(jobs: Sequence[Job]) -> str:
-    """The jobs of a scheduling call, for an error: their number and tasks."""
-    names = ", ".join(repr(name) for name in dict.fromkeys(job.task_name for job in jobs))
-    if len(jobs) == 1:
-        return f"the job of task {names}"
-    return f"{len(jobs)} jobs of tasks {names}"
 
 
 def _text(value: Any) -> str:
@@ -247,7 +194,7 @@ class RedisBroker(Broker):
         return self.now().timestamp()
 
     def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        with _refused_clearly():
+        with refused_clearly():
             return self._scripts[script](keys=keys, args=args)
 
     def _token_prefix(self) -> str:
@@ -255,7 +202,7 @@ class RedisBroker(Broker):
 
     def _known_queues(self, refresh: bool) -> list[str]:
         if refresh or self._queues is None:
-            with _refused_clearly():
+            with refused_clearly():
                 members = self._redis.smembers(self._keys.queues)
             self._queues = sorted(_text(q) for q in members)
         return self._queues
@@ -294,7 +241,7 @@ class RedisBroker(Broker):
         # their first run: such calls leave a marker for a while.
         marker_seconds = _ENQUEUE_MARKER_SECONDS if any(j.max_retries == 0 for j in jobs) else 0
         # A late run is told apart on the server's clock, which a test clock is not.
-        late_after = _ENQUEUE_WINDOW if isinstance(self._clock, ServerClock) else ""
+        late_after = ENQUEUE_WINDOW if isinstance(self._clock, ServerClock) else ""
         keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id), k.future, *queue_keys]
         # Jobs packed in parts of at most _PART_BYTES (and whole jobs): Redis
         # refuses an argument over proto-max-bulk-len (512 MB by default).
@@ -322,7 +269,7 @@ class RedisBroker(Broker):
             return
         call_id = uuid.uuid4().hex
         keys, args = self._enqueue_arguments(jobs, call_id)
-        # Only a call leaving a marker has a window (see _ENQUEUE_WINDOW).
+        # Only a call leaving a marker has a window (see ENQUEUE_WINDOW).
         windowed = args[2] > 0 and args[3] != ""
         first_try = time.monotonic()
         resynced = False
@@ -335,47 +282,26 @@ class RedisBroker(Broker):
                 # measure it again and send the same call (same marker). Not after a
                 # lost reply: an earlier run may have stored the jobs, and its
                 # marker, counted from the bad time, may be gone.
-                if resynced or attempt > 0 or time.monotonic() - first_try >= _ENQUEUE_WINDOW:
-                    raise self._too_late(jobs, "Redis ran it")
+                if resynced or attempt > 0 or time.monotonic() - first_try >= ENQUEUE_WINDOW:
+                    raise too_late(jobs, "Redis ran it")
                 assert isinstance(self._clock, ServerClock)
                 self._clock.sync()
                 resynced = True
                 keys, args = self._enqueue_arguments(jobs, call_id)
             except redis_py.ResponseError as e:
-                if not _is_full(e):
+                if not is_full(e):
                     raise
-                raise BrokerFullError(
-                    f"Could not schedule {_what(jobs)}: Redis is full (maxmemory, noeviction) "
-                    "and refuses new data; nothing was stored. Workers keep draining the "
-                    "queues, which frees memory: schedule again later, or raise the Redis "
-                    "server's maxmemory"
-                ) from e
+                raise full(jobs) from e
             except (redis_py.ConnectionError, redis_py.TimeoutError) as e:
                 if attempt >= self._enqueue_job_max_retries:
-                    raise BrokerConnectionError(
-                        f"Could not store {_what(jobs)} in Redis after {attempt + 1} tries: "
-                        f"{str(e).rstrip('.')}. Check that the Redis server is running "
-                        "and reachable at the URL the broker was given"
-                    ) from e
+                    raise unreachable(jobs, attempt + 1, e) from e
                 wait = backoff(attempt, base=0.2, cap=10.0)
-                if windowed and time.monotonic() + wait - first_try > _ENQUEUE_WINDOW:
-                    raise self._too_late(jobs, "it could be sent again") from e
+                if windowed and time.monotonic() + wait - first_try > ENQUEUE_WINDOW:
+                    raise too_late(jobs, "it could be sent again") from e
                 logger.warning(
                     "Redis unreachable while scheduling (%s), retrying in %.2f s", e, wait
                 )
                 time.sleep(wait)
-
-    @staticmethod
-    def _too_late(jobs: Sequence[Job], when: str) -> BrokerConnectionError:
-        return BrokerConnectionError(
-            f"Could not schedule {_what(jobs)} within {_ENQUEUE_WINDOW} s: Redis could "
-            f"not be reached for that long, and {when} only after that, when a call sent "
-            "again can no longer be told apart from a new one (or this host's clock is "
-            f"over {_ENQUEUE_WINDOW} s behind the Redis server's, even after measuring it "
-            "again). Its jobs were stored once or not at all, never twice: "
-            "look for them before scheduling them again, and check that the Redis server "
-            "is running and reachable and that the clocks agree"
-        )
 
     @override
     def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
@@ -433,7 +359,7 @@ class RedisBroker(Broker):
         ):
             pipe.evalsha(self._scripts[script].sha, len(keys), *keys, *args)
         try:
-            with _refused_clearly():
+            with refused_clearly():
                 recorded, fetched = pipe.execute(raise_on_error=False)
             if isinstance(fetched, redis_py.exceptions.NoScriptError):
                 fetched = self._run("get_jobs_from_queue", fetch_keys, [max_jobs, prefix])
