@@ -34,16 +34,8 @@ from redis.retry import Retry
 from redis.sentinel import SentinelConnectionPool
 
 from . import const
-from ._doctor_checks import (
-    SCAN_LIMIT,
-    Check,
-    Server,
-    Status,
-    check_cluster,
-    check_sentinel,
-    poll_sentinels,
-    run_checks,
-)
+from ._doctor_checks import SCAN_LIMIT, Check, Server, Status, run_checks
+from ._doctor_topology import check_cluster, check_sentinel, poll_sentinels
 from .brokers.redis import RedisBroker
 from .brokers.redis.broker import RedisClient
 from .brokers.redis.url import CLIENT_DEFAULTS, client_from_url
