@@ -49,7 +49,10 @@ class Records:
         records = cls()
         for path in log_dir.glob("*.log"):
             pid = int(path.stem)
-            for line in path.read_text().splitlines():
+            # Only whole lines: a worker may be writing the last one as we read, and
+            # a line read half written ("start <id> " without its time) is no record.
+            *lines, _partial = path.read_text().split("\n")
+            for line in lines:
                 kind, _, rest = line.partition(" ")
                 if kind == "start":
                     job_id, _, when = rest.partition(" ")

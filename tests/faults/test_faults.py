@@ -46,15 +46,18 @@ def test_worker_sigkill(
         fleet.start(threads=4)
     producer = make_producer(server.url, namespace)
     accepted = schedule_batches(producer, task, scale(3000))
-    # The scenario's rhythm: a kill about every second at full size, faster when
-    # reduced, so that kills still land while jobs run.
-    interval = 1.0 if scale(3000) >= 3000 else 0.2
+    # Kills paced by the work, not by the clock: one each time another tenth of the
+    # jobs has started, so that they land while jobs run however fast the machine
+    # is. Paced by the clock, the jobs of a reduced run could all be done before the
+    # second kill (a loaded machine scheduling slowly while the workers kept up).
+    step = max(1, len(accepted) // 10)
     kills, pace = 0, threading.Event()
     while not settled(log_dir, accepted) and kills < 50:
-        fleet.kill(random.choice(fleet.alive))
-        kills += 1
-        fleet.start(threads=4)
-        pace.wait(interval)
+        if len(Records.read(log_dir).started_in) >= (kills + 1) * step:
+            fleet.kill(random.choice(fleet.alive))
+            kills += 1
+            fleet.start(threads=4)
+        pace.wait(0.05)
     wait_for(lambda: settled(log_dir, accepted), timeout=120)
     fleet.stop()
     account = close_books(f"worker-sigkill-{task}", accepted)
