@@ -24,9 +24,16 @@ import reprlib
 from collections.abc import Iterator
 from typing import Any, NoReturn
 
-from .exc import InvalidJobArgumentError
+from .exc import InvalidJobArgumentError, InvalidJobResultError
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "check_arguments", "check_stored", "short_repr"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "check_arguments",
+    "check_result",
+    "check_stored",
+    "short_repr",
+]
 
 #: Deepest nesting of lists and dicts in one argument.
 MAX_DEPTH = 100
@@ -165,12 +172,33 @@ def check_arguments(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any
     return total
 
 
+def check_result(task_name: str, value: Any) -> None:
+    """Check that a task's return value survives a JSON round trip unchanged,
+    within the bounds that arguments have.
+
+    Raises:
+        InvalidJobResultError: naming the task and the value at fault.
+    """
+    try:
+        _json_bound(value)
+    except _Rejected as e:
+        raise InvalidJobResultError(
+            f"Task {task_name!r} keeps its result, but its return value{e.path} = "
+            f"{short_repr(e.value)} cannot be stored ({e.why}). {_JSON_RULE}: return an id, "
+            "an ISO date string or a plain dict instead, or stop keeping the result"
+        ) from None
+
+
+_JSON_RULE = (
+    "Values must be JSON types (str, int, float, bool, None, list, dict with str keys), "
+    f"nested at most {MAX_DEPTH} deep, with integers of at most {MAX_INT_DIGITS:,} digits"
+)
+
+
 def _reject(task_name: str, path: str, rejected: _Rejected) -> NoReturn:
     raise InvalidJobArgumentError(
         f"Task {task_name!r}: argument {path} = {short_repr(rejected.value)} cannot be stored "
-        f"({rejected.why}). Job arguments must be JSON types (str, int, float, bool, None, "
-        f"list, dict with str keys), nested at most {MAX_DEPTH} deep, with integers of at "
-        f"most {MAX_INT_DIGITS:,} digits: pass an id, an ISO date string or a plain dict instead."
+        f"({rejected.why}). {_JSON_RULE}: pass an id, an ISO date string or a plain dict instead."
     ) from None
 
 

@@ -7,11 +7,14 @@ records the job in the broker according to the status it was given.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import Any
 
 from . import signals
+from ._bounds import check_result
 from .exc import (
     AbortException,
+    InvalidJobResultError,
     InvalidJobSignatureError,
     InvalidTaskTypeError,
     RetryException,
@@ -19,7 +22,7 @@ from .exc import (
     UnreadableJobError,
     WorkerDiedError,
 )
-from .job import Job, JobStatus
+from .job import Job, JobError, JobStatus, _encode
 from .utils import exponential_backoff, human_duration
 
 logger = logging.getLogger("spinach.worker")
@@ -31,6 +34,19 @@ _ENGINE_FINAL_ERRORS = (
     InvalidJobSignatureError,
     UnreadableJobError,
 )
+
+
+def keep_result(job: Job, result: Any) -> InvalidJobResultError | None:
+    """Keep the JSON text of ``result`` on ``job`` when its task keeps results;
+    return the error that fails the job when the value cannot be kept."""
+    if job.keep_result is None:
+        return None
+    try:
+        check_result(job.task_name, result)
+        job.result_json = _encode(result)
+    except InvalidJobResultError as e:
+        return e
+    return None
 
 
 def settle(
@@ -45,15 +61,18 @@ def settle(
     ``duration`` is ``None`` when the job did not run here (unknown task, or
     its worker died). A job to retry gets ``retries + 1`` and a new ``at``:
     the one of a :class:`RetryException`, now when its worker died, else an
-    exponential backoff.
+    exponential backoff. A job that ended for good gets what the broker keeps
+    of it: its times, and its error when it failed (see :mod:`spinach._ended`).
     """
     took = "" if duration is None else f" after {human_duration(duration)}"
     if err is None:
         job.status = JobStatus.SUCCEEDED
+        if job.result_json is not None:
+            _ended(job, duration, now)
         logger.info("Finished execution of %s%s", job, took)
         return
     run = f"{job.retries + 1}/{job.max_retries + 1}"
-    final = isinstance(err, AbortException) or (
+    final = isinstance(err, (AbortException, InvalidJobResultError)) or (
         duration is None and isinstance(err, _ENGINE_FINAL_ERRORS)
     )
     if job.should_retry and not final:
@@ -71,5 +90,20 @@ def settle(
         logger.warning("%s run %s of %s%s, retry in %s", what, run, job, took, delay, exc_info=err)
         return
     job.status = JobStatus.FAILED
+    job.error = JobError.of(err)
+    _ended(job, duration, now)
     signals.job_failed.send(namespace, job=job, err=err)
     logger.error("Error during run %s of %s%s, job failed", run, job, took, exc_info=err)
+
+
+def fail(job: Job, err: BaseException, now: datetime) -> None:
+    """Fail ``job`` for good without the retry policy, nor signals: the last
+    resort when settling it raised."""
+    job.status = JobStatus.FAILED
+    job.error = JobError.of(err)
+    _ended(job, None, now)
+
+
+def _ended(job: Job, duration: float | None, now: datetime) -> None:
+    job.ended_at = now
+    job.started_at = None if duration is None else now - timedelta(seconds=duration)

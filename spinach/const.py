@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from ._version import __version__
 
 __all__ = [
     "DEFAULT_DEAD_WORKER_TIMEOUT",
     "DEFAULT_ENQUEUE_JOB_RETRIES",
     "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_KEEP_FAILED",
+    "DEFAULT_MAX_FAILED",
     "DEFAULT_MAX_JOB_SIZE",
     "DEFAULT_MAX_RETRIES",
     "DEFAULT_NAMESPACE",
@@ -35,3 +39,7 @@ DEFAULT_DEAD_WORKER_TIMEOUT = 10.0
 DEFAULT_MAX_JOB_SIZE = 512 * 1024
 #: Shortest periodicity a periodic task may have, in seconds.
 MIN_PERIODICITY = 1.0
+#: How long a job that failed for good stays in the failed store by default.
+DEFAULT_KEEP_FAILED = timedelta(days=7)
+#: Most jobs the failed store holds by default; the oldest are dropped first.
+DEFAULT_MAX_FAILED = 10_000

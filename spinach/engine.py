@@ -11,13 +11,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, Callable
 
 from . import const
 from ._backoff import backoff
 from ._bounds import short_repr
+from ._lifecycle import JobLifecycle
 from ._liveness import Liveness
 from ._outcome import settle
 from .brokers.base import Broker, RunningJobState
@@ -54,9 +55,11 @@ _START_TRIES = 5
 _JOIN_POLL = 0.1
 #: Seconds between two recordings of outcomes while stopping.
 _DRAIN_POLL = 0.1
+#: Seconds between two purges of the jobs older than keep_failed.
+_PURGE_INTERVAL = 60.0
 
 
-class Engine:
+class Engine(JobLifecycle):
     """Schedules jobs in a broker and runs them with workers.
 
     Args:
@@ -70,6 +73,12 @@ class Engine:
             ``docs/guarantees.md``).
         max_job_size: the largest serialized job, in bytes, that scheduling
             accepts (512 KiB by default); None for no limit.
+        keep_failed: how long a job that failed for good stays in the failed
+            store (7 days by default); None keeps it until ``max_failed``
+            pushes it out.
+        max_failed: most jobs in the failed store (10,000 by default): the
+            oldest are dropped, and counted (``spinach doctor`` shows the
+            count); None for no bound.
     """
 
     def __init__(
@@ -80,7 +89,21 @@ class Engine:
         heartbeat_interval: float = const.DEFAULT_HEARTBEAT_INTERVAL,
         dead_worker_timeout: float = const.DEFAULT_DEAD_WORKER_TIMEOUT,
         max_job_size: int | None = const.DEFAULT_MAX_JOB_SIZE,
+        keep_failed: timedelta | None = const.DEFAULT_KEEP_FAILED,
+        max_failed: int | None = const.DEFAULT_MAX_FAILED,
     ) -> None:
+        if keep_failed is not None and (
+            not isinstance(keep_failed, timedelta) or keep_failed.total_seconds() <= 0
+        ):
+            raise ConfigurationError(
+                f"keep_failed must be a timedelta above 0, or None, got {keep_failed!r}"
+            )
+        if max_failed is not None and (
+            not isinstance(max_failed, int) or isinstance(max_failed, bool) or max_failed < 1
+        ):
+            raise ConfigurationError(
+                f"max_failed must be a number of jobs above 0, or None, got {max_failed!r}"
+            )
         if max_job_size is not None and max_job_size < 1:
             raise ConfigurationError(
                 f"max_job_size must be a number of bytes above 0, or None, got {max_job_size!r}"
@@ -93,6 +116,8 @@ class Engine:
                 "by an engine whose own heartbeats kept their schedule"
             )
         broker.attach_engine(namespace)
+        broker.max_failed = max_failed
+        self._keep_failed = keep_failed
         self._broker = broker
         self._namespace = namespace
         self._heartbeat_interval = heartbeat_interval
@@ -101,8 +126,9 @@ class Engine:
         self._tasks = Tasks()
         self._signatures: dict[str, inspect.Signature | None] = {}
         self._bound_shapes: set[tuple[Any, ...]] = set()
-        # Task, and why it cannot run on the current workers if so, by task name.
-        self._resolved: dict[str, tuple[Task, InvalidTaskTypeError | None]] = {}
+        # Task, seconds its results are kept, and why it cannot run on the
+        # current workers if so, by task name.
+        self._resolved: dict[str, tuple[Task, float | None, InvalidTaskTypeError | None]] = {}
         self._arbiter: threading.Thread | None = None
         self._maintenance: threading.Thread | None = None
         self._workers: Workers | None = None
@@ -388,14 +414,15 @@ class Engine:
         if job.unreadable is not None:
             return UnreadableJobError(f"Job {job.id} could not be read back: {job.unreadable}")
         try:
-            task, error = self._resolved[job.task_name]
+            task, keep, error = self._resolved[job.task_name]
         except KeyError:
             try:
                 task = self._tasks.get(job.task_name)
             except SpinachError as e:
                 return e
             error = _kind_error(task, type(self._workers))
-            self._resolved[job.task_name] = (task, error)
+            keep = None if task.keep_result is None else task.keep_result.total_seconds()
+            self._resolved[job.task_name] = (task, keep, error)
         if error is not None:
             return error
         try:
@@ -404,6 +431,7 @@ class Engine:
         except InvalidJobSignatureError as e:
             return e
         job.task_func = task.func
+        job.keep_result = keep
         return None
 
     def _arbitrate(self, queue: str, stop_when_queue_empty: bool) -> None:
@@ -638,6 +666,7 @@ class Engine:
         liveness = self._liveness
         assert liveness is not None
         reachable = True
+        purge_after = time.monotonic()
         while not self._maintenance_must_stop.wait(self._heartbeat_interval):
             try:
                 if not reachable:
@@ -646,6 +675,10 @@ class Engine:
                 if not reachable:
                     reachable = True
                     logger.info("The broker is reachable again")
+                if self._keep_failed is not None and time.monotonic() >= purge_after:
+                    before = self._broker.now() - self._keep_failed
+                    self._broker.purge_failed(failed_before=before.timestamp())
+                    purge_after = time.monotonic() + _PURGE_INTERVAL
                 silent_since = liveness.dead_before()
                 if silent_since is None:
                     continue

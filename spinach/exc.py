@@ -23,6 +23,9 @@ meaning matches a builtin, the error derives from that builtin too, so
     ├── BrokerConnectionError(ConnectionError)  the broker's server stayed out of reach
     ├── BrokerFullError                   the broker's server refuses new data (Redis
     │                                     at maxmemory with noeviction)
+    ├── InvalidJobResultError(TypeError)  a kept result that is not plain JSON
+    ├── UnknownJobError(LookupError)      a job id that is unknown, or whose outcome is not kept
+    ├── JobFailedError                    ``get_result`` of a job that failed for good
     ├── RetryException                    raised by a task to ask for a retry
     └── AbortException                    raised by a task to fail its job for good
 
@@ -33,6 +36,10 @@ can still be imported from :mod:`spinach.task`, where 0.0.25 defined them.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .job import JobError, JobInfo
 
 __all__ = [
     "AbortException",
@@ -41,13 +48,16 @@ __all__ = [
     "BrokerInUseError",
     "ConfigurationError",
     "InvalidJobArgumentError",
+    "InvalidJobResultError",
     "InvalidJobSignatureError",
     "InvalidTaskError",
     "InvalidTaskTypeError",
+    "JobFailedError",
     "JobTooLargeError",
     "NotAttachedError",
     "RetryException",
     "SpinachError",
+    "UnknownJobError",
     "UnknownTask",
     "UnreadableJobError",
     "WorkerDiedError",
@@ -69,6 +79,36 @@ class InvalidJobSignatureError(SpinachError):
 
 class InvalidJobArgumentError(SpinachError, TypeError):
     """A job argument that cannot be stored as plain JSON and read back unchanged."""
+
+
+class InvalidJobResultError(SpinachError, TypeError):
+    """A task keeping its result returned a value that cannot be stored as plain JSON.
+
+    The job fails for good with this error: running it again would return
+    the same kind of value.
+    """
+
+
+class UnknownJobError(SpinachError, LookupError):
+    """A job id the broker does not know: never scheduled, ended and not kept,
+    expired, or a job of a task that keeps no result."""
+
+
+class JobFailedError(SpinachError):
+    """Raised by ``get_result`` for a job that failed for good.
+
+    Attributes:
+        job: what the broker holds of the job, with its status ``FAILED``.
+        error: the job's error: its type, message and traceback, as text.
+    """
+
+    def __init__(self, job: JobInfo) -> None:
+        assert job.error is not None
+        super().__init__(
+            f"Job {job.id} of task {job.task_name!r} failed: {job.error.type}: {job.error.message}"
+        )
+        self.job = job
+        self.error: JobError = job.error
 
 
 class JobTooLargeError(SpinachError, ValueError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import traceback
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -13,7 +14,7 @@ import attrs
 
 from ._bounds import check_arguments, check_stored, short_repr
 
-__all__ = ["FINISHED", "Job", "JobStatus", "check_arguments"]
+__all__ = ["FINISHED", "Job", "JobError", "JobInfo", "JobStatus", "check_arguments"]
 
 
 class JobStatus(enum.Enum):
@@ -29,6 +30,89 @@ class JobStatus(enum.Enum):
 
 #: The statuses of a job that ended for good: its outcome removes it from the broker.
 FINISHED = frozenset((JobStatus.SUCCEEDED, JobStatus.FAILED))
+
+#: Most characters kept of an error's message, and of its traceback (the end is kept).
+MAX_ERROR_MESSAGE = 4_000
+MAX_ERROR_TRACEBACK = 32_000
+
+
+@attrs.frozen
+class JobError:
+    """Why a job failed, as text: what the broker keeps of the exception."""
+
+    #: The exception's class, ``module.QualifiedName`` (a builtin's name alone).
+    type: str
+    #: ``str()`` of the exception, cut to its first 4,000 characters.
+    message: str
+    #: The formatted traceback, cut to its last 32,000 characters.
+    traceback: str
+
+    @classmethod
+    def of(cls, err: BaseException) -> JobError:
+        """The error of an exception, with the traceback it was raised with."""
+        kind = type(err)
+        name = kind.__qualname__
+        if kind.__module__ != "builtins":
+            name = f"{kind.__module__}.{name}"
+        try:
+            message = str(err)
+        except Exception as e:  # a __str__ that raises must not lose the failure
+            message = f"<str() of the error raised {type(e).__name__}>"
+        text = "".join(traceback.format_exception(kind, err, err.__traceback__))
+        if len(message) > MAX_ERROR_MESSAGE:
+            message = message[:MAX_ERROR_MESSAGE] + "..."
+        if len(text) > MAX_ERROR_TRACEBACK:
+            text = "..." + text[-MAX_ERROR_TRACEBACK:]
+        return cls(name, message, text)
+
+
+@attrs.frozen
+class JobInfo:
+    """What the broker holds of one job, read by :meth:`Engine.get_job`.
+
+    A job is visible while it is waiting, queued or running; once it ended,
+    only while its result is kept (a task with ``keep_result``) or while it
+    is in the failed store.
+    """
+
+    id: uuid.UUID
+    status: JobStatus
+    task_name: str
+    queue: str
+    #: When the job may start (for an ended job: when its last run could start).
+    at: datetime
+    #: Retries used: 0 for a first run.
+    retries: int
+    max_retries: int
+    task_args: tuple[Any, ...]
+    task_kwargs: dict[str, Any]
+    #: When its current or last run was handed to a worker (None before).
+    started_at: datetime | None = None
+    #: When it ended for good (None before).
+    ended_at: datetime | None = None
+    #: Why it failed, for a ``FAILED`` job.
+    error: JobError | None = None
+    #: The value its task returned, for a ``SUCCEEDED`` job of a task keeping results.
+    result: Any = None
+
+    @classmethod
+    def of_job(
+        cls, job: Job, status: JobStatus, started_at: datetime | None = None, **outcome: Any
+    ) -> JobInfo:
+        """The information of a job read back from the broker, with its status."""
+        return cls(
+            job.id,
+            status,
+            job.task_name,
+            job.queue,
+            job.at,
+            job.retries,
+            job.max_retries,
+            job.task_args,
+            job.task_kwargs,
+            started_at,
+            **outcome,
+        )
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -87,6 +171,16 @@ class Job:
     #: Why the broker could not read this job back, if it could not (see
     #: :meth:`could_not_read`). Not part of the stored payload.
     unreadable: str | None = attrs.field(init=False, default=None)
+    #: Seconds to keep the result of this run, from its task (set by the
+    #: engine before the job runs); None keeps nothing.
+    keep_result: float | None = attrs.field(init=False, default=None)
+    #: The outcome of the run that ended the job for good, once settled (see
+    #: :mod:`spinach._outcome`): when it started and ended, its error when it
+    #: failed, its result as JSON text when kept. Not part of the stored payload.
+    started_at: datetime | None = attrs.field(init=False, default=None)
+    ended_at: datetime | None = attrs.field(init=False, default=None)
+    error: JobError | None = attrs.field(init=False, default=None)
+    result_json: str | None = attrs.field(init=False, default=None)
 
     @property
     def at(self) -> datetime:
@@ -235,6 +329,11 @@ def _job_of_fields(
         "task_func": None,
         "handout_token": None,
         "unreadable": None,
+        "keep_result": None,
+        "started_at": None,
+        "ended_at": None,
+        "error": None,
+        "result_json": None,
     }
     job = object.__new__(Job)
     for name in _FIELDS:

@@ -43,6 +43,18 @@ def _check_periodicity(
         )
 
 
+def _check_keep_result(
+    instance: Task, attribute: attrs.Attribute[Any], value: timedelta | None
+) -> None:
+    if value is None:
+        return
+    if not isinstance(value, timedelta) or value.total_seconds() < 0.001:
+        raise InvalidTaskError(
+            f"Task {instance.name!r}: keep_result must be a timedelta of 1 ms or more, or "
+            f"None to keep nothing, got {value!r}"
+        )
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -65,6 +77,8 @@ class Task:
     max_retries: int = attrs.field(converter=_zero_if_none)
     periodicity: timedelta | None = attrs.field(validator=_check_periodicity)
     max_concurrency: int | None = None
+    #: How long the result of a job that succeeded is kept; None keeps nothing.
+    keep_result: timedelta | None = attrs.field(default=None, validator=_check_keep_result)
 
     def __attrs_post_init__(self) -> None:
         where = f"Task {self.name!r}"
@@ -187,6 +201,7 @@ class Tasks:
         max_retries: int | None = None,
         periodicity: timedelta | None = None,
         max_concurrency: int | None = None,
+        keep_result: timedelta | None = None,
     ) -> F: ...
 
     @overload
@@ -199,6 +214,7 @@ class Tasks:
         max_retries: int | None = None,
         periodicity: timedelta | None = None,
         max_concurrency: int | None = None,
+        keep_result: timedelta | None = None,
     ) -> Callable[[F], F]: ...
 
     def task(
@@ -210,15 +226,18 @@ class Tasks:
         max_retries: int | None = None,
         periodicity: timedelta | None = None,
         max_concurrency: int | None = None,
+        keep_result: timedelta | None = None,
     ) -> F | Callable[[F], F]:
         """Register a function as a task; use as ``@tasks.task(name='x')``.
 
         The function is returned unchanged (callable directly) with a
-        ``task_name`` attribute.
+        ``task_name`` attribute. With ``keep_result``, the value a job returns
+        is kept that long once it succeeded (see ``Engine.get_result``); it
+        must then be plain JSON, like arguments.
         """
 
         def register(func: F) -> F:
-            self.add(func, name, queue, max_retries, periodicity, max_concurrency)
+            self.add(func, name, queue, max_retries, periodicity, max_concurrency, keep_result)
             try:
                 func.task_name = name  # type: ignore[attr-defined]  # documented marker attribute
             except AttributeError:
@@ -239,6 +258,7 @@ class Tasks:
         max_retries: int | None = None,
         periodicity: timedelta | None = None,
         max_concurrency: int | None = None,
+        keep_result: timedelta | None = None,
     ) -> None:
         """Register a function as a task without decorating it.
 
@@ -267,6 +287,7 @@ class Tasks:
             _first(max_retries, self.max_retries, const.DEFAULT_MAX_RETRIES),
             _first(periodicity, self.periodicity, None),
             _first(max_concurrency, self.max_concurrency, None),
+            keep_result,
         )
 
     def _require_engine(self) -> _Scheduler:

@@ -19,7 +19,7 @@ from typing import Callable, Protocol
 from typing_extensions import override
 
 from . import signals
-from ._outcome import settle
+from ._outcome import fail, keep_result, settle
 from .clock import Clock, SystemClock
 from .exc import ConfigurationError, WorkersError
 from .job import FINISHED, Job, JobStatus, check_arguments
@@ -249,18 +249,20 @@ class Workers(ABC):
         logger.info("Starting execution of %s", job)
         return time.monotonic()
 
-    def _ran(self, job: Job, started: float, err: BaseException | None) -> None:
+    def _ran(self, job: Job, started: float, err: BaseException | None, result: object) -> None:
         duration = time.monotonic() - started
         try:
+            if err is None:
+                err = keep_result(job, result)
             settle(self._namespace, job, duration, err, self._clock.now())
             if job.status not in FINISHED:
                 # The task may have put what JSON cannot hold into its own
                 # arguments; stored again, the job would fail every record.
                 check_arguments(job.task_name, job.task_args, job.task_kwargs)
-        except Exception:
+        except Exception as e:
             # The job must still be recorded: fail it rather than lose it.
             logger.exception("Could not settle the outcome of %s; failing it", job)
-            job.status = JobStatus.FAILED
+            fail(job, e, self._clock.now())
         signals.job_finished.send(self._namespace, job=job)
         with self._lock:
             mean = self._mean_duration
@@ -361,11 +363,12 @@ class ThreadWorkers(Workers):
                 self._not_called(job)
                 continue
             err: BaseException | None = None
+            result = None
             try:
-                job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
+                result = job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
             except BaseException as e:
                 err = e
-            self._ran(job, started, err)
+            self._ran(job, started, err, result)
         signals.worker_terminated.send(self._namespace, worker_name=worker_name)
 
     @override
@@ -441,11 +444,12 @@ class AsyncioWorkers(Workers):
                 self._not_called(job)
                 continue
             err: BaseException | None = None
+            result = None
             try:
-                await job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
+                result = await job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
             except BaseException as e:  # a task raising CancelledError must not kill its worker
                 err = e
-            self._ran(job, started, err)
+            self._ran(job, started, err, result)
         signals.worker_terminated.send(self._namespace, worker_name=worker_name)
 
     def _put(self, items: Sequence[Job | None]) -> None:

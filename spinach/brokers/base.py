@@ -15,7 +15,12 @@ Vocabulary used by the contracts below:
 * every hand-out carries a **token** (:attr:`Job.handout_token`): recording
   an outcome with a token that is no longer the job's changes nothing, so a
   worker declared dead cannot overwrite the work of the one that took over;
-* **now** is :meth:`Broker.now`, the broker's clock, never a worker's own.
+* **now** is :meth:`Broker.now`, the broker's clock, never a worker's own;
+* a job **ended for good** (status in :data:`FINISHED`) leaves the broker,
+  except for a **record** of it (see :mod:`spinach._ended`): a job that
+  failed goes to the **failed store**, bounded by :attr:`Broker.max_failed`,
+  and one that succeeded is kept for its ``keep_result`` seconds when it has
+  a result to keep.
 
 Each atomic operation here has a contract test class named after it in
 :mod:`spinach.testing.contract`, and, when Redis needs more than one command
@@ -24,20 +29,21 @@ for it, a script of the same name in ``lua/``.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 import attrs
 
 from ..clock import Clock, SystemClock
-from ..const import DEFAULT_NAMESPACE
+from ..const import DEFAULT_MAX_FAILED, DEFAULT_NAMESPACE
 from ..exc import BrokerInUseError, ConfigurationError
-from ..job import FINISHED, Job
+from ..job import FINISHED, Job, JobInfo
 
 if TYPE_CHECKING:
     from ..task import Task
@@ -84,6 +90,10 @@ class JobCounts:
     queued: dict[str, int]
     future: int
     running: int
+    #: jobs in the failed store
+    failed: int = 0
+    #: jobs dropped from the failed store to keep it within ``max_failed``, ever
+    failed_dropped: int = 0
 
 
 class Broker(ABC):
@@ -101,6 +111,12 @@ class Broker(ABC):
         #: Identity of this broker as a worker: its running jobs are recorded
         #: under it, and it heartbeats under it.
         self.worker_id = uuid.uuid4().hex
+        #: Most jobs the failed store keeps: recording a failure beyond it drops
+        #: the oldest, and counts them. None keeps every one. Set by the engine.
+        self.max_failed: int | None = DEFAULT_MAX_FAILED
+        # Events of the callers of watch_job(), by job id.
+        self._watchers: dict[str, set[threading.Event]] = {}
+        self._watchers_lock = threading.Lock()
 
     # -- concrete helpers ---------------------------------------------------
 
@@ -158,6 +174,43 @@ class Broker(ABC):
             return True
         return False
 
+    @contextlib.contextmanager
+    def watch_job(self, job_id: str) -> Iterator[threading.Event]:
+        """Within, the event given is set whenever the job ``job_id`` may have
+        ended for good with a record kept (see :meth:`get_job`), here or in
+        another process; spurious sets are allowed.
+
+        Clear the event before each look at the job, so that an end that
+        comes between the look and the wait is not missed.
+        """
+        event = threading.Event()
+        self._listen_for_outcomes()
+        with self._watchers_lock:
+            self._watchers.setdefault(job_id, set()).add(event)
+        try:
+            yield event
+        finally:
+            with self._watchers_lock:
+                events = self._watchers.get(job_id)
+                if events is not None:
+                    events.discard(event)
+                    if not events:
+                        del self._watchers[job_id]
+
+    def _jobs_ended(self, job_ids: Iterable[str] | None) -> None:
+        """Set the events of :meth:`watch_job` of these jobs; of every job for None
+        (when ends may have been missed)."""
+        with self._watchers_lock:
+            if job_ids is None:
+                events = [e for watching in self._watchers.values() for e in watching]
+            else:
+                events = [e for i in job_ids for e in self._watchers.get(i, ())]
+        for event in events:
+            event.set()
+
+    def _listen_for_outcomes(self) -> None:  # noqa: B027 - an optional hook, empty by design
+        """Make sure that the ends of jobs recorded elsewhere reach :meth:`_jobs_ended`."""
+
     def start(self) -> None:  # noqa: B027 - an optional hook, empty by design
         """Called when the engine starts workers (open subscriptions...)."""
 
@@ -193,8 +246,13 @@ class Broker(ABC):
     def remove_job_from_running(self, job: Job) -> RunningJobState:
         """Record that a running job ended for good (succeeded or failed).
 
-        Frees the job's concurrency slot. Atomic; safe to retry (a second call
-        returns ``NOT_OURS`` and changes nothing).
+        Frees the job's concurrency slot. In the same atomic step, its record
+        is kept when :func:`spinach._ended.keeps_record` says so: a failed
+        job enters the failed store (dropping the oldest beyond
+        :attr:`max_failed`, counted), and a job that succeeded with a result
+        is kept for ``job.keep_result`` seconds; then the watchers of the job
+        (:meth:`watch_job`) are told. Safe to retry (a second call returns
+        ``NOT_OURS`` and changes nothing).
         """
         return self._record_outcomes([job], [False])[0]
 
@@ -314,6 +372,46 @@ class Broker(ABC):
         fails them. The dead workers are forgotten.
 
         Atomic. An empty list means no dead worker had running jobs.
+        """
+
+    @abstractmethod
+    def get_job(self, job_id: str) -> JobInfo | None:
+        """What the namespace holds of the job ``job_id`` (a job id's text), or
+        None when it holds nothing of it.
+
+        The status is ``RUNNING`` for a running job (with ``started_at``, when
+        it was handed out), else ``WAITING`` for a stored job whose ``at`` is
+        later than now, ``QUEUED`` for another stored job; an ended job is
+        found while its record is kept: ``SUCCEEDED`` with its result, or
+        ``FAILED`` with its error. Atomic: a job moving meanwhile is seen
+        before or after the move, never nowhere.
+        """
+
+    @abstractmethod
+    def failed_jobs(self, limit: int, offset: int = 0) -> list[JobInfo]:
+        """Up to ``limit`` jobs of the failed store, the latest failure first,
+        skipping the first ``offset``."""
+
+    @abstractmethod
+    def requeue_failed(self, job_ids: Collection[str] | None = None) -> int:
+        """Queue jobs of the failed store again, each as its last run was stored,
+        with ``retries`` at 0 and ``at`` now, keeping its id; every job of the
+        store for None. Returns how many were queued; ids not in the store are
+        skipped.
+
+        Each job leaves the store and enters its queue in one atomic step: a
+        job is never in both, nor in neither. A job whose payload could not be
+        read is queued again as it is.
+        """
+
+    @abstractmethod
+    def purge_failed(
+        self, job_ids: Collection[str] | None = None, *, failed_before: float | None = None
+    ) -> int:
+        """Remove jobs from the failed store: those of ``job_ids``, or with
+        ``failed_before`` (POSIX seconds on the broker's clock) those that
+        failed before it, or every one when both are None. Returns how many
+        were removed. Atomic per job; safe to retry.
         """
 
     @abstractmethod

@@ -12,13 +12,15 @@ import itertools
 import threading
 import weakref
 from collections import deque
-from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime, timezone
+from collections.abc import Collection, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from typing_extensions import override
 
-from ..job import Job, JobStatus
+from .._ended import keeps_record, outcome_of, read_record, split_record
+from ..job import Job, JobInfo, JobStatus
 from .base import Broker, Heartbeat, JobCounts, RunningJobState
 
 if TYPE_CHECKING:
@@ -40,6 +42,8 @@ class _Running:
     worker_id: str
     token: str
     task_name: str
+    #: when it was handed out, POSIX seconds
+    started: float
 
 
 @attrs.define
@@ -70,8 +74,14 @@ class _Namespace:
     periodic: dict[str, _Periodic] = attrs.Factory(dict)
     #: last heartbeat time by worker id
     workers: dict[str, float] = attrs.Factory(dict)
-    #: payloads that could not be read back, set aside
-    failed: list[str] = attrs.Factory(list)
+    #: the failed store: job id -> (when it failed, record), the oldest first
+    failed: dict[str, tuple[float, str]] = attrs.Factory(dict)
+    #: jobs dropped from the failed store to keep it within its bound
+    failed_dropped: int = 0
+    #: kept results: job id -> (when it expires, record)
+    results: dict[str, tuple[float, str]] = attrs.Factory(dict)
+    #: heap of (expiry, job id) of the kept results
+    result_expiry: list[tuple[float, str]] = attrs.Factory(list)
 
     def at_limit(self, task_name: str) -> bool:
         limit = self.limits.get(task_name)
@@ -119,6 +129,13 @@ class MemoryStore:
         for broker in list(self._brokers):
             if broker.namespace == namespace:
                 broker.wake_up()
+
+    def notify_ended(self, namespace: str, job_ids: Iterable[str]) -> None:
+        """Tell the brokers of ``namespace`` watching these jobs that they ended."""
+        ids = list(job_ids)
+        for broker in list(self._brokers):
+            if broker.namespace == namespace:
+                broker._jobs_ended(ids)
 
 
 class MemoryBroker(Broker):
@@ -205,7 +222,7 @@ class MemoryBroker(Broker):
 
     def _hand_out(self, ns: _Namespace, entry: _Queued, queue: str) -> Job:
         token = f"{self.worker_id}:{next(self._tokens)}"
-        ns.running[entry.job_id] = _Running(self.worker_id, token, entry.task_name)
+        ns.running[entry.job_id] = _Running(self.worker_id, token, entry.task_name, self._now())
         if entry.task_name in ns.limits:
             ns.in_flight[entry.task_name] = ns.in_flight.get(entry.task_name, 0) + 1
         return self._running_job(ns, entry.job_id, token, entry.task_name, queue)
@@ -219,41 +236,70 @@ class MemoryBroker(Broker):
         try:
             job = Job.deserialize(payload)
         except ValueError as e:
-            ns.failed.append(payload)
-            why = f"{e}; its payload was set aside"
+            why = f"{e}; its payload goes to the failed store as it is"
             job = Job.could_not_read(job_id, why, self.now(), task_name, queue)
         job.status = JobStatus.RUNNING
         job.handout_token = token
         return job
 
-    def _end_running(self, ns: _Namespace, job: Job) -> bool:
+    def _end_running(self, ns: _Namespace, job: Job) -> str | None:
+        """End a running job if it is still ours; return its stored payload then."""
         job_id = str(job.id)
         running = ns.running.get(job_id)
         if running is None or running.token != job.handout_token:
-            return False
+            return None
         del ns.running[job_id]
-        del ns.payloads[job_id]
         if running.task_name in ns.in_flight:
             ns.release_slot(running.task_name)
-        return True
+        return ns.payloads.pop(job_id)
+
+    def _keep_record(self, ns: _Namespace, job: Job, record: str, now: float) -> None:
+        job_id = str(job.id)
+        if job.status is JobStatus.FAILED:
+            ns.failed.pop(job_id, None)
+            ns.failed[job_id] = (now, record)
+            while self.max_failed is not None and len(ns.failed) > self.max_failed:
+                del ns.failed[next(iter(ns.failed))]
+                ns.failed_dropped += 1
+        else:
+            expires = now + (job.keep_result or 0.0)
+            ns.results[job_id] = (expires, record)
+            heapq.heappush(ns.result_expiry, (expires, job_id))
+        while ns.result_expiry and ns.result_expiry[0][0] <= now:
+            _, expired = heapq.heappop(ns.result_expiry)
+            kept = ns.results.get(expired)
+            if kept is not None and kept[0] <= now:
+                del ns.results[expired]
 
     @override
     def _record_outcomes(self, jobs: Sequence[Job], again: Sequence[bool]) -> list[RunningJobState]:
-        # Payloads first: a job that cannot be serialized fails the call before anything changes.
+        # Payloads and outcomes first: a job that cannot be serialized fails the
+        # call before anything changes.
         payloads = [job.serialize() if run_again else None for job, run_again in zip(jobs, again)]
+        outcomes = [
+            outcome_of(job) if not run_again and keeps_record(job) else None
+            for job, run_again in zip(jobs, again)
+        ]
         states = []
+        ended: list[str] = []
         with self._store.lock:
             ns = self._ns()
             now = self._now()
-            for job, payload in zip(jobs, payloads):
-                if not self._end_running(ns, job):
+            for job, payload, outcome in zip(jobs, payloads, outcomes):
+                stored = self._end_running(ns, job)
+                if stored is None:
                     states.append(RunningJobState.NOT_OURS)
                     continue
                 if payload is not None:
                     self._store_job(ns, job, payload, now)
+                elif outcome is not None:
+                    self._keep_record(ns, job, f"{outcome}\n{stored}", now)
+                    ended.append(str(job.id))
                 states.append(RunningJobState.RECORDED)
         if RunningJobState.RECORDED in states:
             self._store.notify(self.namespace)
+        if ended:
+            self._store.notify_ended(self.namespace, ended)
         return states
 
     @override
@@ -357,6 +403,85 @@ class MemoryBroker(Broker):
         return adopted
 
     @override
+    def get_job(self, job_id: str) -> JobInfo | None:
+        with self._store.lock:
+            ns = self._ns()
+            now = self._now()
+            payload = ns.payloads.get(job_id)
+            running = ns.running.get(job_id)
+            failed = ns.failed.get(job_id)
+            result = ns.results.get(job_id)
+        if payload is not None:
+            try:
+                job = Job.deserialize(payload)
+            except ValueError:
+                job = Job.could_not_read(job_id, "", self.now())
+            if running is not None:
+                started = datetime.fromtimestamp(running.started, tz=timezone.utc)
+                return JobInfo.of_job(job, JobStatus.RUNNING, started)
+            status = JobStatus.WAITING if job.at.timestamp() > now else JobStatus.QUEUED
+            return JobInfo.of_job(job, status)
+        if failed is not None:
+            return self._read(job_id, failed[1])
+        if result is not None and result[0] > now:
+            return self._read(job_id, result[1])
+        return None
+
+    @staticmethod
+    def _read(job_id: str, record: str) -> JobInfo:
+        return read_record(job_id, record, _unpack, _salvage)
+
+    @override
+    def failed_jobs(self, limit: int, offset: int = 0) -> list[JobInfo]:
+        with self._store.lock:
+            records = list(self._ns().failed.items())
+        start = max(0, len(records) - offset - limit)
+        stop = max(0, len(records) - offset)
+        return [self._read(job_id, record) for job_id, (_, record) in reversed(records[start:stop])]
+
+    @override
+    def requeue_failed(self, job_ids: Collection[str] | None = None) -> int:
+        requeued = 0
+        with self._store.lock:
+            ns = self._ns()
+            now = self._now()
+            for job_id in list(ns.failed) if job_ids is None else job_ids:
+                kept = ns.failed.get(job_id)
+                if kept is None:
+                    continue
+                _, payload = split_record(kept[1])
+                try:
+                    job = Job.deserialize(payload)
+                except ValueError:
+                    continue  # no queue to put it in: it stays in the store
+                del ns.failed[job_id]
+                if job_id in ns.payloads:
+                    continue
+                job.retries, job.at, job.status = 0, self.now(), JobStatus.QUEUED
+                self._store_job(ns, job, job.serialize(), now)
+                requeued += 1
+        if requeued:
+            self._store.notify(self.namespace)
+        return requeued
+
+    @override
+    def purge_failed(
+        self, job_ids: Collection[str] | None = None, *, failed_before: float | None = None
+    ) -> int:
+        with self._store.lock:
+            ns = self._ns()
+            if job_ids is not None:
+                return sum(ns.failed.pop(job_id, None) is not None for job_id in job_ids)
+            if failed_before is None:
+                count = len(ns.failed)
+                ns.failed.clear()
+                return count
+            old = [job_id for job_id, (at, _) in ns.failed.items() if at < failed_before]
+            for job_id in old:
+                del ns.failed[job_id]
+            return len(old)
+
+    @override
     def is_queue_empty(self, queue: str) -> bool:
         with self._store.lock:
             ns = self._ns()
@@ -375,6 +500,8 @@ class MemoryBroker(Broker):
                 queued={q: n for q, n in queued.items() if n},
                 future=len(ns.future),
                 running=len(ns.running),
+                failed=len(ns.failed),
+                failed_dropped=ns.failed_dropped,
             )
 
     @override
@@ -382,3 +509,11 @@ class MemoryBroker(Broker):
         with self._store.lock:
             self._store.drop(self.namespace)
         self._store.notify(self.namespace)
+
+
+def _unpack(job_id: str, payload: Any) -> Job:
+    return Job.deserialize(payload)
+
+
+def _salvage(payload: Any) -> tuple[str, str]:
+    return "", ""

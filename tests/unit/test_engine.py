@@ -687,7 +687,12 @@ class TestTaskKinds:
         (failed,) = recorder.named("job_failed")
         assert isinstance(failed.err, UnreadableJobError)
         assert "more than 100 deep" in str(failed.err)
-        assert broker.store.namespace(engine.namespace).failed == [damaged]
+        (kept,) = engine.failed_jobs()
+        assert (kept.id, kept.status, kept.task_name) == (poison.id, JobStatus.FAILED, "")
+        assert kept.error is not None and kept.error.type == "spinach.exc.UnreadableJobError"
+        assert broker.store.namespace(engine.namespace).failed[str(poison.id)][1].endswith(
+            "\n" + damaged
+        )
         assert all_done(broker)
 
 

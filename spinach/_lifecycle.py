@@ -1,0 +1,162 @@
+"""The engine's methods to see jobs by id, wait for their results, and handle failed jobs."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Union
+
+from .exc import ConfigurationError, JobFailedError, UnknownJobError
+from .job import Job, JobInfo, JobStatus
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeAlias
+
+    from .brokers.base import Broker
+    from .task import Tasks
+
+__all__ = ["JobId", "JobLifecycle"]
+
+#: What names a job: its id, the id's text, or the job itself.
+JobId: TypeAlias = Union[uuid.UUID, str, Job]
+
+#: Longest wait of get_result between two looks at the job, in seconds: a
+#: safety net for a notification lost while reconnecting, not the way it wakes up.
+_LOOK_AGAIN = 5.0
+#: Jobs requeued or purged per broker call when every failed job is.
+_FAILED_CHUNK = 1000
+
+
+def job_id_text(job_id: JobId) -> str | None:
+    """The text of a job id, or None for a str that is not a job id.
+
+    Raises:
+        TypeError: ``job_id`` is neither a UUID, a str nor a Job.
+    """
+    if isinstance(job_id, Job):
+        return str(job_id.id)
+    if isinstance(job_id, uuid.UUID):
+        return str(job_id)
+    if isinstance(job_id, str):
+        try:
+            return str(uuid.UUID(job_id))
+        except ValueError:
+            return None
+    raise TypeError(f"a job id must be a uuid.UUID, a str or a Job, got {job_id!r}")
+
+
+class JobLifecycle:
+    """What an :class:`~spinach.engine.Engine` offers to see and steer jobs by id."""
+
+    _broker: Broker
+    _tasks: Tasks
+
+    def get_job(self, job_id: JobId) -> JobInfo | None:
+        """What the broker holds of a job: its status, and its result or error
+        once it ended; None when it holds nothing of it.
+
+        Waiting, queued and running jobs are always found. Once a job ended it
+        is found only while its result is kept (a task with ``keep_result``)
+        or while it is in the failed store.
+        """
+        text = job_id_text(job_id)
+        return None if text is None else self._broker.get_job(text)
+
+    def get_result(self, job_id: JobId, timeout: float | None = None) -> Any:
+        """Wait for a job of a task keeping results to end, and return its result.
+
+        Woken by the broker's notifications, not by polling.
+
+        Args:
+            timeout: most seconds to wait; None waits as long as it takes.
+
+        Raises:
+            JobFailedError: the job failed for good; its ``error`` says why.
+            TimeoutError: the job had not ended after ``timeout`` seconds.
+            UnknownJobError: the job is unknown, its result expired, or its
+                task keeps no result.
+        """
+        if timeout is not None and timeout < 0:
+            raise ConfigurationError(f"get_result(timeout=...) must be 0 or more, got {timeout!r}")
+        text = job_id_text(job_id)
+        if text is None:
+            raise UnknownJobError(f"{job_id!r} is not a job id: pass job.id or its text")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._broker.watch_job(text) as ended:
+            while True:
+                ended.clear()
+                info = self._broker.get_job(text)
+                if info is None:
+                    raise UnknownJobError(
+                        f"No job {text} is known: it was never scheduled in this namespace, "
+                        "or it ended and nothing of it is kept (its task keeps no result, or "
+                        "its result expired)"
+                    )
+                if info.status is JobStatus.SUCCEEDED:
+                    return info.result
+                if info.status is JobStatus.FAILED:
+                    raise JobFailedError(info)
+                self._check_keeps_result(info)
+                wait = _LOOK_AGAIN
+                if deadline is not None:
+                    wait = min(wait, deadline - time.monotonic())
+                    if wait <= 0:
+                        raise TimeoutError(
+                            f"Job {text} of task {info.task_name!r} had not ended after "
+                            f"{timeout:g} s (it is {info.status.name})"
+                        )
+                ended.wait(wait)
+
+    def _check_keeps_result(self, info: JobInfo) -> None:
+        task = self._tasks.tasks.get(info.task_name)
+        if task is not None and task.keep_result is None:
+            raise UnknownJobError(
+                f"Task {info.task_name!r} keeps no result, so job {info.id} will have none "
+                "to return: register it with @tasks.task(..., keep_result=timedelta(...))"
+            )
+
+    def failed_jobs(self, limit: int = 100, offset: int = 0) -> list[JobInfo]:
+        """Jobs of the failed store, the latest failure first, each with its error."""
+        if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
+            raise ConfigurationError(
+                f"failed_jobs() takes a limit and an offset of 0 or more, got {limit!r} "
+                f"and {offset!r}"
+            )
+        return self._broker.failed_jobs(limit, offset) if limit else []
+
+    def requeue_failed(self, job_ids: Iterable[JobId] | None = None) -> int:
+        """Queue failed jobs again, keeping their ids, with their retries reset;
+        every failed job for None. Returns how many were queued.
+
+        Each job leaves the failed store and enters its queue in one atomic step.
+        """
+        if job_ids is not None:
+            return self._broker.requeue_failed(self._ids(job_ids))
+        # In chunks, the latest failures first; a job requeued here that fails
+        # again meanwhile is not requeued twice, and one that cannot be queued
+        # (its payload cannot be read) is not looked at again.
+        total = 0
+        seen: set[str] = set()
+        offset = 0
+        while True:
+            infos = self._broker.failed_jobs(_FAILED_CHUNK, offset)
+            chunk = [str(info.id) for info in infos if str(info.id) not in seen]
+            if not infos:
+                return total
+            seen.update(chunk)
+            requeued = self._broker.requeue_failed(chunk)
+            total += requeued
+            # Those left behind stay in the store, in front of the next ones.
+            offset += len(infos) - requeued
+
+    def purge_failed(self, job_ids: Iterable[JobId] | None = None) -> int:
+        """Forget failed jobs; every one for None. Returns how many were forgotten."""
+        return self._broker.purge_failed(None if job_ids is None else self._ids(job_ids))
+
+    @staticmethod
+    def _ids(job_ids: Iterable[JobId]) -> list[str]:
+        if isinstance(job_ids, (str, uuid.UUID, Job)):
+            job_ids = [job_ids]
+        texts = [job_id_text(job_id) for job_id in job_ids]
+        return [text for text in texts if text is not None]
