@@ -50,7 +50,7 @@ local records = redis.call("HGETALL", running)
 for i = 1, #records, 2 do
     local id, record = records[i], records[i + 1]
     local owner = string.sub(record, 1, 32)
-    local record_token, task_name = parse_running(record)
+    local record_token, task_name, started = parse_running(record)
     if record_token and string.sub(record, 1, #token_prefix) == token_prefix then
         -- Adopted by an earlier run of this very call.
         table.insert(result, record_token)
@@ -65,7 +65,7 @@ for i = 1, #records, 2 do
         -- The removal first: a full Redis (noeviction) refuses a script whose first
         -- write adds data, and adoption must go on then (it replaces the record).
         redis.call("HDEL", running, id)
-        redis.call("HSET", running, id, running_record(token, task_name))
+        redis.call("HSET", running, id, running_record(token, started or "", task_name))
         table.insert(result, token)
         table.insert(result, id)
         table.insert(result, payload or "")

@@ -12,6 +12,7 @@
 --          flag (1 digit) .. the ids of the jobs it handed out (36 characters each)
 -- ARGV[1]  N, the most jobs to hand out
 -- ARGV[2]  token prefix, unique to this call (worker id, then a call number)
+-- ARGV[3]  now, POSIX seconds: when the jobs are handed out
 -- A parked entry is always older than every entry of the ready list: it was the head
 -- of the list when it was parked. So parked jobs whose task has a free slot go first,
 -- and a fetch costs the jobs it hands out plus the jobs it parks, never the jobs
@@ -35,6 +36,7 @@ local ready, parked, payloads, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local limits_key, in_flight_key, failed, calls = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local max_jobs = tonumber(ARGV[1])
 local token_prefix = ARGV[2]
+local now = ARGV[3]
 local worker = string.sub(token_prefix, 1, 32)
 
 local last = redis.call("HGET", calls, worker)
@@ -119,7 +121,7 @@ while handed < max_jobs do
     else
         handed = handed + 1
         local token = token_prefix .. handed
-        redis.call("HSET", running, id, running_record(token, task_name))
+        redis.call("HSET", running, id, running_record(token, now, task_name))
         if limits[task_name] then
             in_flight[task_name] = (in_flight[task_name] or 0) + 1
             redis.call("HINCRBY", in_flight_key, task_name, 1)

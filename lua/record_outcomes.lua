@@ -7,17 +7,26 @@
 -- KEYS[4]       seq: counter giving each ready entry its place in line
 -- KEYS[5]       queues: set of the namespace's queue names
 -- KEYS[6]       future: sorted set of the future jobs of every queue (step future_member)
--- KEYS[6+i]     ready list of the i-th queue of the retried jobs (i = 1..Q)
+-- KEYS[7..9]    failed_jobs, failed_index, failed_dropped: the failed store (step failed_store)
+-- KEYS[9+i]     ready list of the i-th queue of the retried jobs (i = 1..Q)
+-- KEYS[9+Q+r]   result key of the r-th job below that keeps its result (string, its record)
 -- ARGV[1]       now, POSIX seconds
--- ARGV[2]       notification channel (told when a slot frees or a job is back)
--- ARGV[3]       Q, the number of queues of the retried jobs
--- ARGV[4..3+Q]  the queue names, in the order of their keys
--- ARGV[4+Q]     D, the number of jobs that ended for good
--- then          two values per job that ended for good: id, the token it was handed out with
+-- ARGV[2]       notification channel (told when a slot frees, a job is back, or a job
+--               ended with a record kept: then the message is "ended:" and their ids,
+--               comma-separated)
+-- ARGV[3]       the bound of the failed store (a number of jobs), or "" for none
+-- ARGV[4]       Q, the number of queues of the retried jobs
+-- ARGV[5..4+Q]  the queue names, in the order of their keys
+-- then          D, the number of jobs that ended for good keeping nothing, then two values
+--               per job: id, the token it was handed out with
+-- then          K, the number of jobs that ended for good keeping a record, then four
+--               values per job: id, token, the milliseconds to keep its result (0 for a
+--               failed job, which goes to the failed store), its outcome (spinach/_ended.py)
 -- then          six values per job to run again: id, token, queue number (1..Q), at (POSIX
 --               seconds), task name, new payload
 -- Each job is recorded only while its token is still the one it runs under: a worker
 -- declared dead cannot overwrite the work of the one that took its jobs over.
+-- A kept record is the outcome, a newline, and the payload as stored.
 -- Returns: one number per job, in the order given: 0 recorded; 1 not ours (unknown job or
 --          another token), nothing changed for it.
 -- Safe to retry: a job recorded by a first call is not ours any more in the second.
@@ -27,17 +36,23 @@
 --- @include "future_member"
 --- @include "running_record"
 --- @include "release_slot"
+--- @include "failed_store"
 
 local running, payloads, in_flight, seq, queues, future = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local failed_jobs, failed_index, failed_dropped = KEYS[7], KEYS[8], KEYS[9]
 local now, channel = tonumber(ARGV[1]), ARGV[2]
-local queue_count = tonumber(ARGV[3])
+local max_failed = tonumber(ARGV[3])
+local queue_count = tonumber(ARGV[4])
 
 check_place_counter(seq)
 
-local done_count = tonumber(ARGV[4 + queue_count])
-local first_retry = 5 + queue_count + 2 * done_count
+local done_at = 6 + queue_count
+local done_count = tonumber(ARGV[done_at - 1])
+local kept_at = done_at + 2 * done_count + 1
+local kept_count = tonumber(ARGV[kept_at - 1])
+local first_retry = kept_at + 4 * kept_count
 
-local results, notify = {}, false
+local results, notify, ended = {}, false, {}
 
 -- Ends the job if it still runs under token; true when it did.
 local function end_running(id, token)
@@ -55,20 +70,38 @@ local function end_running(id, token)
     return true
 end
 
-for j = 5 + queue_count, first_retry - 1, 2 do
+for j = done_at, kept_at - 2, 2 do
     if end_running(ARGV[j], ARGV[j + 1]) then
         redis.call("HDEL", payloads, ARGV[j])
+    end
+end
+
+local result_key = 9 + queue_count
+for j = kept_at, first_retry - 1, 4 do
+    local id, keep_ms, outcome = ARGV[j], tonumber(ARGV[j + 2]), ARGV[j + 3]
+    if keep_ms > 0 then
+        result_key = result_key + 1
+    end
+    if end_running(id, ARGV[j + 1]) then
+        local record = outcome .. "\n" .. (redis.call("HGET", payloads, id) or "")
+        redis.call("HDEL", payloads, id)
+        if keep_ms > 0 then
+            redis.call("SET", KEYS[result_key], record, "PX", keep_ms)
+        else
+            add_failed(failed_jobs, failed_index, failed_dropped, id, now, record, max_failed)
+        end
+        table.insert(ended, id)
     end
 end
 
 for j = first_retry, #ARGV, 6 do
     local id, queue_number, at, task_name = ARGV[j], tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3]), ARGV[j + 4]
     if end_running(id, ARGV[j + 1]) then
-        local queue = ARGV[3 + queue_number]
+        local queue = ARGV[4 + queue_number]
         redis.call("HSET", payloads, id, ARGV[j + 5])
         redis.call("SADD", queues, queue)
         if at <= now then
-            push_ready(seq, KEYS[6 + queue_number], id, task_name)
+            push_ready(seq, KEYS[9 + queue_number], id, task_name)
         else
             redis.call("ZADD", future, at, future_member(id, queue, task_name))
         end
@@ -76,7 +109,9 @@ for j = first_retry, #ARGV, 6 do
     end
 end
 
-if notify then
+if #ended > 0 then
+    redis.call("PUBLISH", channel, "ended:" .. table.concat(ended, ","))
+elseif notify then
     redis.call("PUBLISH", channel, "outcomes")
 end
 return results

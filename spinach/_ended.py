@@ -56,9 +56,7 @@ def keeps_record(job: Job) -> bool:
 def _outcome(job: Job, error: list[str] | None) -> str:
     ended = job.ended_at.timestamp() if job.ended_at is not None else None
     started = job.started_at.timestamp() if job.started_at is not None else None
-    return _encode(
-        {"status": job.status.value, "started": started, "ended": ended, "error": error}
-    )
+    return _encode({"status": job.status.value, "started": started, "ended": ended, "error": error})
 
 
 def split_record(record: str | bytes) -> tuple[dict[str, Any], str | bytes]:

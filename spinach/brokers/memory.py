@@ -12,8 +12,8 @@ import itertools
 import threading
 import weakref
 from collections import deque
-from datetime import datetime, timezone
 from collections.abc import Collection, Iterable, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import attrs

@@ -155,8 +155,8 @@ def test_garbage_in_a_queue_is_moved_aside(
 def test_unreadable_job_fails_and_the_queue_flows(
     redis_client: redis.Redis, namespace: str, damage: tuple[str, str]
 ) -> None:
-    """A stored job that cannot be read is failed with job_failed and set aside; the
-    jobs queued behind it run."""
+    """A stored job that cannot be read is failed with job_failed and goes to the failed
+    store with its payload as it was; the jobs queued behind it run."""
     from spinach import signals
     from spinach.exc import UnreadableJobError
 
@@ -184,8 +184,12 @@ def test_unreadable_job_fails_and_the_queue_flows(
     assert isinstance(err, UnreadableJobError)
     assert str(poison.id) in str(err)
     assert not redis_client.hexists(payloads, str(poison.id))
-    (kept,) = redis_client.lrange(f"spinach:{{{namespace}}}:failed", 0, -1)
-    assert (kept if isinstance(kept, str) else kept.decode()).startswith('["record')
+    (kept,) = engine.failed_jobs()
+    assert (kept.id, kept.task_name, kept.queue) == (poison.id, "record", "spinach")
+    assert kept.error is not None and kept.error.type == "spinach.exc.UnreadableJobError"
+    record = redis_client.hget(f"spinach:{{{namespace}}}:failed_jobs", str(poison.id))
+    damaged = text.replace(damage[0], damage[1], 1)
+    assert (record if isinstance(record, str) else record.decode()).endswith("\n" + damaged)
     assert broker.count_jobs().running == 0
     broker.flush()
 
@@ -318,7 +322,7 @@ def test_jobs_of_a_lost_fetch_reply_are_put_back(redis_client: redis.Redis, name
     # The fetch script runs, but the reply never reaches the broker.
     lost_prefix = broker._token_prefix()
     broker._scripts["get_jobs_from_queue"](
-        keys=broker._fetch_keys("spinach"), args=[2, lost_prefix]
+        keys=broker._fetch_keys("spinach"), args=[2, lost_prefix, broker.now().timestamp()]
     )
     broker._lost_fetches.append(("spinach", lost_prefix))
     assert broker.count_jobs().running == 2
@@ -404,8 +408,9 @@ def test_scripts_run_again_by_the_client_hand_out_nothing_new(
     prefix = broker._token_prefix()
     fetch_keys = [k.ready("spinach"), k.parked("spinach"), k.payloads, k.running, k.limits,
                   k.in_flight, k.failed, k.calls]  # fmt: skip
-    first = broker._scripts["get_jobs_from_queue"](keys=fetch_keys, args=[2, prefix])
-    again = broker._scripts["get_jobs_from_queue"](keys=fetch_keys, args=[2, prefix])
+    args = [2, prefix, broker.now().timestamp()]
+    first = broker._scripts["get_jobs_from_queue"](keys=fetch_keys, args=args)
+    again = broker._scripts["get_jobs_from_queue"](keys=fetch_keys, args=args)
     assert again == first
     assert broker.count_jobs().running == 2
     assert [job.id for job in broker.get_jobs_from_queue("spinach", 10)] == [

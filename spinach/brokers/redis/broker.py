@@ -16,6 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Collection, Sequence
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Union, cast
 
 import redis as redis_py
@@ -23,10 +24,11 @@ from redis.commands.core import Script
 from typing_extensions import override
 
 from ..._backoff import backoff
+from ..._ended import keeps_record, outcome_of, read_record, split_record
 from ...clock import Clock, SystemClock
 from ...const import DEFAULT_ENQUEUE_JOB_RETRIES
 from ...exc import ConfigurationError
-from ...job import Job, JobStatus
+from ...job import Job, JobInfo, JobStatus
 from ..base import Broker, Heartbeat, JobCounts, RunningJobState, runs_again
 from .clock import ServerClock
 from .errors import ENQUEUE_WINDOW, full, is_full, refused_clearly, too_late, unreachable
@@ -58,6 +60,10 @@ _SCRIPTS = (
     "heartbeat",
     "adopt_jobs_of_dead_workers",
     "requeue_lost_handouts",
+    "get_job",
+    "failed_jobs",
+    "requeue_failed",
+    "purge_failed",
 )
 #: Seconds a marker is kept: a little longer than the window of its call.
 _ENQUEUE_MARKER_SECONDS = ENQUEUE_WINDOW + 5
@@ -66,6 +72,11 @@ _STATES = {int(state): state for state in RunningJobState}
 _PART_BYTES = 64 * 1024 * 1024
 #: Tries of a script whose queue list turned out stale before giving up for this round.
 _QUEUE_REFRESHES = 3
+#: Most jobs removed from the failed store per call of purge_failed, or read per
+#: call of requeue_failed: no call blocks Redis for long.
+_FAILED_CHUNK = 1000
+#: Message of the notification channel telling which jobs ended with a record kept.
+_ENDED = "ended:"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -73,19 +84,24 @@ def _utf8(text: str) -> bytes:
     return text.encode()
 
 
-def _split_outcomes(
-    jobs: Sequence[Job], again: Sequence[bool]
-) -> tuple[list[tuple[str, str]], list[Job]]:
-    """(id, token) of the jobs that ended for good, and the jobs to run ``again``."""
-    done = [(str(job.id), job.handout_token or "") for job, a in zip(jobs, again) if not a]
-    return done, [job for job, a in zip(jobs, again) if a]
+#: How the record_outcomes script takes each job: ended keeping nothing, ended
+#: keeping a record, to run again; in that order.
+_DONE, _KEPT, _AGAIN = 0, 1, 2
 
 
-def _merge_states(again: Sequence[bool], states: list[Any]) -> list[RunningJobState]:
-    """The states of the record_outcomes script (ended jobs first) in the order of ``again``."""
-    ended = sum(not a for a in again)
-    done_states, again_states = iter(states[:ended]), iter(states[ended:])
-    return [_STATES[next(again_states if a else done_states)] for a in again]
+def _outcome_kinds(jobs: Sequence[Job], again: Sequence[bool]) -> list[int]:
+    return [_AGAIN if a else _KEPT if keeps_record(job) else _DONE for job, a in zip(jobs, again)]
+
+
+def _merge_states(kinds: Sequence[int], states: list[Any]) -> list[RunningJobState]:
+    """The states of the record_outcomes script (by kind) in the order of ``kinds``."""
+    counts = [kinds.count(kind) for kind in (_DONE, _KEPT)]
+    by_kind = [
+        iter(states[: counts[0]]),
+        iter(states[counts[0] : counts[0] + counts[1]]),
+        iter(states[counts[0] + counts[1] :]),
+    ]
+    return [_STATES[next(by_kind[kind])] for kind in kinds]
 
 
 def _text(value: Any) -> str:
@@ -315,7 +331,9 @@ class RedisBroker(Broker):
         try:
             while more and len(jobs) < max_jobs:
                 prefixes.append(self._token_prefix())
-                reply = self._run("get_jobs_from_queue", keys, [max_jobs - len(jobs), prefixes[-1]])
+                reply = self._run(
+                    "get_jobs_from_queue", keys, [max_jobs - len(jobs), prefixes[-1], self._now()]
+                )
                 more = int(reply[0]) == 1
                 jobs += self._jobs_of(queue, prefixes[-1], reply)
         except Exception:
@@ -346,23 +364,24 @@ class RedisBroker(Broker):
             # A cluster pipeline cannot route scripts: two calls.
             return super().record_outcomes_and_get_jobs(jobs, queue, max_jobs)
         self._requeue_lost_handouts()
-        again = [runs_again(job) for job in jobs]
-        record_keys, record_args = self._record_arguments(*_split_outcomes(jobs, again))
+        kinds = _outcome_kinds(jobs, [runs_again(job) for job in jobs])
+        record_keys, record_args = self._record_arguments(jobs, kinds)
         prefix = self._token_prefix()
         fetch_keys = self._fetch_keys(queue)
+        fetch_args = [max_jobs, prefix, self._now()]
         # Both scripts in one round trip. A script the server lost (a restart
         # without persistence) did not run: it runs again the usual way, which loads it.
         pipe = self._redis.pipeline(transaction=False)
         for script, keys, args in (
             ("record_outcomes", record_keys, record_args),
-            ("get_jobs_from_queue", fetch_keys, [max_jobs, prefix]),
+            ("get_jobs_from_queue", fetch_keys, fetch_args),
         ):
             pipe.evalsha(self._scripts[script].sha, len(keys), *keys, *args)
         try:
             with refused_clearly():
                 recorded, fetched = pipe.execute(raise_on_error=False)
             if isinstance(fetched, redis_py.exceptions.NoScriptError):
-                fetched = self._run("get_jobs_from_queue", fetch_keys, [max_jobs, prefix])
+                fetched = self._run("get_jobs_from_queue", fetch_keys, fetch_args)
             if isinstance(fetched, Exception):
                 raise fetched
             if isinstance(recorded, redis_py.exceptions.NoScriptError):
@@ -381,7 +400,7 @@ class RedisBroker(Broker):
             except Exception:
                 self._lost_fetches.append((queue, prefix))
                 raise
-        return _merge_states(again, recorded), handed
+        return _merge_states(kinds, recorded), handed
 
     def _requeue_lost_handouts(self) -> None:
         k = self._keys
@@ -435,32 +454,50 @@ class RedisBroker(Broker):
         return job
 
     def _set_aside(self, job_id: str, token: str, payload: Any, error: ValueError) -> Job | None:
-        """Copy an unreadable payload to the failed list, and return the stand-in
-        that the engine fails; None when even the id is not a job's."""
+        """The stand-in that the engine fails for an unreadable payload (which
+        goes to the failed store as it is); None when even the id is not a
+        job's: then the payload is copied to the failed list, and removed."""
+        task_name, queue = salvage(payload)
+        try:
+            why = f"{error}; its payload goes to the failed store as it is"
+            return Job.could_not_read(job_id, why, self.now(), task_name, queue)
+        except ValueError:
+            pass
         failed = self._keys.failed
         try:
             self._redis.rpush(failed, payload)
             kept = f"its payload was copied to {failed}"
         except redis_py.RedisError as e:
             kept = f"its payload could not be copied aside ({e})"
-        task_name, queue = salvage(payload)
-        try:
-            return Job.could_not_read(job_id, f"{error}; {kept}", self.now(), task_name, queue)
-        except ValueError:
-            logger.error("Entry %r is not a Spinach job (%s); %s", job_id, error, kept)
-            self._run("record_outcomes", *self._record_arguments([(job_id, token)], []))
-            return None
+        logger.error("Entry %r is not a Spinach job (%s); %s", job_id, error, kept)
+        keys, args = self._record_arguments([], [])
+        args[-2:] = [1, job_id, token, 0]  # one job ending, keeping nothing
+        self._run("record_outcomes", keys, args)
+        return None
 
     def _record_arguments(
-        self, done: Sequence[tuple[str, str]], again: Sequence[Job]
+        self, jobs: Sequence[Job], kinds: Sequence[int]
     ) -> tuple[list[str], list[Any]]:
-        """The keys and arguments of the record_outcomes script."""
+        """The keys and arguments of the record_outcomes script recording ``jobs``,
+        each of the kind given (see :func:`_outcome_kinds`)."""
         k = self._keys
+        done = [job for job, kind in zip(jobs, kinds) if kind == _DONE]
+        kept = [job for job, kind in zip(jobs, kinds) if kind == _KEPT]
+        again = [job for job, kind in zip(jobs, kinds) if kind == _AGAIN]
         queues, number, queue_keys = self._queues_of(again)
-        keys = [k.running, k.payloads, k.in_flight, k.seq, k.queues, k.future, *queue_keys]
-        args: list[Any] = [self._now(), k.channel, len(queues), *queues, len(done)]
-        for job_id, token in done:
-            args += [job_id, token]
+        keys = [k.running, k.payloads, k.in_flight, k.seq, k.queues, k.future]
+        keys += [k.failed_jobs, k.failed_index, k.failed_dropped, *queue_keys]
+        max_failed = "" if self.max_failed is None else self.max_failed
+        args: list[Any] = [self._now(), k.channel, max_failed, len(queues), *queues, len(done)]
+        for job in done:
+            args += [str(job.id), job.handout_token or ""]
+        args.append(len(kept))
+        for job in kept:
+            keep_ms = 0
+            if job.status is not JobStatus.FAILED:
+                keep_ms = max(1, round((job.keep_result or 0.0) * 1000))
+                keys.append(k.result(str(job.id)))
+            args += [str(job.id), job.handout_token or "", keep_ms, outcome_of(job)]
         for job in again:
             args += [
                 str(job.id),
@@ -476,8 +513,9 @@ class RedisBroker(Broker):
     def _record_outcomes(self, jobs: Sequence[Job], again: Sequence[bool]) -> list[RunningJobState]:
         if not jobs:
             return []
-        keys, args = self._record_arguments(*_split_outcomes(jobs, again))
-        return _merge_states(again, self._run("record_outcomes", keys, args))
+        kinds = _outcome_kinds(jobs, again)
+        keys, args = self._record_arguments(jobs, kinds)
+        return _merge_states(kinds, self._run("record_outcomes", keys, args))
 
     @override
     def move_future_jobs(self) -> float | None:
@@ -564,6 +602,102 @@ class RedisBroker(Broker):
         return jobs
 
     @override
+    def get_job(self, job_id: str) -> JobInfo | None:
+        k = self._keys
+        keys = [k.running, k.payloads, k.failed_jobs, k.result(job_id)]
+        reply = self._run("get_job", keys, [job_id])
+        where = int(reply[0])
+        if where in (1, 2):
+            try:
+                job = unpack(job_id, reply[1])
+            except ValueError:
+                task_name, queue = salvage(reply[1])
+                job = Job.could_not_read(job_id, "", self.now(), task_name, queue)
+            if where == 1:
+                started = _started(_text(reply[2]))
+                return JobInfo.of_job(job, JobStatus.RUNNING, started)
+            status = JobStatus.WAITING if job.at > self.now() else JobStatus.QUEUED
+            return JobInfo.of_job(job, status)
+        if where in (3, 4):
+            return read_record(job_id, reply[1], unpack, salvage)
+        return None
+
+    @override
+    def failed_jobs(self, limit: int, offset: int = 0) -> list[JobInfo]:
+        if limit <= 0:
+            return []
+        k = self._keys
+        flat = self._run("failed_jobs", [k.failed_jobs, k.failed_index], [offset, limit])
+        pairs = zip(flat[::2], flat[1::2])
+        return [read_record(_text(job_id), record, unpack, salvage) for job_id, record in pairs]
+
+    @override
+    def requeue_failed(self, job_ids: Collection[str] | None = None) -> int:
+        if job_ids is None:
+            # The oldest first, a chunk at a time; those that stay (no queue to go
+            # to) are stepped over.
+            total, offset = 0, 0
+            while True:
+                with refused_clearly():
+                    members = self._redis.zrange(
+                        self._keys.failed_index, offset, offset + _FAILED_CHUNK - 1
+                    )
+                if not members:
+                    return total
+                requeued = self._requeue([_text(member) for member in members])
+                total += requeued
+                offset += len(members) - requeued
+        ids = list(dict.fromkeys(job_ids))
+        chunks = (ids[i : i + _FAILED_CHUNK] for i in range(0, len(ids), _FAILED_CHUNK))
+        return sum(self._requeue(chunk) for chunk in chunks)
+
+    def _requeue(self, job_ids: Sequence[str]) -> int:
+        """Requeue these jobs of the failed store: their payloads are read and reset
+        here, then moved by the requeue_failed script if still in the store."""
+        k = self._keys
+        with refused_clearly():
+            records = self._redis.hmget(k.failed_jobs, list(job_ids))
+        now = self.now()
+        moves: list[tuple[str, str, str, bytes | str]] = []
+        for job_id, record in zip(job_ids, records):
+            if record is None:
+                continue
+            moves.append(_requeued(job_id, record, now))
+        moves = [move for move in moves if move[1]]
+        if not moves:
+            return 0
+        queues = list(dict.fromkeys(queue for _, queue, _, _ in moves))
+        number = {queue: i for i, queue in enumerate(queues, 1)}
+        keys = [k.failed_jobs, k.failed_index, k.payloads, k.seq, k.queues]
+        keys += [k.ready(queue) for queue in queues]
+        args: list[Any] = [k.channel, len(queues), *queues]
+        for job_id, queue, task_name, payload in moves:
+            args += [job_id, number[queue], task_name, payload]
+        return int(self._run("requeue_failed", keys, args))
+
+    @override
+    def purge_failed(
+        self, job_ids: Collection[str] | None = None, *, failed_before: float | None = None
+    ) -> int:
+        keys = [self._keys.failed_jobs, self._keys.failed_index]
+        if job_ids is not None:
+            ids = list(job_ids)
+            return sum(
+                int(self._run("purge_failed", keys, ["ids", *ids[i : i + _FAILED_CHUNK]]))
+                for i in range(0, len(ids), _FAILED_CHUNK)
+            )
+        if failed_before is None:
+            args: list[Any] = ["all", _FAILED_CHUNK]
+        else:
+            args = ["before", repr(failed_before), _FAILED_CHUNK]
+        total = 0
+        while True:
+            removed = int(self._run("purge_failed", keys, args))
+            total += removed
+            if removed < _FAILED_CHUNK:
+                return total
+
+    @override
     def is_queue_empty(self, queue: str) -> bool:
         k = self._keys
         pipe = self._redis.pipeline(transaction=False)
@@ -581,10 +715,16 @@ class RedisBroker(Broker):
             pipe.zcard(k.parked(queue))
         pipe.zcard(k.future)
         pipe.hlen(k.running)
-        *counts, future, running = pipe.execute()
+        pipe.zcard(k.failed_index)
+        pipe.get(k.failed_dropped)
+        *counts, future, running, failed, dropped = pipe.execute()
         queued = {q: counts[2 * i] + counts[2 * i + 1] for i, q in enumerate(queues)}
         return JobCounts(
-            queued={q: n for q, n in queued.items() if n}, future=future, running=running
+            queued={q: n for q, n in queued.items() if n},
+            future=future,
+            running=running,
+            failed=failed,
+            failed_dropped=int(dropped or 0),
         )
 
     @override
@@ -605,8 +745,21 @@ class RedisBroker(Broker):
             k.future,
             k.workers,
             k.calls,
+            k.failed_jobs,
+            k.failed_index,
+            k.failed_dropped,
             *per_queue,
         )
+        # Kept results are keys of their own, one per job: found by their prefix.
+        pattern = _glob_escape(k.result("")) + "*"
+        batch: list[Any] = []
+        for key in self._redis.scan_iter(match=pattern, count=1000):
+            batch.append(key)
+            if len(batch) == 1000:
+                self._redis.delete(*batch)
+                batch = []
+        if batch:
+            self._redis.delete(*batch)
         self._queues = None
 
     def close(self) -> None:
@@ -623,12 +776,55 @@ class RedisBroker(Broker):
     def start(self) -> None:
         if isinstance(self._clock, ServerClock):
             self._clock.sync()
-        if self._listener is None:
-            self._listener = Listener(self._redis, self._keys.channel, self.wake_up)
+        self._listen_for_outcomes()
+
+    @override
+    def _listen_for_outcomes(self) -> None:
+        if self._listener is None or not self._listener.running:
+            self._listener = Listener(self._redis, self._keys.channel, self._on_message)
             self._listener.start(name=f"{self.namespace}-notifications")
+
+    def _on_message(self, data: bytes | str | None) -> None:
+        self.wake_up()
+        if data is None:
+            self._jobs_ended(None)  # messages may have been missed
+            return
+        text = _text(data)
+        if text.startswith(_ENDED):
+            self._jobs_ended(text[len(_ENDED) :].split(","))
 
     @override
     def stop(self) -> None:
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
+
+
+def _started(record: str) -> datetime | None:
+    """When a running record says its job was handed out (see lua/include/running_record.lua)."""
+    parts = record.split(" ", 2)
+    if len(parts) == 3:
+        try:
+            return datetime.fromtimestamp(float(parts[1]), tz=timezone.utc)
+        except (ValueError, OverflowError):
+            pass
+    return None
+
+
+def _requeued(job_id: str, record: Any, now: datetime) -> tuple[str, str, str, bytes | str]:
+    """(id, queue, task name, payload) to queue a failed job again: its payload with
+    retries at 0 and ``at`` now; one that cannot be read goes back as it is, to the
+    queue its payload still names ("" when none: it stays in the store)."""
+    _, payload = split_record(record)
+    try:
+        job = unpack(job_id, payload)
+    except ValueError:
+        task_name, queue = salvage(payload)
+        return job_id, queue, task_name, payload
+    job.retries, job.at = 0, now
+    return job_id, job.queue, job.task_name, pack(job)
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)

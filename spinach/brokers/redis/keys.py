@@ -69,6 +69,18 @@ class Keys:
         return self.prefix + "failed"
 
     @property
+    def failed_jobs(self) -> str:
+        return self.prefix + "failed_jobs"
+
+    @property
+    def failed_index(self) -> str:
+        return self.prefix + "failed_index"
+
+    @property
+    def failed_dropped(self) -> str:
+        return self.prefix + "failed_dropped"
+
+    @property
     def future(self) -> str:
         return self.prefix + "future"
 
@@ -94,6 +106,9 @@ class Keys:
 
     def enqueue_marker(self, call_id: str) -> str:
         return f"{self.prefix}enqueued:{call_id}"
+
+    def result(self, job_id: str) -> str:
+        return f"{self.prefix}result:{job_id}"
 
     def ready(self, queue: str) -> str:
         return f"{self.prefix}queue:{queue}"

@@ -17,9 +17,10 @@ logger = logging.getLogger("spinach.brokers.redis")
 
 
 class Listener:
-    """A thread calling ``on_message`` for each message of a channel, reconnecting after errors.
+    """A thread calling ``on_message`` with each message of a channel (its data,
+    bytes or str), reconnecting after errors.
 
-    It also calls ``on_message`` right after each (re)subscription, since
+    It also calls ``on_message(None)`` right after each (re)subscription, since
     messages may have been missed while it was not subscribed.
 
     On a Redis Cluster, a PUBLISH reaches the subscribers of every node, so the
@@ -31,7 +32,7 @@ class Listener:
         self,
         client: redis_py.Redis | redis_py.RedisCluster,
         channel: str,
-        on_message: Callable[[], None],
+        on_message: Callable[[bytes | str | None], None],
     ) -> None:
         self._client = client
         self._channel = channel
@@ -42,6 +43,10 @@ class Listener:
     def start(self, name: str) -> None:
         self._thread = threading.Thread(target=self._listen, name=name, daemon=True)
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -54,10 +59,11 @@ class Listener:
             pubsub = self._pubsub(failures)
             try:
                 pubsub.subscribe(self._channel)
-                self._on_message()
+                self._on_message(None)
                 while not self._stopping.is_set():
-                    if pubsub.get_message(timeout=0.5) is not None:
-                        self._on_message()
+                    message = pubsub.get_message(timeout=0.5)
+                    if message is not None:
+                        self._on_message(message["data"])
                     failures = 0
             except redis_py.RedisError as e:
                 failures += 1
