@@ -186,7 +186,8 @@ def test_unreadable_job_fails_and_the_queue_flows(
     assert not redis_client.hexists(payloads, str(poison.id))
     (kept,) = engine.failed_jobs()
     assert (kept.id, kept.task_name, kept.queue) == (poison.id, "record", "spinach")
-    assert kept.error is not None and kept.error.type == "spinach.exc.UnreadableJobError"
+    assert kept.error is not None
+    assert kept.error.type == "spinach.exc.UnreadableJobError"
     record = redis_client.hget(f"spinach:{{{namespace}}}:failed_jobs", str(poison.id))
     damaged = text.replace(damage[0], damage[1], 1)
     assert (record if isinstance(record, str) else record.decode()).endswith("\n" + damaged)

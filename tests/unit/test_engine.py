@@ -689,7 +689,8 @@ class TestTaskKinds:
         assert "more than 100 deep" in str(failed.err)
         (kept,) = engine.failed_jobs()
         assert (kept.id, kept.status, kept.task_name) == (poison.id, JobStatus.FAILED, "")
-        assert kept.error is not None and kept.error.type == "spinach.exc.UnreadableJobError"
+        assert kept.error is not None
+        assert kept.error.type == "spinach.exc.UnreadableJobError"
         assert broker.store.namespace(engine.namespace).failed[str(poison.id)][1].endswith(
             "\n" + damaged
         )
