@@ -41,7 +41,7 @@ def outcome_of(job: Job) -> str | None:
     if job.status is JobStatus.FAILED:
         error = job.error or JobError("spinach.exc.SpinachError", "failed", "")
         return _outcome(job, [error.type, error.message, error.traceback])
-    if job.status is JobStatus.SUCCEEDED and job.result_json is not None:
+    if keeps_record(job) and job.result_json is not None:
         return _outcome(job, None)[:-1] + ',"result":' + job.result_json + "}"
     return None
 
@@ -49,7 +49,9 @@ def outcome_of(job: Job) -> str | None:
 def keeps_record(job: Job) -> bool:
     """Whether ending ``job`` keeps a record of it (see :func:`outcome_of`)."""
     return job.status is JobStatus.FAILED or (
-        job.status is JobStatus.SUCCEEDED and job.result_json is not None
+        job.status is JobStatus.SUCCEEDED
+        and job.result_json is not None
+        and job.keep_result is not None
     )
 
 

@@ -390,7 +390,8 @@ class Broker(ABC):
     @abstractmethod
     def failed_jobs(self, limit: int, offset: int = 0) -> list[JobInfo]:
         """Up to ``limit`` jobs of the failed store, the latest failure first,
-        skipping the first ``offset``."""
+        skipping the first ``offset`` (both 0 or more). Failures recorded at
+        the same time (in one call) come in no particular order."""
 
     @abstractmethod
     def requeue_failed(self, job_ids: Collection[str] | None = None) -> int:
@@ -400,18 +401,20 @@ class Broker(ABC):
         skipped.
 
         Each job leaves the store and enters its queue in one atomic step: a
-        job is never in both, nor in neither. A job whose payload could not be
-        read is queued again as it is.
+        job is never in both, nor in neither. A job whose payload cannot be
+        read is queued again as it is where the broker can still read its
+        queue from it; otherwise it stays in the store.
         """
 
     @abstractmethod
     def purge_failed(
         self, job_ids: Collection[str] | None = None, *, failed_before: float | None = None
     ) -> int:
-        """Remove jobs from the failed store: those of ``job_ids``, or with
-        ``failed_before`` (POSIX seconds on the broker's clock) those that
-        failed before it, or every one when both are None. Returns how many
-        were removed. Atomic per job; safe to retry.
+        """Remove jobs from the failed store: those of ``job_ids``; or, with
+        ``failed_before`` (POSIX seconds on the broker's clock, and no
+        ``job_ids``), those that failed strictly before it; or every one when
+        both are None. Returns how many were removed. Atomic per job; safe to
+        retry.
         """
 
     @abstractmethod

@@ -25,6 +25,7 @@ advancing ``clock``.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -34,7 +35,7 @@ import pytest
 
 from ..brokers.base import Broker, RunningJobState
 from ..clock import ManualClock
-from ..job import Job, JobStatus
+from ..job import Job, JobError, JobInfo, JobStatus
 from ..task import Task
 
 __all__ = [
@@ -42,18 +43,23 @@ __all__ = [
     "BrokerContract",
     "CountJobsContract",
     "EnqueueJobsContract",
+    "FailedJobsContract",
     "FlushContract",
+    "GetJobContract",
     "GetJobsFromQueueContract",
     "HeartbeatContract",
     "MakeBroker",
     "MoveFutureJobsContract",
     "NamespaceContract",
+    "PurgeFailedContract",
     "RecordOutcomesContract",
     "RegisterPeriodicTasksContract",
     "RemoveJobFromRunningContract",
+    "RequeueFailedContract",
     "RetryJobContract",
     "SetConcurrencyLimitsContract",
     "WaitForEventContract",
+    "WatchJobContract",
 ]
 
 MakeBroker = Callable[[str], Broker]
@@ -129,6 +135,68 @@ class _Base:
     @staticmethod
     def ids(jobs: list[Job]) -> list[uuid.UUID]:
         return [job.id for job in jobs]
+
+    @staticmethod
+    def info_ids(infos: list[JobInfo]) -> list[uuid.UUID]:
+        return [info.id for info in infos]
+
+    @staticmethod
+    def error(message: str = "boom") -> JobError:
+        """The error the engine keeps of ``ValueError(message)``."""
+        trace = f"Traceback (most recent call last):\n  ...\nValueError: {message}\n"
+        return JobError("builtins.ValueError", message, trace)
+
+    @classmethod
+    def fail(cls, job: Job, clock: ManualClock, message: str = "boom") -> Job:
+        """Set on a handed-out job what the engine sets when it fails for good."""
+        job.status = JobStatus.FAILED
+        job.error = cls.error(message)
+        job.started_at = job.ended_at = clock.now()
+        return job
+
+    @staticmethod
+    def succeed(
+        job: Job,
+        clock: ManualClock,
+        result_json: str | None = '{"a":[1,2]}',
+        keep_result: float | None = 60.0,
+    ) -> Job:
+        """Set on a handed-out job what the engine sets when it succeeds; by
+        default its task keeps the result for a minute."""
+        job.status = JobStatus.SUCCEEDED
+        job.keep_result = keep_result
+        job.result_json = result_json
+        job.started_at = job.ended_at = clock.now()
+        return job
+
+    def hand_out(
+        self, broker: Broker, clock: ManualClock, queue: str = "q", **settings: Any
+    ) -> Job:
+        """Enqueue a new job in ``queue``, which holds no other ready job, and
+        hand it out: the running job, as its worker holds it."""
+        job = self.job(clock, queue=queue, **settings)
+        broker.enqueue_jobs([job])
+        (got,) = broker.get_jobs_from_queue(queue, 1)
+        assert got.id == job.id
+        return got
+
+    def failed_job(
+        self, broker: Broker, clock: ManualClock, message: str = "boom", **settings: Any
+    ) -> Job:
+        """A new job handed out (see :meth:`hand_out`) then recorded as failed for
+        good, now: it is in the failed store."""
+        job = self.fail(self.hand_out(broker, clock, **settings), clock, message)
+        assert broker.record_outcomes([job]) == [RunningJobState.RECORDED]
+        return job
+
+    def succeeded_job(
+        self, broker: Broker, clock: ManualClock, keep_result: float = 60.0, **settings: Any
+    ) -> Job:
+        """A new job handed out (see :meth:`hand_out`) then recorded as succeeded,
+        now, keeping its result ``{"a": [1, 2]}`` for ``keep_result`` seconds."""
+        job = self.succeed(self.hand_out(broker, clock, **settings), clock, keep_result=keep_result)
+        assert broker.record_outcomes([job]) == [RunningJobState.RECORDED]
+        return job
 
 
 class EnqueueJobsContract(_Base):
@@ -265,6 +333,22 @@ class RemoveJobFromRunningContract(_Base):
         assert broker.remove_job_from_running(job) is RunningJobState.NOT_OURS
         assert broker.count_jobs().running == 1
 
+    def test_failed_job_enters_the_failed_store(self, broker: Broker, clock: ManualClock) -> None:
+        """A job ended as failed through remove_job_from_running keeps its record too."""
+        job = self.fail(self.hand_out(broker, clock), clock)
+        assert broker.remove_job_from_running(job) is RunningJobState.RECORDED
+        assert self.info_ids(broker.failed_jobs(10)) == [job.id]
+        counts = broker.count_jobs()
+        assert (counts.running, counts.failed) == (0, 1)
+
+    def test_succeeded_job_keeps_its_result(self, broker: Broker, clock: ManualClock) -> None:
+        """A job ended as succeeded with a result through remove_job_from_running keeps it."""
+        job = self.succeed(self.hand_out(broker, clock), clock)
+        assert broker.remove_job_from_running(job) is RunningJobState.RECORDED
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert (info.status, info.result) == (JobStatus.SUCCEEDED, {"a": [1, 2]})
+
 
 class RetryJobContract(_Base):
     """:meth:`Broker.retry_job`."""
@@ -373,6 +457,56 @@ class RecordOutcomesContract(_Base):
         assert broker.count_jobs().running == 1
         states, jobs = broker.record_outcomes_and_get_jobs([], "q", 5)
         assert (states, jobs) == ([], [])
+
+    def test_ends_for_good_keep_their_records(self, broker: Broker, clock: ManualClock) -> None:
+        """In one call, a failure enters the failed store and a kept result is kept; a
+        success without a result and a retry keep no record."""
+        broker.enqueue_jobs([self.job(clock, max_retries=1) for _ in range(4)])
+        failed, kept, forgotten, retried = broker.get_jobs_from_queue("q", 4)
+        self.fail(failed, clock)
+        self.succeed(kept, clock)
+        self.succeed(forgotten, clock, result_json=None)
+        retried.status, retried.retries = JobStatus.QUEUED, 1
+        retried.at = clock.now() + timedelta(seconds=60)
+        states = broker.record_outcomes([failed, kept, forgotten, retried])
+        assert states == [RunningJobState.RECORDED] * 4
+        assert self.info_ids(broker.failed_jobs(10)) == [failed.id]
+        statuses = [broker.get_job(str(job.id)) for job in (failed, kept, forgotten, retried)]
+        assert [info.status if info else None for info in statuses] == [
+            JobStatus.FAILED,
+            JobStatus.SUCCEEDED,
+            None,
+            JobStatus.WAITING,
+        ]
+        counts = broker.count_jobs()
+        assert (counts.running, counts.future, counts.failed) == (0, 1, 1)
+
+    def test_failed_store_keeps_the_latest_max_failed(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Beyond max_failed, each failure drops the oldest one of the store, counted."""
+        broker.max_failed = 3
+        jobs = []
+        for i in range(5):
+            jobs.append(self.failed_job(broker, clock, f"boom {i}"))
+            clock.advance(1)
+        assert self.info_ids(broker.failed_jobs(10)) == self.ids(jobs[:1:-1])
+        counts = broker.count_jobs()
+        assert (counts.failed, counts.failed_dropped) == (3, 2)
+        assert broker.get_job(str(jobs[0].id)) is None
+        assert broker.get_job(str(jobs[2].id)) is not None
+
+    def test_failed_store_without_bound_keeps_every_failure(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """With max_failed None no failure is dropped."""
+        broker.max_failed = None
+        for i in range(5):
+            self.failed_job(broker, clock, f"boom {i}")
+            clock.advance(1)
+        assert len(broker.failed_jobs(10)) == 5
+        counts = broker.count_jobs()
+        assert (counts.failed, counts.failed_dropped) == (5, 0)
 
 
 class MoveFutureJobsContract(_Base):
@@ -708,6 +842,337 @@ class HeartbeatContract(_Base):
         assert sorted(self.ids(list(lost))) == sorted(self.ids([taken, ended, unknown]))
 
 
+class GetJobContract(_Base):
+    """:meth:`Broker.get_job`."""
+
+    def test_queued_job_round_trips(self, broker: Broker, clock: ManualClock) -> None:
+        """A ready job is QUEUED, with every field it was enqueued with."""
+        job = self.job(
+            clock, "t", "a", max_retries=3, args=(1, "é", [None]), kwargs={"k": {"n": 2.5}}
+        )
+        broker.enqueue_jobs([job])
+        info = broker.get_job(str(job.id))
+        assert info == JobInfo(
+            job.id, JobStatus.QUEUED, "t", "a", job.at, 0, 3, (1, "é", [None]), {"k": {"n": 2.5}}
+        )
+
+    def test_future_job_is_waiting_until_due(self, broker: Broker, clock: ManualClock) -> None:
+        """A job whose at is later than now is WAITING; once due it is QUEUED, moved or not."""
+        job = self.job(clock, delay=10)
+        broker.enqueue_jobs([job])
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert (info.status, info.at) == (JobStatus.WAITING, job.at)
+        clock.advance(10)
+        assert (info := broker.get_job(str(job.id))) is not None
+        assert info.status is JobStatus.QUEUED
+        broker.move_future_jobs()
+        assert (info := broker.get_job(str(job.id))) is not None
+        assert info.status is JobStatus.QUEUED
+
+    def test_running_job_has_its_start_time(self, broker: Broker, clock: ManualClock) -> None:
+        """A handed-out job is RUNNING, started_at the broker's time of the hand-out, UTC."""
+        broker.enqueue_jobs([job := self.job(clock)])
+        clock.advance(7)
+        handed_at = clock.time()
+        broker.get_jobs_from_queue("q", 1)
+        clock.advance(5)
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert info.status is JobStatus.RUNNING
+        assert info.started_at is not None
+        assert info.started_at.utcoffset() == timedelta(0)
+        assert info.started_at.timestamp() == pytest.approx(handed_at, abs=1e-3)
+        assert (info.ended_at, info.error, info.result) == (None, None, None)
+
+    def test_job_retried_later_shows_its_retries(self, broker: Broker, clock: ManualClock) -> None:
+        """A job put back for a later retry is WAITING, with its retries and new at."""
+        job = self.hand_out(broker, clock, max_retries=2)
+        job.status, job.retries = JobStatus.QUEUED, 1
+        job.at = clock.now() + timedelta(seconds=30)
+        broker.record_outcomes([job])
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert (info.status, info.retries, info.at) == (JobStatus.WAITING, 1, job.at)
+
+    def test_succeeded_job_has_its_result(self, broker: Broker, clock: ManualClock) -> None:
+        """A job that succeeded keeping its result is SUCCEEDED, the result decoded."""
+        job = self.hand_out(broker, clock, args=(1,), kwargs={"k": "v"})
+        clock.advance(3)
+        self.succeed(job, clock)
+        job.started_at = clock.now() - timedelta(seconds=3)
+        broker.record_outcomes([job])
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert (info.status, info.result, info.error) == (JobStatus.SUCCEEDED, {"a": [1, 2]}, None)
+        assert (info.started_at, info.ended_at) == (job.started_at, job.ended_at)
+        assert (info.task_name, info.queue, info.at) == (job.task_name, job.queue, job.at)
+        assert (info.task_args, info.task_kwargs) == ((1,), {"k": "v"})
+
+    def test_result_is_kept_for_its_time(self, broker: Broker, clock: ManualClock) -> None:
+        """A kept result is still there before its keep_result seconds have passed."""
+        job = self.succeeded_job(broker, clock, keep_result=60)
+        assert broker.get_job(str(job.id)) is not None
+        clock.advance(30)
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert info.status is JobStatus.SUCCEEDED
+
+    def test_result_expires(self, broker: Broker, clock: ManualClock) -> None:
+        """A kept result is gone once its keep_result seconds have passed.
+
+        A Redis broker may expire it on the server's own clock rather than on
+        the broker's, so this advances the contract clock past the expiry and
+        also lets real time pass, looking again until a deadline.
+        """
+        job = self.succeeded_job(broker, clock, keep_result=0.05)
+        clock.advance(1)
+        deadline = time.monotonic() + 10
+        pause = threading.Event()
+        while broker.get_job(str(job.id)) is not None:
+            assert time.monotonic() < deadline, "the result outlived its keep_result"
+            pause.wait(0.02)
+
+    def test_failed_job_has_its_error(self, broker: Broker, clock: ManualClock) -> None:
+        """A job that failed for good is FAILED, with its error, times and arguments."""
+        job = self.hand_out(broker, clock, max_retries=2, args=([1, {"x": None}],))
+        clock.advance(2)
+        self.fail(job, clock, "it broke")
+        broker.record_outcomes([job])
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert (info.status, info.error, info.result) == (
+            JobStatus.FAILED,
+            self.error("it broke"),
+            None,
+        )
+        assert (info.started_at, info.ended_at) == (job.started_at, job.ended_at)
+        assert (info.at, info.max_retries, info.task_args) == (job.at, 2, ([1, {"x": None}],))
+
+    @pytest.mark.parametrize("keep_result", [None, 60.0])
+    def test_success_without_result_keeps_nothing(
+        self, broker: Broker, clock: ManualClock, keep_result: float | None
+    ) -> None:
+        """A job that succeeded without a result to keep is gone."""
+        job = self.hand_out(broker, clock)
+        self.succeed(job, clock, result_json=None, keep_result=keep_result)
+        broker.record_outcomes([job])
+        assert broker.get_job(str(job.id)) is None
+
+    def test_unknown_job_is_none(self, broker: Broker, clock: ManualClock) -> None:
+        """An id the namespace never held gives None."""
+        broker.enqueue_jobs([self.job(clock)])
+        assert broker.get_job(str(uuid.uuid4())) is None
+
+    def test_stale_token_keeps_nothing(self, broker: Broker, clock: ManualClock) -> None:
+        """An end recorded with a token that is no longer the job's keeps no record."""
+        job = self.fail(self.hand_out(broker, clock), clock)
+        job.handout_token = "stale"
+        assert broker.record_outcomes([job]) == [RunningJobState.NOT_OURS]
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert info.status is JobStatus.RUNNING
+        assert broker.failed_jobs(10) == []
+
+
+class FailedJobsContract(_Base):
+    """:meth:`Broker.failed_jobs`."""
+
+    def test_empty_store_gives_empty_list(self, broker: Broker, clock: ManualClock) -> None:
+        """With no failure there is nothing to list, whatever else is stored."""
+        broker.enqueue_jobs([self.job(clock)])
+        assert broker.failed_jobs(10) == []
+
+    def test_latest_failure_first(self, broker: Broker, clock: ManualClock) -> None:
+        """Failed jobs are listed the latest failure first, each FAILED with its error."""
+        jobs = []
+        for i in range(3):
+            jobs.append(self.failed_job(broker, clock, f"boom {i}"))
+            clock.advance(1)
+        infos = broker.failed_jobs(10)
+        assert self.info_ids(infos) == self.ids(jobs[::-1])
+        assert [info.status for info in infos] == [JobStatus.FAILED] * 3
+        assert [info.error for info in infos] == [self.error(f"boom {i}") for i in (2, 1, 0)]
+
+    def test_limit_and_offset_page_through(self, broker: Broker, clock: ManualClock) -> None:
+        """limit caps the list, offset skips the latest failures."""
+        jobs = []
+        for i in range(5):
+            jobs.append(self.failed_job(broker, clock, f"boom {i}"))
+            clock.advance(1)
+        latest_first = self.ids(jobs[::-1])
+        pages = [self.info_ids(broker.failed_jobs(2, offset)) for offset in (0, 2, 4, 5, 9)]
+        assert pages == [latest_first[:2], latest_first[2:4], latest_first[4:], [], []]
+        assert self.info_ids(broker.failed_jobs(10, 1)) == latest_first[1:]
+        assert broker.failed_jobs(0) == []
+
+    def test_job_failing_again_is_listed_once(self, broker: Broker, clock: ManualClock) -> None:
+        """A requeued job that fails again is listed once, as the latest failure."""
+        first = self.failed_job(broker, clock, "first")
+        clock.advance(1)
+        second = self.failed_job(broker, clock, "second")
+        clock.advance(1)
+        assert broker.requeue_failed([str(first.id)]) == 1
+        (again,) = broker.get_jobs_from_queue("q", 1)
+        broker.record_outcomes([self.fail(again, clock, "again")])
+        infos = broker.failed_jobs(10)
+        assert self.info_ids(infos) == [first.id, second.id]
+        assert infos[0].error == self.error("again")
+        assert broker.count_jobs().failed == 2
+
+
+class RequeueFailedContract(_Base):
+    """:meth:`Broker.requeue_failed`."""
+
+    def test_requeued_job_runs_again(self, broker: Broker, clock: ManualClock) -> None:
+        """A requeued job is queued now with its id and arguments, retries 0, and handed out."""
+        job = self.hand_out(broker, clock, max_retries=1, args=(1, [2]), kwargs={"k": None})
+        job.status, job.retries = JobStatus.QUEUED, 1
+        broker.record_outcomes([job])
+        (job,) = broker.get_jobs_from_queue("q", 1)
+        broker.record_outcomes([self.fail(job, clock)])
+        clock.advance(10)
+        assert broker.requeue_failed([str(job.id)]) == 1
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert (info.status, info.retries, info.max_retries) == (JobStatus.QUEUED, 0, 1)
+        assert info.at.timestamp() == pytest.approx(clock.time(), abs=1e-3)
+        assert (info.error, info.ended_at) == (None, None)
+        assert broker.failed_jobs(10) == []
+        counts = broker.count_jobs()
+        assert (counts.queued, counts.failed) == ({"q": 1}, 0)
+        (again,) = broker.get_jobs_from_queue("q", 1)
+        assert (again.id, again.retries, again.max_retries) == (job.id, 0, 1)
+        assert (again.task_args, again.task_kwargs) == ((1, [2]), {"k": None})
+
+    def test_unknown_ids_are_skipped(self, broker: Broker, clock: ManualClock) -> None:
+        """Ids not in the failed store are skipped and not counted."""
+        failed = self.failed_job(broker, clock)
+        broker.enqueue_jobs([queued := self.job(clock, queue="other")])
+        ids = [str(uuid.uuid4()), str(failed.id), str(queued.id)]
+        assert broker.requeue_failed(ids) == 1
+        assert broker.count_jobs().queued == {"q": 1, "other": 1}
+        assert broker.requeue_failed([str(uuid.uuid4())]) == 0
+
+    def test_none_requeues_every_job(self, broker: Broker, clock: ManualClock) -> None:
+        """Without ids, every job of the failed store goes back to its own queue."""
+        jobs = [self.failed_job(broker, clock, queue=queue) for queue in ("a", "b", "b")]
+        assert broker.requeue_failed() == 3
+        assert broker.failed_jobs(10) == []
+        assert broker.count_jobs().queued == {"a": 1, "b": 2}
+        assert self.ids(broker.get_jobs_from_queue("a", 10)) == [jobs[0].id]
+        assert sorted(self.ids(broker.get_jobs_from_queue("b", 10))) == sorted(self.ids(jobs[1:]))
+        assert broker.requeue_failed() == 0
+
+    def test_same_id_twice_counts_once(self, broker: Broker, clock: ManualClock) -> None:
+        """A job given twice, or requeued again, is queued once."""
+        job = self.failed_job(broker, clock)
+        assert broker.requeue_failed([str(job.id), str(job.id)]) == 1
+        assert broker.requeue_failed([str(job.id)]) == 0
+        assert broker.count_jobs().queued == {"q": 1}
+
+    def test_requeued_job_joins_the_tail(self, broker: Broker, clock: ManualClock) -> None:
+        """A requeued job is queued after the jobs already ready in its queue."""
+        failed = self.failed_job(broker, clock)
+        broker.enqueue_jobs([ready := self.job(clock)])
+        broker.requeue_failed([str(failed.id)])
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [ready.id, failed.id]
+
+
+class PurgeFailedContract(_Base):
+    """:meth:`Broker.purge_failed`."""
+
+    def test_purge_by_ids(self, broker: Broker, clock: ManualClock) -> None:
+        """The jobs given leave the failed store, each counted once; unknown ids are not."""
+        gone, stays = self.failed_job(broker, clock), self.failed_job(broker, clock)
+        assert broker.purge_failed([str(gone.id), str(uuid.uuid4()), str(gone.id)]) == 1
+        assert self.info_ids(broker.failed_jobs(10)) == [stays.id]
+        assert broker.get_job(str(gone.id)) is None
+        assert broker.purge_failed([str(gone.id)]) == 0
+        assert broker.count_jobs().failed == 1
+
+    def test_purge_failed_before(self, broker: Broker, clock: ManualClock) -> None:
+        """With failed_before, the jobs that failed before that time go, later ones stay."""
+        old = self.failed_job(broker, clock)
+        cut = clock.time() + 5
+        clock.advance(10)
+        recent = self.failed_job(broker, clock)
+        clock.advance(10)
+        assert broker.purge_failed(failed_before=cut) == 1
+        assert self.info_ids(broker.failed_jobs(10)) == [recent.id]
+        assert broker.get_job(str(old.id)) is None
+        assert broker.purge_failed(failed_before=cut) == 0
+        assert broker.purge_failed(failed_before=clock.time()) == 1
+        assert broker.failed_jobs(10) == []
+
+    def test_purge_everything(self, broker: Broker, clock: ManualClock) -> None:
+        """With neither ids nor failed_before, every failed job goes."""
+        jobs = [self.failed_job(broker, clock) for _ in range(3)]
+        assert broker.purge_failed() == 3
+        assert broker.failed_jobs(10) == []
+        assert [broker.get_job(str(job.id)) for job in jobs] == [None] * 3
+        assert broker.count_jobs().failed == 0
+        assert broker.purge_failed() == 0
+
+    def test_purge_touches_only_the_failed_store(self, broker: Broker, clock: ManualClock) -> None:
+        """Ready, future and running jobs and kept results stay."""
+        self.failed_job(broker, clock)
+        kept = self.succeeded_job(broker, clock)
+        running = self.hand_out(broker, clock)
+        broker.enqueue_jobs([self.job(clock), self.job(clock, delay=60)])
+        assert broker.purge_failed() == 1
+        assert broker.get_job(str(kept.id)) is not None
+        assert broker.get_job(str(running.id)) is not None
+        counts = broker.count_jobs()
+        assert (counts.queued, counts.future, counts.running) == ({"q": 1}, 1, 1)
+
+
+class WatchJobContract(_Base):
+    """:meth:`Broker.watch_job`.
+
+    Spurious sets are allowed, so these tests clear the event before the end
+    they wait for; a watcher may need a moment to receive ends recorded
+    elsewhere (a Redis broker subscribes to them), hence the generous waits.
+    """
+
+    def watch_two_ends(self, watcher: Broker, recorder: Broker, clock: ManualClock) -> None:
+        """End two jobs watched by ``watcher`` through ``recorder``: a failure
+        recorded by record_outcomes, then a kept result by remove_job_from_running.
+
+        Once the first event is set, the watcher receives ends (or set every
+        event after subscribing); the second end then tells whether it does.
+        """
+        recorder.enqueue_jobs([self.job(clock), self.job(clock)])
+        failed, succeeded = recorder.get_jobs_from_queue("q", 2)
+        with (
+            watcher.watch_job(str(failed.id)) as first,
+            watcher.watch_job(str(succeeded.id)) as second,
+        ):
+            first.clear()
+            recorder.record_outcomes([self.fail(failed, clock)])
+            assert first.wait(10), "the end of a watched failed job set no event"
+            second.clear()
+            recorder.remove_job_from_running(self.succeed(succeeded, clock))
+            assert second.wait(10), "the end of a watched job keeping its result set no event"
+
+    def test_end_recorded_elsewhere_sets_the_event(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """An end with a record kept, by another broker of the namespace, sets the event."""
+        watcher = make_broker(broker.namespace)
+        try:
+            self.watch_two_ends(watcher, broker, clock)
+        finally:
+            watcher.stop()
+
+    def test_end_recorded_here_sets_the_event(self, broker: Broker, clock: ManualClock) -> None:
+        """An end with a record kept, by the watching broker itself, sets the event."""
+        try:
+            self.watch_two_ends(broker, broker, clock)
+        finally:
+            broker.stop()
+
+
 class CountJobsContract(_Base):
     """:meth:`Broker.count_jobs` and :meth:`Broker.is_queue_empty`."""
 
@@ -722,6 +1187,19 @@ class CountJobsContract(_Base):
         assert (counts.queued, counts.future, counts.running) == ({"a": 1, "b": 1}, 1, 1)
         assert not broker.is_queue_empty("a")
         assert broker.is_queue_empty("q")
+
+    def test_counts_failed_jobs(self, broker: Broker, clock: ManualClock) -> None:
+        """Jobs of the failed store are counted as failed, and only they."""
+        assert (broker.count_jobs().failed, broker.count_jobs().failed_dropped) == (0, 0)
+        first = self.failed_job(broker, clock)
+        self.failed_job(broker, clock)
+        self.succeeded_job(broker, clock)
+        broker.enqueue_jobs([self.job(clock)])
+        counts = broker.count_jobs()
+        assert (counts.queued, counts.running, counts.failed) == ({"q": 1}, 0, 2)
+        assert counts.failed_dropped == 0
+        broker.purge_failed([str(first.id)])
+        assert broker.count_jobs().failed == 1
 
 
 class FlushContract(_Base):
@@ -743,6 +1221,26 @@ class FlushContract(_Base):
         other_counts = other.count_jobs()
         assert (other_counts.queued, other_counts.future) == ({"q": 1}, 1)
         assert other.move_future_jobs() == pytest.approx(5)
+        other.flush()
+
+    def test_flush_removes_kept_records(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Flushing removes failed jobs, their dropped count and kept results, of its
+        namespace only."""
+        other = make_broker(f"{broker.namespace}-other")
+        broker.max_failed = 1
+        failed = [self.failed_job(broker, clock) for _ in range(2)]
+        kept = self.succeeded_job(broker, clock)
+        other_failed = self.failed_job(other, clock)
+        other_kept = self.succeeded_job(other, clock)
+        broker.flush()
+        assert broker.failed_jobs(10) == []
+        assert [broker.get_job(str(job.id)) for job in (*failed, kept)] == [None] * 3
+        counts = broker.count_jobs()
+        assert (counts.failed, counts.failed_dropped) == (0, 0)
+        assert self.info_ids(other.failed_jobs(10)) == [other_failed.id]
+        assert other.get_job(str(other_kept.id)) is not None
         other.flush()
 
 
@@ -834,6 +1332,11 @@ class BrokerContract(
     SetConcurrencyLimitsContract,
     HeartbeatContract,
     AdoptJobsOfDeadWorkersContract,
+    GetJobContract,
+    FailedJobsContract,
+    RequeueFailedContract,
+    PurgeFailedContract,
+    WatchJobContract,
     CountJobsContract,
     FlushContract,
     NamespaceContract,

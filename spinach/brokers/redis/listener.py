@@ -20,8 +20,8 @@ class Listener:
     """A thread calling ``on_message`` with each message of a channel (its data,
     bytes or str), reconnecting after errors.
 
-    It also calls ``on_message(None)`` right after each (re)subscription, since
-    messages may have been missed while it was not subscribed.
+    It also calls ``on_message(None)`` once each (re)subscription is confirmed,
+    since messages may have been missed while it was not subscribed.
 
     On a Redis Cluster, a PUBLISH reaches the subscribers of every node, so the
     listener subscribes on the node of the channel's slot first, and on a node
@@ -59,10 +59,14 @@ class Listener:
             pubsub = self._pubsub(failures)
             try:
                 pubsub.subscribe(self._channel)
-                self._on_message(None)
                 while not self._stopping.is_set():
                     message = pubsub.get_message(timeout=0.5)
-                    if message is not None:
+                    if message is None:
+                        pass
+                    elif message["type"] == "subscribe":
+                        # Subscribed from now on: what happened before may be missed.
+                        self._on_message(None)
+                    elif message["type"] == "message":
                         self._on_message(message["data"])
                     failures = 0
             except redis_py.RedisError as e:
@@ -77,5 +81,5 @@ class Listener:
         if isinstance(self._client, redis_py.RedisCluster) and failures:
             # redis-py leaves get_nodes() and pubsub() unannotated.
             node = random.choice(self._client.get_nodes())  # type: ignore[no-untyped-call,unused-ignore]
-            return self._client.pubsub(node=node, ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,no-any-return,unused-ignore]
-        return self._client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call,no-any-return,unused-ignore]
+            return self._client.pubsub(node=node)  # type: ignore[no-untyped-call,no-any-return,unused-ignore]
+        return self._client.pubsub()  # type: ignore[no-untyped-call,no-any-return,unused-ignore]
