@@ -71,12 +71,15 @@ class Records:
 
 @attrs.define
 class Account:
-    """Where each accepted job ended."""
+    """Where each accepted job ended: by the workers' logs, the jobs still stored,
+    and the failed store read through ``Engine.failed_jobs()``."""
 
     scenario: str
     accepted: set[str]
     records: Records
     stored: set[str]
+    #: the failed store: error type (the class name) by job id
+    failed_store: dict[str, str] = attrs.Factory(dict)
 
     @property
     def succeeded(self) -> set[str]:
@@ -84,7 +87,19 @@ class Account:
 
     @property
     def failed(self) -> set[str]:
-        return (self.accepted & set(self.records.failed)) - self.succeeded
+        logged_or_kept = set(self.records.failed) | set(self.failed_store)
+        return (self.accepted & logged_or_kept) - self.succeeded
+
+    @property
+    def unkept_failures(self) -> set[str]:
+        """Jobs reported failed, neither run to their end nor stored, that are not
+        in the failed store: a failure recorded nowhere."""
+        return self.failed - self.stored - set(self.failed_store)
+
+    @property
+    def kept_unreported(self) -> set[str]:
+        """Jobs of the failed store that no worker reported failed."""
+        return set(self.failed_store) - set(self.records.failed)
 
     @property
     def still_stored(self) -> set[str]:
@@ -115,7 +130,8 @@ class Account:
             f"scenario={self.scenario} accepted={len(self.accepted)} "
             f"succeeded={len(self.succeeded)} failed={len(self.failed)} "
             f"stored={len(self.still_stored)} lost={len(self.lost)} "
-            f"duplicate_runs={self.duplicate_runs} reported_failed={len(self.reported_failed)}"
+            f"duplicate_runs={self.duplicate_runs} reported_failed={len(self.reported_failed)} "
+            f"failed_store={len(self.failed_store)}"
         )
 
 
@@ -186,6 +202,24 @@ def stored_ids(url: str, namespace: str) -> set[str]:
         client.close()
 
 
+def failed_store(url: str, namespace: str) -> dict[str, str]:
+    """The failed store of ``namespace``, through the public API: the error type
+    (class name, as the workers log it) by job id."""
+    broker = RedisBroker.from_url(url)
+    try:
+        engine = Engine(broker, namespace)
+        kept: dict[str, str] = {}
+        while True:
+            page = engine.failed_jobs(limit=500, offset=len(kept))
+            for info in page:
+                assert info.error is not None, info
+                kept[str(info.id)] = info.error.type.rpartition(".")[2]
+            if len(page) < 500:
+                return kept
+    finally:
+        broker.close()
+
+
 def scale(size: int) -> int:
     """``size`` scaled by SPINACH_FAULTS_SCALE (a tenth by default, for CI)."""
     return max(10, int(size * float(os.environ.get("SPINACH_FAULTS_SCALE", "0.1"))))
@@ -225,10 +259,20 @@ def close_books(
 
     def close(scenario: str, accepted: set[str]) -> Account:
         account = Account(
-            scenario, accepted, Records.read(log_dir), stored_ids(server.url, namespace)
+            scenario,
+            accepted,
+            Records.read(log_dir),
+            stored_ids(server.url, namespace),
+            failed_store(server.url, namespace),
         )
         with capsys.disabled():
             print(f"\n{account.summary()}")
+        # Every failure for good is in the failed store, with the error the
+        # worker reported, and nothing else is.
+        assert account.unkept_failures == set(), account.unkept_failures
+        assert account.kept_unreported == set(), account.kept_unreported
+        for job_id, error_type in account.failed_store.items():
+            assert account.records.failed[job_id] == error_type, job_id
         return account
 
     return close

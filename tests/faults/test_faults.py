@@ -283,6 +283,10 @@ def test_poison_input(
     assert account.succeeded == good
     assert records.failed[str(ghost.id)] == "UnknownTask"
     assert records.failed[str(stale.id)] == "InvalidJobSignatureError"
+    assert account.failed_store == {
+        str(ghost.id): "UnknownTask",
+        str(stale.id): "InvalidJobSignatureError",
+    }
     failed_entries = client.lrange(f"spinach:{{{namespace}}}:failed", 0, -1)
     client.close()
     assert failed_entries == [b"garbage", b'{"task_name": "least", "half": ', b"\xff\xfe"]

@@ -83,7 +83,8 @@ def test_poison_payloads(
     assert account.lost == set()
     assert account.succeeded == good
     assert {account.records.failed[job_id] for job_id in poison} == {"UnreadableJobError"}
-    assert client.llen(key(namespace, "failed")) == 3
+    assert {account.failed_store[job_id] for job_id in poison} == {"UnreadableJobError"}
+    assert client.hlen(key(namespace, "failed_jobs")) == 3
     client.close()
 
 
