@@ -1,9 +1,9 @@
 """The checks of ``spinach doctor`` against live Redis servers.
 
 Each check reads a server with plain redis-py calls (INFO, CONFIG GET, TIME,
-SCAN, TTL, ZRANGE) and returns a :class:`~spinach.doctor.Check`. A command the
-server refuses (a restricted ACL user, a managed Redis that renames CONFIG)
-makes its check ``unknown``, saying why; a lost connection propagates.
+SCAN, TTL, ZRANGE, ZCARD, GET) and returns a :class:`~spinach.doctor.Check`. A
+command the server refuses (a restricted ACL user, a managed Redis that renames
+CONFIG) makes its check ``unknown``, saying why; a lost connection propagates.
 
 :func:`run_checks` takes the :class:`Server` list of the target: one server,
 the current master of a Sentinel service, or every master of a Redis Cluster.
@@ -57,6 +57,14 @@ _FIX_WORKERS = (
     "start workers for the namespace (engine.start_workers) under systemd, supervisord "
     "or an orchestrator"
 )
+_FIX_FAILED = (
+    "failed jobs were dropped to keep the store within max_failed: look at "
+    "engine.failed_jobs(), requeue or purge them (engine.requeue_failed(), "
+    "engine.purge_failed()), or raise Engine(max_failed=...); the count can be reset "
+    "with `DEL spinach:{ns}:failed_dropped`"
+)
+_FIX_FAILED_UNREAD = "allow this user `ZCARD`, `ZRANGE` and `GET` on the keys of the namespace"
+_FIX_UNSERVED = "bring back a master for the namespace's hash slot (see the `cluster` check)"
 
 
 def _text(value: Any) -> str:
@@ -503,6 +511,91 @@ def check_workers(
     return Check(name, "pass", detail)
 
 
+def _age(seconds: float) -> str:
+    """A duration in its largest unit that gives at least 2, rounded down: ``"90 s"``,
+    ``"3 min"``, ``"5 h"``, ``"2 d"``."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= 2 * size:
+            return f"{seconds // size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def check_failed_jobs(
+    namespaces: list[str],
+    locate: Callable[[str], Server | None],
+    server_times: dict[str | None, float],
+    one_namespace: bool,
+    several: bool,
+) -> Check:
+    """Count the jobs of each namespace's failed store, and those dropped from it.
+
+    Args:
+        locate: the server holding a key; None when no server serves it.
+        server_times: the time of each server, by node.
+        several: whether the target has several servers, to name them.
+    """
+    name = "failed-jobs"
+    if not namespaces:
+        return Check(name, "pass", "no Spinach namespace, so no failed job")
+    groups: dict[str | None, tuple[Server, list[str]]] = {}
+    for namespace in namespaces:
+        server = locate(Keys.of(namespace).failed_index)
+        if server is not None:
+            groups.setdefault(server.node, (server, []))[1].append(namespace)
+    stores: dict[str, tuple[Server, int, float | None, int]] = {}
+    for server, names in groups.values():
+        pipe = server.client.pipeline(transaction=False)
+        for namespace in names:
+            keys = Keys.of(namespace)
+            pipe.zcard(keys.failed_index)
+            pipe.zrange(keys.failed_index, 0, 0, withscores=True)
+            pipe.get(keys.failed_dropped)
+        replies = pipe.execute()
+        for i, namespace in enumerate(names):
+            count, oldest, dropped = replies[3 * i : 3 * i + 3]
+            first = float(oldest[0][1]) if oldest else None
+            stores[namespace] = (server, int(count), first, int(dropped or 0))
+    unserved = []
+    dropping = []
+    kept = 0
+    parts = []
+    for namespace in namespaces:
+        if namespace not in stores:
+            parts.append(
+                f"{namespace!r}: no master serves its hash slot, so its failed store cannot be read"
+            )
+            unserved.append(namespace)
+            continue
+        server, count, first, dropped = stores[namespace]
+        where = f" on {server.node}" if several else ""
+        if not count and not dropped:
+            parts.append(f"{namespace!r}{where}: no failed job")
+            continue
+        part = f"{namespace!r}{where}: {count} failed job(s)"
+        if dropped:
+            part += " kept"
+        if first is not None:
+            part += f" (the oldest failed {_age(server_times[server.node] - first)} ago)"
+        if dropped:
+            part += f", {dropped} dropped"
+            dropping.append(namespace)
+        parts.append(part)
+        kept += count
+    detail = "; ".join(parts)
+    if dropping:
+        who = "this namespace has" if one_namespace else f"{len(dropping)} namespace(s) have"
+        return Check(name, "warn", f"{who} dropped failed jobs: {detail}", _FIX_FAILED)
+    if unserved:
+        return Check(name, "unknown", detail, _FIX_UNSERVED)
+    if kept:
+        detail += (
+            "; none dropped: see them with engine.failed_jobs(), run them again with "
+            "engine.requeue_failed()"
+        )
+    return Check(name, "pass", detail)
+
+
 def _guarded(name: str, fix: str | None, run: Callable[..., Check], *args: Any) -> Check:
     try:
         return run(*args)
@@ -520,7 +613,7 @@ def run_checks(
     """Every check, in the order of the production checklist.
 
     The checks of a server run on each of ``servers`` in turn; the key-space
-    checks (``namespaces``, ``workers``) cover them all.
+    checks (``namespaces``, ``workers``, ``failed-jobs``) cover them all.
 
     Args:
         locate: the server that holds a key (on a cluster, the master of its
@@ -563,15 +656,28 @@ def run_checks(
     else:
         checks.append(check_namespaces(found, namespace, several))
     namespaces = sorted(found) if namespace is None else [namespace]
+    find = locate if locate is not None else (lambda key: servers[0])
     checks.append(
         _guarded(
             "workers",
             _FIX_WORKERS,
             check_workers,
             namespaces,
-            locate if locate is not None else (lambda key: servers[0]),
+            find,
             server_times,
             dead_worker_timeout,
+            namespace is not None,
+            several,
+        )
+    )
+    checks.append(
+        _guarded(
+            "failed-jobs",
+            _FIX_FAILED_UNREAD,
+            check_failed_jobs,
+            namespaces,
+            find,
+            server_times,
             namespace is not None,
             several,
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -398,3 +399,83 @@ def test_diagnose_refuses_an_engine_without_redis() -> None:
     """diagnose() raises TargetError for an engine whose broker is not a RedisBroker."""
     with pytest.raises(TargetError, match="MemoryBroker"):
         diagnose(Engine(MemoryBroker(), "memory"))
+
+
+def _fail_jobs(engine: Engine, jobs: int) -> None:
+    """Run ``jobs`` jobs of a task that raises, with no retry, until the queue is empty."""
+
+    def refuse_payment(order_id: int) -> None:
+        raise ValueError(f"card declined for order {order_id}")
+
+    engine.task(refuse_payment, name="refuse_payment", max_retries=0)
+    for order_id in range(jobs):
+        engine.schedule("refuse_payment", order_id)
+    engine.start_workers(number=1, stop_when_queue_empty=True)
+
+
+@pytest.fixture(scope="module")
+def dropped(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A server set up per the checklist whose namespace 'shop' kept 2 of 5 failed jobs."""
+    with _servers(tmp_path_factory.mktemp("dropped")) as start:
+        server = start(*CONFIGURED)
+        broker = RedisBroker.from_url(with_password(server))
+        _fail_jobs(Engine(broker, "shop", max_failed=2), 5)
+        broker.close()
+        yield server
+
+
+def test_failed_jobs_kept_but_none_dropped_pass(start_redis: Callable[..., RedisServer]) -> None:
+    """Failed jobs that the store kept pass, counted, with where to see and requeue them."""
+    server = start_redis()
+    [check] = [c for c in diagnose(server.url).checks if c.name == "failed-jobs"]
+    assert (check.status, check.detail) == ("pass", "no Spinach namespace, so no failed job")
+    broker = RedisBroker.from_url(server.url)
+    engine = Engine(broker, "shop")
+    _fail_jobs(engine, 3)
+    assert len(engine.failed_jobs()) == 3
+    [check] = [c for c in diagnose(engine).checks if c.name == "failed-jobs"]
+    broker.close()
+    assert check.status == "pass", check.detail
+    assert re.fullmatch(
+        r"'shop': 3 failed job\(s\) \(the oldest failed \d+ s ago\); none dropped: see them "
+        r"with engine\.failed_jobs\(\), run them again with engine\.requeue_failed\(\)",
+        check.detail,
+    ), check.detail
+    assert check.fix is None
+
+
+def test_dropped_failed_jobs_warn_but_exit_0(dropped: RedisServer, tmp_path: Path) -> None:
+    """Jobs dropped beyond max_failed make the check warn, with the counts and the fix;
+    a warning lets the CLI exit 0."""
+    result = doctor(with_password(dropped), cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    line = line_of(result.stdout, "failed-jobs")
+    assert line.startswith(
+        "[WARN] failed-jobs: 1 namespace(s) have dropped failed jobs: 'shop': 2 failed job(s) "
+        "kept (the oldest failed "
+    ), line
+    assert re.search(r"\(the oldest failed \d+ s ago\), 3 dropped -> fix: ", line), line
+    assert line.endswith(
+        " -> fix: failed jobs were dropped to keep the store within max_failed: look at "
+        "engine.failed_jobs(), requeue or purge them (engine.requeue_failed(), "
+        "engine.purge_failed()), or raise Engine(max_failed=...); the count can be reset "
+        "with `DEL spinach:{ns}:failed_dropped`"
+    ), line
+    assert not [row for row in result.stdout.splitlines() if row.startswith("[FAIL]")]
+
+
+def test_cli_json_carries_the_failed_jobs_check(dropped: RedisServer, tmp_path: Path) -> None:
+    """--json reports the failed-jobs check, after workers, with its detail and fix."""
+    result = doctor(with_password(dropped), "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(result.stdout)
+    names = [check["name"] for check in report["checks"]]
+    assert names[-2:] == ["workers", "failed-jobs"]
+    check = report["checks"][-1]
+    assert check["status"] == "warn"
+    assert "'shop': 2 failed job(s) kept" in check["detail"]
+    assert check["detail"].endswith(", 3 dropped")
+    assert "engine.requeue_failed()" in check["fix"]
+    assert check["node"] is None
+    assert report["counts"]["warn"] >= 1
+    assert report["failed"] is False
