@@ -6,8 +6,10 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,10 @@ import pytest
 import redis
 
 from spinach import Batch, Engine, Tasks
+from spinach import _lifecycle as lifecycle
 from spinach.brokers.redis import RedisBroker
+from spinach.exc import JobFailedError
+from spinach.job import JobStatus
 from spinach.testing import wait_for
 
 WORKER = Path(__file__).with_name("worker_process.py")
@@ -73,6 +78,8 @@ def producer(redis_url: str, namespace: str) -> Engine:
         ("hold_most", 0, None),
     ]:
         tasks.add(_noop, name, max_retries=retries, max_concurrency=limit)
+    for name in ("square", "hold_kept"):
+        tasks.add(_noop, name, keep_result=timedelta(hours=1))
     engine = Engine(RedisBroker.from_url(redis_url), namespace)
     engine.attach_tasks(tasks)
     return engine
@@ -171,3 +178,52 @@ def test_jobs_of_a_killed_worker_are_recovered(
     wait_for(lambda: workers.list("done"), timeout=30)
     wait_for(lambda: engine._broker.count_jobs().running == 0, timeout=30)
     print(f"recovered {recovered_after:.2f} s after SIGKILL (threshold 2 s)")
+
+
+def test_results_and_failures_across_processes(
+    make_producer: Callable[[], Engine], workers: Workers
+) -> None:
+    """A result returned in a worker process is read by the producer; a failure
+    comes back as JobFailedError with the worker's traceback."""
+    workers.start(1)
+    engine = make_producer()
+    ok, bad = engine.schedule("square", 7), engine.schedule("square", -1)
+    assert engine.get_result(ok.id, timeout=30) == 49
+    with pytest.raises(JobFailedError, match="no square of -1 here") as raised:
+        engine.get_result(str(bad.id), timeout=30)
+    assert raised.value.error.type == "ValueError"
+    assert "worker_process.py" in raised.value.error.traceback
+    (failed,) = engine.failed_jobs()
+    assert (failed.id, failed.status, failed.task_args) == (bad.id, JobStatus.FAILED, (-1,))
+    assert engine.requeue_failed() == 1
+    with pytest.raises(JobFailedError):
+        engine.get_result(bad.id, timeout=30)
+    info = engine.get_job(ok.id)
+    assert info is not None
+    assert info.started_at is not None
+    assert info.ended_at is not None
+    assert info.started_at <= info.ended_at
+
+
+def test_get_result_is_woken_by_the_end_in_another_process(
+    make_producer: Callable[[], Engine], workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """get_result waiting for a job running in another process returns once it
+    ends, woken by the notification: with the safety-net look pushed to a
+    minute, only the notification can end the wait within the timeout."""
+    monkeypatch.setattr(lifecycle, "_LOOK_AGAIN", 60.0)
+    workers.start(1)
+    engine = make_producer()
+    job = engine.schedule("hold_kept", 1)
+    wait_for(lambda: workers.list("started"))
+    got: list[object] = []
+    waiting = threading.Thread(target=lambda: got.append(engine.get_result(job.id, timeout=30)))
+    waiting.start()
+    # The wait has looked at the job (running) before it is released.
+    wait_for(lambda: engine._broker._watchers)
+    workers.r.rpush(workers.key("release:1"), 1)
+    waiting.join(40)
+    assert got, "get_result did not return"
+    (result,) = got
+    assert isinstance(result, dict)
+    assert result["held"] == 1

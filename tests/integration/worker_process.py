@@ -59,6 +59,19 @@ def hold_most(i: int) -> None:
     hold("most", i)
 
 
+@tasks.task(name="square", keep_result=timedelta(hours=1))
+def square(i: int) -> int:
+    if i < 0:
+        raise ValueError(f"no square of {i} here")
+    return i * i
+
+
+@tasks.task(name="hold_kept", keep_result=timedelta(hours=1))
+def hold_kept(i: int) -> dict[str, Any]:
+    hold("kept", i)
+    return {"held": i, "pid": os.getpid()}
+
+
 if options.get("periodic"):
 
     @tasks.task(name="tick", periodicity=timedelta(seconds=1))
