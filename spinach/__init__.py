@@ -7,6 +7,7 @@ from .brokers.memory import MemoryBroker
 from .brokers.redis import RedisBroker
 from .engine import Engine
 from .exc import AbortException, RetryException
+from .job import JobError, JobInfo, JobStatus
 from .task import Batch, Tasks
 from .worker import AsyncioWorkers, ThreadWorkers
 
@@ -18,6 +19,9 @@ __all__ = [
     "AsyncioWorkers",
     "Batch",
     "Engine",
+    "JobError",
+    "JobInfo",
+    "JobStatus",
     "MemoryBroker",
     "RedisBroker",
     "RetryException",
