@@ -4,10 +4,9 @@
 -- KEYS[2]  failed_index: sorted set of the same ids, scored by when they failed
 -- ARGV[1]  "ids": remove the jobs whose ids follow (ARGV[2..]);
 --          "before": remove the jobs that failed before ARGV[2] (POSIX seconds), at most
---          ARGV[3] of them, the oldest first;
---          "all": remove at most ARGV[2] jobs, the oldest first
--- Returns: the number of jobs removed (for "before" and "all", call again while it is
---          the most asked for: the call removes a bounded number, not to block Redis).
+--          ARGV[3] of them, the oldest first
+-- Returns: the number of jobs removed (for "before", call again while it is the most
+--          asked for: a call removes a bounded number, not to block Redis).
 -- Safe to retry.
 
 --- @include "failed_store"
@@ -21,10 +20,8 @@ if mode == "ids" then
     for j = 2, #ARGV do
         table.insert(ids, ARGV[j])
     end
-elseif mode == "before" then
-    ids = redis.call("ZRANGEBYSCORE", failed_index, "-inf", "(" .. ARGV[2], "LIMIT", 0, tonumber(ARGV[3]))
 else
-    ids = redis.call("ZRANGE", failed_index, 0, tonumber(ARGV[2]) - 1)
+    ids = redis.call("ZRANGEBYSCORE", failed_index, "-inf", "(" .. ARGV[2], "LIMIT", 0, tonumber(ARGV[3]))
 end
 local removed = 0
 for _, id in ipairs(ids) do

@@ -24,8 +24,6 @@ JobId: TypeAlias = Union[uuid.UUID, str, Job]
 #: Longest wait of get_result between two looks at the job, in seconds: a
 #: safety net for a notification lost while reconnecting, not the way it wakes up.
 _LOOK_AGAIN = 5.0
-#: Jobs requeued or purged per broker call when every failed job is.
-_FAILED_CHUNK = 1000
 
 
 def job_id_text(job_id: JobId) -> str | None:
@@ -131,24 +129,7 @@ class JobLifecycle:
 
         Each job leaves the failed store and enters its queue in one atomic step.
         """
-        if job_ids is not None:
-            return self._broker.requeue_failed(self._ids(job_ids))
-        # In chunks, the latest failures first; a job requeued here that fails
-        # again meanwhile is not requeued twice, and one that cannot be queued
-        # (its payload cannot be read) is not looked at again.
-        total = 0
-        seen: set[str] = set()
-        offset = 0
-        while True:
-            infos = self._broker.failed_jobs(_FAILED_CHUNK, offset)
-            chunk = [str(info.id) for info in infos if str(info.id) not in seen]
-            if not infos:
-                return total
-            seen.update(chunk)
-            requeued = self._broker.requeue_failed(chunk)
-            total += requeued
-            # Those left behind stay in the store, in front of the next ones.
-            offset += len(infos) - requeued
+        return self._broker.requeue_failed(None if job_ids is None else self._ids(job_ids))
 
     def purge_failed(self, job_ids: Iterable[JobId] | None = None) -> int:
         """Forget failed jobs; every one for None. Returns how many were forgotten."""

@@ -396,9 +396,9 @@ class Broker(ABC):
     @abstractmethod
     def requeue_failed(self, job_ids: Collection[str] | None = None) -> int:
         """Queue jobs of the failed store again, each as its last run was stored,
-        with ``retries`` at 0 and ``at`` now, keeping its id; every job of the
-        store for None. Returns how many were queued; ids not in the store are
-        skipped.
+        with ``retries`` at 0 and ``at`` now, keeping its id; for None, every job
+        in the store when the call starts (not those failing meanwhile).
+        Returns how many were queued; ids not in the store are skipped.
 
         Each job leaves the store and enters its queue in one atomic step: a
         job is never in both, nor in neither. A job whose payload cannot be
@@ -412,9 +412,9 @@ class Broker(ABC):
     ) -> int:
         """Remove jobs from the failed store: those of ``job_ids``; or, with
         ``failed_before`` (POSIX seconds on the broker's clock, and no
-        ``job_ids``), those that failed strictly before it; or every one when
-        both are None. Returns how many were removed. Atomic per job; safe to
-        retry.
+        ``job_ids``), those that failed strictly before it; or, when both are
+        None, every one in the store when the call starts. Returns how many
+        were removed. Atomic per job; safe to retry.
         """
 
     @abstractmethod

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import logging
+import math
 import time
 import uuid
 from collections.abc import Collection, Sequence
@@ -634,13 +635,14 @@ class RedisBroker(Broker):
     @override
     def requeue_failed(self, job_ids: Collection[str] | None = None) -> int:
         if job_ids is None:
-            # The oldest first, a chunk at a time; those that stay (no queue to go
-            # to) are stepped over.
-            total, offset = 0, 0
+            # The jobs that failed before this call, the oldest first, a chunk at a
+            # time: a job requeued here that fails again meanwhile is not requeued
+            # again. Those that stay (no queue to go to) are stepped over.
+            total, offset, until = 0, 0, repr(self._now())
             while True:
                 with refused_clearly():
-                    members = self._redis.zrange(
-                        self._keys.failed_index, offset, offset + _FAILED_CHUNK - 1
+                    members = self._redis.zrangebyscore(
+                        self._keys.failed_index, "-inf", until, start=offset, num=_FAILED_CHUNK
                     )
                 if not members:
                     return total
@@ -687,9 +689,9 @@ class RedisBroker(Broker):
                 for i in range(0, len(ids), _FAILED_CHUNK)
             )
         if failed_before is None:
-            args: list[Any] = ["all", _FAILED_CHUNK]
-        else:
-            args = ["before", repr(failed_before), _FAILED_CHUNK]
+            # Every job there when the call starts, not those failing meanwhile.
+            failed_before = math.nextafter(self._now(), math.inf)
+        args = ["before", repr(failed_before), _FAILED_CHUNK]
         total = 0
         while True:
             removed = int(self._run("purge_failed", keys, args))
