@@ -17,23 +17,26 @@ import ipaddress
 import re
 import ssl
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable
 
 import attrs
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ._doctor_keyspace import (
+    _FIX_WORKERS,
+    check_failed_jobs,
+    check_namespaces,
+    check_workers,
+)
+from ._doctor_report import Check, Server, Status, _refused, _text
 from .brokers.redis.keys import Keys
 
 if TYPE_CHECKING:
     from .clock import Clock
 
 __all__ = ["SCAN_LIMIT", "Check", "Server", "Status", "run_checks"]
-
-#: ``"info"`` describes the deployment (a cluster's masters, a Sentinel
-#: service's sentinels) and is no verdict.
-Status = Literal["pass", "warn", "fail", "unknown", "info"]
 
 #: Most keys SCAN reads on each server, so that the doctor stays cheap on a big one.
 SCAN_LIMIT = 10_000
@@ -53,58 +56,7 @@ _FIX_AUTH = (
     "with one, and `ACL SETUSER default off`), and put it in the URL"
 )
 _FIX_DEDICATED = "give Spinach a Redis server of its own; keep caches and other data elsewhere"
-_FIX_WORKERS = (
-    "start workers for the namespace (engine.start_workers) under systemd, supervisord "
-    "or an orchestrator"
-)
-_FIX_FAILED = (
-    "failed jobs were dropped to keep the store within max_failed: look at "
-    "engine.failed_jobs(), requeue or purge them (engine.requeue_failed(), "
-    "engine.purge_failed()), or raise Engine(max_failed=...); the count can be reset "
-    "with `DEL spinach:{ns}:failed_dropped`"
-)
 _FIX_FAILED_UNREAD = "allow this user `ZCARD`, `ZRANGE` and `GET` on the keys of the namespace"
-_FIX_UNSERVED = "bring back a master for the namespace's hash slot (see the `cluster` check)"
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _refused(command: str, error: redis.ResponseError) -> str:
-    return f"the server refused {command}: {error}"
-
-
-@attrs.frozen
-class Check:
-    """The outcome of one check.
-
-    Attributes:
-        name: what is checked, a stable identifier such as ``"persistence"``.
-        status: ``"pass"``, ``"warn"``, ``"fail"``, ``"unknown"`` when the
-            server would not say (``detail`` then says why), or ``"info"`` for
-            a description of the deployment, which is no verdict.
-        detail: what was found, in one sentence.
-        fix: what to do about it; None for a check that passes.
-        node: the ``host:port`` of the server checked, when the target has
-            several (a cluster's masters) or names none (a Sentinel service);
-            None for the server the target names, and for the checks of the
-            whole deployment.
-    """
-
-    name: str
-    status: Status
-    detail: str
-    fix: str | None = None
-    node: str | None = None
-
-
-@attrs.frozen
-class Server:
-    """A Redis server to check, and the node its findings name (see :attr:`Check.node`)."""
-
-    client: redis.Redis
-    node: str | None = None
 
 
 def _config(client: redis.Redis, *names: str) -> dict[str, str]:
@@ -426,174 +378,6 @@ def check_dedicated(client: redis.Redis, sample: _Sample) -> Check:
             _FIX_DEDICATED,
         )
     return Check(name, "pass", f"only Spinach keys ({scope})")
-
-
-def check_namespaces(
-    found: dict[str, dict[str | None, int]], namespace: str | None, several: bool
-) -> Check:
-    """List the namespaces ``found``: key counts by namespace, then by node.
-
-    With ``several`` servers, each namespace names the nodes holding its keys.
-    """
-    name = "namespaces"
-    keys = {ns: sum(by_node.values()) for ns, by_node in found.items()}
-
-    def on(ns: str) -> str:
-        return f" on {', '.join(str(node) for node in found[ns])}" if several else ""
-
-    if namespace is None:
-        if not found:
-            where = "on any master" if several else "in this database"
-            return Check(name, "pass", f"no Spinach namespace {where}")
-        listed = ", ".join(f"{ns!r} ({keys[ns]} keys{on(ns)})" for ns in sorted(found))
-        return Check(name, "pass", f"{len(found)} namespace(s): {listed}")
-    others = sorted(ns for ns in found if ns != namespace)
-    own = (
-        f"namespace {namespace!r} holds {keys[namespace]} key(s){on(namespace)}"
-        if namespace in found
-        else f"namespace {namespace!r} holds no key yet"
-    )
-    shared = f"shared with {', '.join(map(repr, others))}" if others else "no other namespace"
-    return Check(name, "pass", f"{own}; {shared}")
-
-
-def check_workers(
-    namespaces: list[str],
-    locate: Callable[[str], Server | None],
-    server_times: dict[str | None, float],
-    timeout: float,
-    one_namespace: bool,
-    several: bool,
-) -> Check:
-    """Count the live workers of each namespace, on the server that holds its keys.
-
-    Args:
-        locate: the server holding a key; None when no server serves it.
-        server_times: the time of each server, by node.
-        several: whether the target has several servers, to name them.
-    """
-    name = "workers"
-    if not namespaces:
-        return Check(name, "warn", "no Spinach namespace, so no live worker", _FIX_WORKERS)
-    groups: dict[str | None, tuple[Server, list[str]]] = {}
-    for namespace in namespaces:
-        server = locate(Keys.of(namespace).workers)
-        if server is not None:
-            groups.setdefault(server.node, (server, []))[1].append(namespace)
-    beats: dict[str, tuple[Server, list[float]]] = {}
-    for server, names in groups.values():
-        pipe = server.client.pipeline(transaction=False)
-        for namespace in names:
-            pipe.zrange(Keys.of(namespace).workers, 0, -1, withscores=True)
-        for namespace, reply in zip(names, pipe.execute()):
-            beats[namespace] = (server, [float(score) for _, score in reply])
-    idle = []
-    parts = []
-    for namespace in namespaces:
-        if namespace not in beats:
-            parts.append(f"{namespace!r}: no master serves its hash slot, so no live worker")
-            idle.append(namespace)
-            continue
-        server, scores = beats[namespace]
-        now = server_times[server.node]
-        live = sum(score >= now - timeout for score in scores)
-        where = f" on {server.node}" if several else ""
-        part = f"{namespace!r}{where}: {live} live worker process(es)"
-        if len(scores) > live:
-            part += f", {len(scores) - live} silent (the oldest for {now - min(scores):.0f} s)"
-        parts.append(part)
-        if not live:
-            idle.append(namespace)
-    detail = f"{'; '.join(parts)} (live: a heartbeat in the last {timeout:g} s)"
-    if idle:
-        who = "this namespace has" if one_namespace else f"{len(idle)} namespace(s) have"
-        return Check(name, "warn", f"{who} no live worker: {detail}", _FIX_WORKERS)
-    return Check(name, "pass", detail)
-
-
-def _age(seconds: float) -> str:
-    """A duration in its largest unit that gives at least 2, rounded down: ``"90 s"``,
-    ``"3 min"``, ``"5 h"``, ``"2 d"``."""
-    seconds = max(0.0, seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= 2 * size:
-            return f"{seconds // size:.0f} {unit}"
-    return f"{seconds:.0f} s"
-
-
-def check_failed_jobs(
-    namespaces: list[str],
-    locate: Callable[[str], Server | None],
-    server_times: dict[str | None, float],
-    one_namespace: bool,
-    several: bool,
-) -> Check:
-    """Count the jobs of each namespace's failed store, and those dropped from it.
-
-    Args:
-        locate: the server holding a key; None when no server serves it.
-        server_times: the time of each server, by node.
-        several: whether the target has several servers, to name them.
-    """
-    name = "failed-jobs"
-    if not namespaces:
-        return Check(name, "pass", "no Spinach namespace, so no failed job")
-    groups: dict[str | None, tuple[Server, list[str]]] = {}
-    for namespace in namespaces:
-        server = locate(Keys.of(namespace).failed_index)
-        if server is not None:
-            groups.setdefault(server.node, (server, []))[1].append(namespace)
-    stores: dict[str, tuple[Server, int, float | None, int]] = {}
-    for server, names in groups.values():
-        pipe = server.client.pipeline(transaction=False)
-        for namespace in names:
-            keys = Keys.of(namespace)
-            pipe.zcard(keys.failed_index)
-            pipe.zrange(keys.failed_index, 0, 0, withscores=True)
-            pipe.get(keys.failed_dropped)
-        replies = pipe.execute()
-        for i, namespace in enumerate(names):
-            count, oldest, dropped = replies[3 * i : 3 * i + 3]
-            first = float(oldest[0][1]) if oldest else None
-            stores[namespace] = (server, int(count), first, int(dropped or 0))
-    unserved = []
-    dropping = []
-    kept = 0
-    parts = []
-    for namespace in namespaces:
-        if namespace not in stores:
-            parts.append(
-                f"{namespace!r}: no master serves its hash slot, so its failed store cannot be read"
-            )
-            unserved.append(namespace)
-            continue
-        server, count, first, dropped = stores[namespace]
-        where = f" on {server.node}" if several else ""
-        if not count and not dropped:
-            parts.append(f"{namespace!r}{where}: no failed job")
-            continue
-        part = f"{namespace!r}{where}: {count} failed job(s)"
-        if dropped:
-            part += " kept"
-        if first is not None:
-            part += f" (the oldest failed {_age(server_times[server.node] - first)} ago)"
-        if dropped:
-            part += f", {dropped} dropped"
-            dropping.append(namespace)
-        parts.append(part)
-        kept += count
-    detail = "; ".join(parts)
-    if dropping:
-        who = "this namespace has" if one_namespace else f"{len(dropping)} namespace(s) have"
-        return Check(name, "warn", f"{who} dropped failed jobs: {detail}", _FIX_FAILED)
-    if unserved:
-        return Check(name, "unknown", detail, _FIX_UNSERVED)
-    if kept:
-        detail += (
-            "; none dropped: see them with engine.failed_jobs(), run them again with "
-            "engine.requeue_failed()"
-        )
-    return Check(name, "pass", detail)
 
 
 def _guarded(name: str, fix: str | None, run: Callable[..., Check], *args: Any) -> Check:

@@ -12,7 +12,7 @@ from typing import Any, cast
 
 import redis
 
-from ._doctor_checks import Check, Server, _text
+from ._doctor_report import Check, Server, _text
 
 __all__ = ["check_cluster", "check_sentinel", "poll_sentinels"]
 
