@@ -263,6 +263,7 @@ class Workers(ABC):
             # The job must still be recorded: fail it rather than lose it.
             logger.exception("Could not settle the outcome of %s; failing it", job)
             fail(job, e, self._clock.now())
+            signals.job_failed.send(self._namespace, job=job, err=e)
         signals.job_finished.send(self._namespace, job=job)
         with self._lock:
             mean = self._mean_duration

@@ -197,6 +197,11 @@ class Broker(ABC):
                     if not events:
                         del self._watchers[job_id]
 
+    def _watching(self) -> bool:
+        """Whether a :meth:`watch_job` is in progress."""
+        with self._watchers_lock:
+            return bool(self._watchers)
+
     def _jobs_ended(self, job_ids: Iterable[str] | None) -> None:
         """Set the events of :meth:`watch_job` of these jobs; of every job for None
         (when ends may have been missed)."""

@@ -14,6 +14,7 @@ import functools
 import itertools
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Collection, Sequence
@@ -154,6 +155,7 @@ class RedisBroker(Broker):
         self._lost_adoptions: list[str] = []
         self._keys_cache: Keys | None = None
         self._listener: Listener | None = None
+        self._listener_lock = threading.Lock()
 
     @classmethod
     def from_url(
@@ -766,7 +768,7 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         """Stop listening for notifications and close the client's connections."""
-        self.stop()
+        self._stop_listening()
         if isinstance(self._redis, redis_py.RedisCluster):
             # redis-py's RedisCluster.close() leaves its nodes' pooled sockets open.
             self._redis.disconnect_connection_pools()  # type: ignore[no-untyped-call]
@@ -782,9 +784,10 @@ class RedisBroker(Broker):
 
     @override
     def _listen_for_outcomes(self) -> None:
-        if self._listener is None or not self._listener.running:
-            self._listener = Listener(self._redis, self._keys.channel, self._on_message)
-            self._listener.start(name=f"{self.namespace}-notifications")
+        with self._listener_lock:
+            if self._listener is None or not self._listener.running:
+                self._listener = Listener(self._redis, self._keys.channel, self._on_message)
+                self._listener.start(name=f"{self.namespace}-notifications")
 
     def _on_message(self, data: bytes | str | None) -> None:
         self.wake_up()
@@ -797,9 +800,15 @@ class RedisBroker(Broker):
 
     @override
     def stop(self) -> None:
-        if self._listener is not None:
-            self._listener.stop()
-            self._listener = None
+        # A get_result waiting meanwhile keeps the notifications until close().
+        if not self._watching():
+            self._stop_listening()
+
+    def _stop_listening(self) -> None:
+        with self._listener_lock:
+            listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
 
 
 def _started(record: str) -> datetime | None:
