@@ -1,8 +1,9 @@
 """Fault scenarios: every job a producer was told was accepted is accounted for.
 
 Each scenario prints a line ``scenario=... accepted=N succeeded=S failed=F
-stored=Q lost=0 duplicate_runs=D reported_failed=R failed_store=K``. SPINACH_FAULTS_SCALE scales their size
-(0.1 by default, for CI; 1 is the full size).
+stored=Q lost=0 duplicate_runs=D reported_failed=R failed_store=K``.
+SPINACH_FAULTS_SCALE scales their size (0.1 by default, for CI; 1 is the full
+size).
 """
 
 from __future__ import annotations

@@ -542,3 +542,48 @@ def test_only_calls_with_at_most_once_jobs_leave_a_marker(
     engine.schedule("once")
     assert len(redis_client.keys(pattern)) == 1
     broker.flush()
+
+
+@pytest.mark.parametrize("cause", ["id already stored", "purged meanwhile"])
+def test_requeue_all_leaves_no_failed_job_behind(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch, cause: str
+) -> None:
+    """requeue_failed() requeues every other job of the failed store, even when a
+    job of a chunk leaves the store meanwhile without being requeued."""
+    from spinach.brokers.redis import broker as redis_broker
+
+    # Chunks of 2 jobs stand for the chunks of 1,000 of a larger failed store.
+    monkeypatch.setattr(redis_broker, "_FAILED_CHUNK", 2)
+    broker = RedisBroker.from_url(redis_url)
+    engine = Engine(broker, namespace)
+
+    @engine.task(name="doomed")
+    def doomed(i: int) -> None:
+        raise ValueError(f"doomed {i}")
+
+    try:
+        jobs = [engine.schedule("doomed", i) for i in range(5)]
+        engine.start_workers(number=1, stop_when_queue_empty=True)
+        assert len(engine.failed_jobs()) == 5
+        if cause == "id already stored":
+            # A failed job stored again under its id: the requeue only takes it out.
+            broker.enqueue_jobs([jobs[0]])
+        else:
+            requeue = broker._requeue
+            purged: list[str] = []
+
+            def purged_meanwhile(job_ids: list[str]) -> tuple[int, int]:
+                # Another client purges a job of the first chunk between the
+                # broker's read of the chunk and its requeue.
+                if not purged:
+                    purged.append(job_ids[0])
+                    broker.purge_failed([job_ids[0]])
+                return requeue(job_ids)
+
+            monkeypatch.setattr(broker, "_requeue", purged_meanwhile)
+        requeued = engine.requeue_failed()
+        assert engine.failed_jobs() == []
+        assert requeued == 4
+    finally:
+        broker.flush()
+        broker.close()

@@ -639,7 +639,8 @@ class RedisBroker(Broker):
         if job_ids is None:
             # The jobs that failed before this call, the oldest first, a chunk at a
             # time: a job requeued here that fails again meanwhile is not requeued
-            # again. Those that stay (no queue to go to) are stepped over.
+            # again. The jobs of a chunk leave the store, but for those that have
+            # no queue to go to: the next chunk starts after them.
             total, offset, until = 0, 0, repr(self._now())
             while True:
                 with refused_clearly():
@@ -648,28 +649,34 @@ class RedisBroker(Broker):
                     )
                 if not members:
                     return total
-                requeued = self._requeue([_text(member) for member in members])
+                requeued, stay = self._requeue([_text(member) for member in members])
                 total += requeued
-                offset += len(members) - requeued
+                offset += stay
         ids = list(dict.fromkeys(job_ids))
         chunks = (ids[i : i + _FAILED_CHUNK] for i in range(0, len(ids), _FAILED_CHUNK))
-        return sum(self._requeue(chunk) for chunk in chunks)
+        return sum(self._requeue(chunk)[0] for chunk in chunks)
 
-    def _requeue(self, job_ids: Sequence[str]) -> int:
+    def _requeue(self, job_ids: Sequence[str]) -> tuple[int, int]:
         """Requeue these jobs of the failed store: their payloads are read and reset
-        here, then moved by the requeue_failed script if still in the store."""
+        here, then moved by the requeue_failed script if still in the store.
+
+        Returns how many were queued, and how many stay in the store because
+        they have no queue to go to (a payload that cannot be read); every
+        other one has left the store.
+        """
         k = self._keys
         with refused_clearly():
             records = self._redis.hmget(k.failed_jobs, list(job_ids))
         now = self.now()
-        moves: list[tuple[str, str, str, bytes | str]] = []
-        for job_id, record in zip(job_ids, records):
-            if record is None:
-                continue
-            moves.append(_requeued(job_id, record, now))
+        moves = [
+            _requeued(job_id, record, now)
+            for job_id, record in zip(job_ids, records)
+            if record is not None
+        ]
+        stay = sum(not queue for _, queue, _, _ in moves)
         moves = [move for move in moves if move[1]]
         if not moves:
-            return 0
+            return 0, stay
         queues = list(dict.fromkeys(queue for _, queue, _, _ in moves))
         number = {queue: i for i, queue in enumerate(queues, 1)}
         keys = [k.failed_jobs, k.failed_index, k.payloads, k.seq, k.queues]
@@ -677,7 +684,7 @@ class RedisBroker(Broker):
         args: list[Any] = [k.channel, len(queues), *queues]
         for job_id, queue, task_name, payload in moves:
             args += [job_id, number[queue], task_name, payload]
-        return int(self._run("requeue_failed", keys, args))
+        return int(self._run("requeue_failed", keys, args)), stay
 
     @override
     def purge_failed(
