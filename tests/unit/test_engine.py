@@ -691,8 +691,10 @@ class TestTaskKinds:
         assert (kept.id, kept.status, kept.task_name) == (poison.id, JobStatus.FAILED, "")
         assert kept.error is not None
         assert kept.error.type == "spinach.exc.UnreadableJobError"
-        assert broker.store.namespace(engine.namespace).failed[str(poison.id)][1].endswith(
-            "\n" + damaged
+        assert (
+            broker.store.namespace(engine.namespace)
+            .failed[str(poison.id)][1]
+            .endswith("\n" + damaged)
         )
         assert all_done(broker)
 
