@@ -181,6 +181,8 @@ class Job:
     ended_at: datetime | None = attrs.field(init=False, default=None)
     error: JobError | None = attrs.field(init=False, default=None)
     result_json: str | None = attrs.field(init=False, default=None)
+    # The id and its text, once asked for (see id_text).
+    _id_text: tuple[uuid.UUID, str] | None = attrs.field(init=False, default=None)
 
     @property
     def at(self) -> datetime:
@@ -190,6 +192,16 @@ class Job:
     @at.setter
     def at(self, value: datetime) -> None:
         self._at = _to_utc(value)
+
+    @property
+    def id_text(self) -> str:
+        """``str(job.id)``, kept once made: brokers need it for every job they record."""
+        cached = self._id_text
+        if cached is not None and cached[0] is self.id:
+            return cached[1]
+        text = str(self.id)
+        self._id_text = (self.id, text)
+        return text
 
     @property
     def should_retry(self) -> bool:
@@ -316,32 +328,54 @@ def _job_of_fields(
         )
     if args or kwargs:
         check_stored(args, kwargs)
-    values = {
-        "task_name": task_name,
-        "queue": queue,
-        "_at": datetime.fromtimestamp(at, tz=timezone.utc),
-        "max_retries": max_retries,
-        "task_args": tuple(args),
-        "task_kwargs": kwargs,
-        "id": uuid.UUID(job_id),
-        "status": status,
-        "retries": retries,
-        "task_func": None,
-        "handout_token": None,
-        "unreadable": None,
-        "keep_result": None,
-        "started_at": None,
-        "ended_at": None,
-        "error": None,
-        "result_json": None,
-    }
-    job = object.__new__(Job)
-    for name in _FIELDS:
-        object.__setattr__(job, name, values[name])
+    job = _new_job(Job)
+    for unset in _UNSET:
+        unset(job, None)
+    identity = uuid.UUID(job_id)
+    _set_id_text(job, (identity, job_id))
+    for set_value, value in zip(
+        _SETTERS,
+        (
+            task_name,
+            queue,
+            datetime.fromtimestamp(at, tz=timezone.utc),
+            max_retries,
+            tuple(args),
+            kwargs,
+            identity,
+            status,
+            retries,
+        ),
+    ):
+        set_value(job, value)
     return job
 
 
 _FIELDS = tuple(field.name for field in attrs.fields(Job))
+_new_job = object.__new__
+#: Setting a field of a Job without its on-setattr hooks: the slot's own setter.
+_SETTERS = tuple(
+    getattr(Job, name).__set__
+    for name in (
+        "task_name",
+        "queue",
+        "_at",
+        "max_retries",
+        "task_args",
+        "task_kwargs",
+        "id",
+        "status",
+        "retries",
+    )
+)
+_set_id_text = getattr(Job, "_id_text").__set__  # noqa: B009 - the slot, not the field
+#: The fields a job read back from storage starts without: None each.
+_UNSET = tuple(
+    getattr(Job, field.name).__set__
+    for field in attrs.fields(Job)
+    if field.name not in ("task_name", "queue", "_at", "max_retries", "task_args")
+    and field.name not in ("task_kwargs", "id", "status", "retries", "_id_text")
+)
 _STORED_KINDS = {"task_name": str, "queue": str, "max_retries": int, "retries": int}
 _STORED_KINDS.update(task_args=list, task_kwargs=dict)
 

@@ -244,7 +244,7 @@ class MemoryBroker(Broker):
 
     def _end_running(self, ns: _Namespace, job: Job) -> str | None:
         """End a running job if it is still ours; return its stored payload then."""
-        job_id = str(job.id)
+        job_id = job.id_text
         running = ns.running.get(job_id)
         if running is None or running.token != job.handout_token:
             return None

@@ -92,7 +92,15 @@ _DONE, _KEPT, _AGAIN = 0, 1, 2
 
 
 def _outcome_kinds(jobs: Sequence[Job], again: Sequence[bool]) -> list[int]:
-    return [_AGAIN if a else _KEPT if keeps_record(job) else _DONE for job, a in zip(jobs, again)]
+    kinds = []
+    for job, a in zip(jobs, again):
+        if a:
+            kinds.append(_AGAIN)
+        elif job.result_json is None and job.status is not JobStatus.FAILED:
+            kinds.append(_DONE)  # what most jobs are, decided without a call
+        else:
+            kinds.append(_KEPT if keeps_record(job) else _DONE)
+    return kinds
 
 
 def _merge_states(kinds: Sequence[int], states: list[Any]) -> list[RunningJobState]:
@@ -484,17 +492,22 @@ class RedisBroker(Broker):
         """The keys and arguments of the record_outcomes script recording ``jobs``,
         each of the kind given (see :func:`_outcome_kinds`)."""
         k = self._keys
-        done = [job for job, kind in zip(jobs, kinds) if kind == _DONE]
-        kept = [job for job, kind in zip(jobs, kinds) if kind == _KEPT]
-        again = [job for job, kind in zip(jobs, kinds) if kind == _AGAIN]
+        done: list[Any] = []
+        kept: list[Job] = []
+        again: list[Job] = []
+        for job, kind in zip(jobs, kinds):
+            if kind == _DONE:
+                done += (job.id_text, job.handout_token or "")
+            elif kind == _KEPT:
+                kept.append(job)
+            else:
+                again.append(job)
         queues, number, queue_keys = self._queues_of(again)
         keys = [k.running, k.payloads, k.in_flight, k.seq, k.queues, k.future]
         keys += [k.failed_jobs, k.failed_index, k.failed_dropped, *queue_keys]
         max_failed = "" if self.max_failed is None else self.max_failed
-        args: list[Any] = [self._now(), k.channel, max_failed, len(queues), *queues, len(done)]
-        for job in done:
-            args += [str(job.id), job.handout_token or ""]
-        args.append(len(kept))
+        args: list[Any] = [self._now(), k.channel, max_failed, len(queues), *queues]
+        args += [len(done) // 2, *done, len(kept)]
         for job in kept:
             keep_ms = 0
             if job.status is not JobStatus.FAILED:
