@@ -11,12 +11,13 @@
 -- KEYS[9+i]     ready list of the i-th queue of the retried jobs (i = 1..Q)
 -- KEYS[9+Q+r]   result key of the r-th job below that keeps its result (string, its record)
 -- ARGV[1]       now, POSIX seconds
--- ARGV[2]       notification channel (told when a slot frees, a job is back, or a job
---               ended with a record kept: then the message is "ended:" and their ids,
---               comma-separated)
--- ARGV[3]       the bound of the failed store (a number of jobs), or "" for none
--- ARGV[4]       Q, the number of queues of the retried jobs
--- ARGV[5..4+Q]  the queue names, in the order of their keys
+-- ARGV[2]       notification channel of the engines (told "outcomes" when a slot frees
+--               or a job is back)
+-- ARGV[3]       notification channel of job ends (told the ids of the jobs that ended
+--               with a record kept, comma-separated)
+-- ARGV[4]       the bound of the failed store (a number of jobs), or "" for none
+-- ARGV[5]       Q, the number of queues of the retried jobs
+-- ARGV[6..5+Q]  the queue names, in the order of their keys
 -- then          D, the number of jobs that ended for good keeping nothing, then two values
 --               per job: id, the token it was handed out with
 -- then          K, the number of jobs that ended for good keeping a record, then four
@@ -40,13 +41,13 @@
 
 local running, payloads, in_flight, seq, queues, future = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local failed_jobs, failed_index, failed_dropped = KEYS[7], KEYS[8], KEYS[9]
-local now, channel = tonumber(ARGV[1]), ARGV[2]
-local max_failed = tonumber(ARGV[3])
-local queue_count = tonumber(ARGV[4])
+local now, channel, ended_channel = tonumber(ARGV[1]), ARGV[2], ARGV[3]
+local max_failed = tonumber(ARGV[4])
+local queue_count = tonumber(ARGV[5])
 
 check_place_counter(seq)
 
-local done_at = 6 + queue_count
+local done_at = 7 + queue_count
 local done_count = tonumber(ARGV[done_at - 1])
 local kept_at = done_at + 2 * done_count + 1
 local kept_count = tonumber(ARGV[kept_at - 1])
@@ -97,7 +98,7 @@ end
 for j = first_retry, #ARGV, 6 do
     local id, queue_number, at, task_name = ARGV[j], tonumber(ARGV[j + 2]), tonumber(ARGV[j + 3]), ARGV[j + 4]
     if end_running(id, ARGV[j + 1]) then
-        local queue = ARGV[4 + queue_number]
+        local queue = ARGV[5 + queue_number]
         redis.call("HSET", payloads, id, ARGV[j + 5])
         redis.call("SADD", queues, queue)
         if at <= now then
@@ -109,9 +110,10 @@ for j = first_retry, #ARGV, 6 do
     end
 end
 
-if #ended > 0 then
-    redis.call("PUBLISH", channel, "ended:" .. table.concat(ended, ","))
-elseif notify then
+if notify then
     redis.call("PUBLISH", channel, "outcomes")
+end
+if #ended > 0 then
+    redis.call("PUBLISH", ended_channel, table.concat(ended, ","))
 end
 return results

@@ -42,7 +42,14 @@ def outcome_of(job: Job) -> str | None:
         error = job.error or JobError("spinach.exc.SpinachError", "failed", "")
         return _outcome(job, [error.type, error.message, error.traceback])
     if keeps_record(job) and job.result_json is not None:
-        return _outcome(job, None)[:-1] + ',"result":' + job.result_json + "}"
+        # Written out rather than encoded: every job of a task keeping results
+        # pays for it. A float's repr is JSON (times are finite).
+        started = "null" if job.started_at is None else repr(job.started_at.timestamp())
+        ended = "null" if job.ended_at is None else repr(job.ended_at.timestamp())
+        return (
+            f'{{"status":{JobStatus.SUCCEEDED.value},"started":{started},"ended":{ended},'
+            f'"error":null,"result":{job.result_json}}}'
+        )
     return None
 
 

@@ -116,7 +116,7 @@ class JobLifecycle:
 
     def failed_jobs(self, limit: int = 100, offset: int = 0) -> list[JobInfo]:
         """Jobs of the failed store, the latest failure first, each with its error."""
-        if not isinstance(limit, int) or limit < 0 or not isinstance(offset, int) or offset < 0:
+        if not _is_count(limit) or not _is_count(offset):
             raise ConfigurationError(
                 f"failed_jobs() takes a limit and an offset of 0 or more, got {limit!r} "
                 f"and {offset!r}"
@@ -139,5 +139,16 @@ class JobLifecycle:
     def _ids(job_ids: Iterable[JobId]) -> list[str]:
         if isinstance(job_ids, (str, uuid.UUID, Job)):
             job_ids = [job_ids]
-        texts = [job_id_text(job_id) for job_id in job_ids]
-        return [text for text in texts if text is not None]
+        texts = []
+        for job_id in job_ids:
+            text = job_id_text(job_id)
+            if text is None:
+                raise UnknownJobError(
+                    f"{job_id!r} is not a job id: pass jobs, their ids, or the ids' text"
+                )
+            texts.append(text)
+        return texts
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

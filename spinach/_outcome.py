@@ -36,16 +36,26 @@ _ENGINE_FINAL_ERRORS = (
 )
 
 
-def keep_result(job: Job, result: Any) -> InvalidJobResultError | None:
+def keep_result(job: Job, result: Any, max_size: int | None = None) -> InvalidJobResultError | None:
     """Keep the JSON text of ``result`` on ``job`` when its task keeps results;
-    return the error that fails the job when the value cannot be kept."""
+    return the error that fails the job when the value cannot be kept (not
+    JSON, or over ``max_size`` bytes once encoded)."""
     if job.keep_result is None:
         return None
     try:
         check_result(job.task_name, result)
-        job.result_json = _encode(result)
     except InvalidJobResultError as e:
         return e
+    text = _encode(result)
+    # Encoded JSON is ASCII: its length is its size in bytes.
+    if max_size is not None and len(text) > max_size:
+        return InvalidJobResultError(
+            f"Task {job.task_name!r} keeps its result, but its return value is {len(text):,} "
+            f"bytes once encoded, over the limit of {max_size:,} bytes "
+            "(Engine(max_job_size=...), which bounds results as it bounds jobs). Store large "
+            "data elsewhere (a file, a database row) and return its id"
+        )
+    job.result_json = text
     return None
 
 

@@ -72,7 +72,8 @@ class Engine(JobLifecycle):
             an engine whose own heartbeats kept their schedule that long (see
             ``docs/guarantees.md``).
         max_job_size: the largest serialized job, in bytes, that scheduling
-            accepts (512 KiB by default); None for no limit.
+            accepts (512 KiB by default), and the largest result kept (in bytes
+            of JSON); None for no limit.
         keep_failed: how long a job that failed for good stays in the failed
             store (7 days by default); None keeps it until ``max_failed``
             pushes it out.
@@ -331,6 +332,7 @@ class Engine(JobLifecycle):
                 clock=self._broker.clock,
                 on_job_done=self._broker.wake_up,
                 gate=liveness,
+                max_result_size=self._max_job_size,
             )
         except BaseException:
             self._broker.stop()
@@ -676,9 +678,8 @@ class Engine(JobLifecycle):
                     reachable = True
                     logger.info("The broker is reachable again")
                 if self._keep_failed is not None and time.monotonic() >= purge_after:
-                    before = self._broker.now() - self._keep_failed
-                    self._broker.purge_failed(failed_before=before.timestamp())
                     purge_after = time.monotonic() + _PURGE_INTERVAL
+                    self._purge_old_failures()
                 silent_since = liveness.dead_before()
                 if silent_since is None:
                     continue
@@ -693,6 +694,16 @@ class Engine(JobLifecycle):
             except Exception:
                 reachable = False
                 logger.exception("Error while heartbeating")
+
+    def _purge_old_failures(self) -> None:
+        """Remove the jobs that failed longer ago than ``keep_failed``; an error is
+        logged, and the next purge comes at its time."""
+        assert self._keep_failed is not None
+        try:
+            before = self._broker.now() - self._keep_failed
+            self._broker.purge_failed(failed_before=before.timestamp())
+        except Exception:
+            logger.exception("Could not purge the failed jobs older than %s", self._keep_failed)
 
 
 def _job_size_bound(task: Task) -> int:

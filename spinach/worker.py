@@ -60,6 +60,8 @@ class Workers(ABC):
         clock: where retries read the time; the engine passes its broker's.
         on_job_done: called (from the worker) each time a job ran.
         gate: asked before each job starts; none by default.
+        max_result_size: the largest result kept, in bytes of JSON; a job of
+            a task keeping results that returns more fails. No limit by default.
     """
 
     #: Whether the task functions these workers call are ``async def``.
@@ -73,6 +75,7 @@ class Workers(ABC):
         clock: Clock | None = None,
         on_job_done: Callable[[], None] | None = None,
         gate: StartGate | None = None,
+        max_result_size: int | None = None,
     ) -> None:
         if not isinstance(num_workers, int) or num_workers < 1:
             raise ConfigurationError(
@@ -83,6 +86,7 @@ class Workers(ABC):
         self._clock = clock if clock is not None else SystemClock()
         self._on_job_done = on_job_done
         self._gate = gate
+        self._max_result_size = max_result_size
         self._done: queue.SimpleQueue[Job] = queue.SimpleQueue()
         self._in_flight = 0
         self._lock = threading.Lock()
@@ -253,7 +257,7 @@ class Workers(ABC):
         duration = time.monotonic() - started
         try:
             if err is None:
-                err = keep_result(job, result)
+                err = keep_result(job, result, self._max_result_size)
             settle(self._namespace, job, duration, err, self._clock.now())
             if job.status not in FINISHED:
                 # The task may have put what JSON cannot hold into its own

@@ -587,3 +587,24 @@ def test_requeue_all_leaves_no_failed_job_behind(
     finally:
         broker.flush()
         broker.close()
+
+
+def test_requeue_all_drops_index_entries_without_a_record(redis_url: str, namespace: str) -> None:
+    """An entry of the failed index whose record is gone (a hand edit, an evicting
+    maxmemory-policy) is dropped by requeue_failed(), which then ends."""
+    broker = RedisBroker.from_url(redis_url)
+    engine = Engine(broker, namespace)
+
+    @engine.task(name="doomed")
+    def doomed(i: int) -> None:
+        raise ValueError(f"doomed {i}")
+
+    try:
+        jobs = [engine.schedule("doomed", i) for i in range(3)]
+        engine.start_workers(number=1, stop_when_queue_empty=True)
+        broker.redis.hdel(f"spinach:{{{namespace}}}:failed_jobs", str(jobs[0].id))
+        assert engine.requeue_failed() == 2
+        assert broker.redis.zcard(f"spinach:{{{namespace}}}:failed_index") == 0
+    finally:
+        broker.flush()
+        broker.close()

@@ -525,6 +525,21 @@ class TestKeepResult:
         assert raised.value.error == info.error
         assert all_done(broker)
 
+    def test_result_over_max_job_size_fails_the_job(
+        self, broker: MemoryBroker, namespace: str, recorder: Recorder
+    ) -> None:
+        """A kept result larger than max_job_size once encoded fails its job for good,
+        saying its size and the limit; a result within it is kept."""
+        engine = Engine(broker, namespace, max_job_size=1_000)
+        engine.task(lambda n: "x" * n, name="text", max_retries=2, keep_result=timedelta(hours=1))
+        small, big = engine.schedule("text", 10), engine.schedule("text", 2_000)
+        engine.start_workers(number=1, stop_when_queue_empty=True)
+        assert engine.get_result(small, timeout=0) == "x" * 10
+        info = failed_for_good(engine, recorder, big.id, "spinach.exc.InvalidJobResultError")
+        assert info.error is not None
+        assert "2,002 bytes once encoded, over the limit of 1,000 bytes" in info.error.message
+        assert info.retries == 0
+
 
 class TestFailingForGood:
     """Every way a job fails for good puts it in the failed store, and sends job_failed once."""
@@ -681,12 +696,20 @@ class TestFailedStore:
         assert broker.count_jobs().failed == 5
 
     @pytest.mark.parametrize(
-        ("limit", "offset"), [(-1, 0), (0, -1), (1.5, 0), (1, 0.5), ("3", 0), (None, 0)]
+        ("limit", "offset"), [(-1, 0), (0, -1), (1.5, 0), (1, 0.5), ("3", 0), (None, 0), (True, 0)]
     )
     def test_bad_limit_or_offset_is_refused(self, engine: Engine, limit: Any, offset: Any) -> None:
         """failed_jobs with a limit or offset that is not an int of 0 or more is an error."""
         with pytest.raises(ConfigurationError, match="limit"):
             engine.failed_jobs(limit, offset)
+
+    @pytest.mark.parametrize("method", ["requeue_failed", "purge_failed"])
+    def test_text_that_is_not_a_job_id_is_an_error(self, engine: Engine, method: str) -> None:
+        """requeue_failed and purge_failed refuse a text that is not a job id, naming it."""
+        (job,) = fail_jobs(engine, 1)
+        with pytest.raises(UnknownJobError, match="'typo' is not a job id"):
+            getattr(engine, method)([job.id, "typo"])
+        assert failed_ids(engine) == [job.id]
 
     def test_requeue_all_failed_jobs(
         self, engine: Engine, broker: MemoryBroker, recorder: Recorder
@@ -735,7 +758,7 @@ class TestFailedStore:
         a, b, c, d = fail_jobs(engine, 4)
         assert engine.requeue_failed([b.id]) == 1
         assert failed_ids(engine) == [d.id, c.id, a.id]
-        assert engine.requeue_failed([str(c.id), d, uuid.uuid4(), "not-a-uuid"]) == 2
+        assert engine.requeue_failed([str(c.id), d, uuid.uuid4()]) == 2
         assert failed_ids(engine) == [a.id]
         # b is queued now, no longer failed: naming it again requeues nothing.
         assert engine.requeue_failed([b.id]) == 0
@@ -754,9 +777,9 @@ class TestFailedStore:
     def test_purge_failed_jobs(self, engine: Engine, broker: MemoryBroker) -> None:
         """purge_failed([ids]) and purge_failed() forget failed jobs and return how many."""
         a, b, c = fail_jobs(engine, 3)
-        # An empty list, or ids that are not job ids, name no job: not every job.
+        # An empty list, or ids of no failed job, name no job: not every job.
         assert engine.purge_failed([]) == 0
-        assert engine.purge_failed(["not-a-uuid", uuid.uuid4()]) == 0
+        assert engine.purge_failed([uuid.uuid4()]) == 0
         assert engine.requeue_failed([]) == 0
         assert broker.count_jobs().failed == 3
         assert engine.purge_failed([a.id]) == 1

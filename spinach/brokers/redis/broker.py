@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Union, cast
+from typing import TYPE_CHECKING, Any, Callable, Union, cast
 
 import redis as redis_py
 from redis.commands.core import Script
@@ -77,8 +77,6 @@ _QUEUE_REFRESHES = 3
 #: Most jobs removed from the failed store per call of purge_failed, or read per
 #: call of requeue_failed: no call blocks Redis for long.
 _FAILED_CHUNK = 1000
-#: Message of the notification channel telling which jobs ended with a record kept.
-_ENDED = "ended:"
 
 
 @functools.lru_cache(maxsize=1024)
@@ -162,7 +160,8 @@ class RedisBroker(Broker):
         self._lost_fetches: list[tuple[str, str]] = []
         self._lost_adoptions: list[str] = []
         self._keys_cache: Keys | None = None
-        self._listener: Listener | None = None
+        # The listeners of the engine's events, and of job ends (for get_result).
+        self._listeners: dict[str, Listener] = {}
         self._listener_lock = threading.Lock()
 
     @classmethod
@@ -506,7 +505,8 @@ class RedisBroker(Broker):
         keys = [k.running, k.payloads, k.in_flight, k.seq, k.queues, k.future]
         keys += [k.failed_jobs, k.failed_index, k.failed_dropped, *queue_keys]
         max_failed = "" if self.max_failed is None else self.max_failed
-        args: list[Any] = [self._now(), k.channel, max_failed, len(queues), *queues]
+        args: list[Any] = [self._now(), k.channel, k.ended_channel, max_failed]
+        args += [len(queues), *queues]
         args += [len(done) // 2, *done, len(kept)]
         for job in kept:
             keep_ms = 0
@@ -686,6 +686,12 @@ class RedisBroker(Broker):
             for job_id, record in zip(job_ids, records)
             if record is not None
         ]
+        strays = [job_id for job_id, record in zip(job_ids, records) if record is None]
+        if strays:
+            # Purged meanwhile, or an index entry without its record (a hand edit,
+            # an evicting maxmemory-policy): either way no longer a failed job.
+            with refused_clearly():
+                self._redis.zrem(k.failed_index, *strays)
         stay = sum(not queue for _, queue, _, _ in moves)
         moves = [move for move in moves if move[1]]
         if not moves:
@@ -788,7 +794,7 @@ class RedisBroker(Broker):
 
     def close(self) -> None:
         """Stop listening for notifications and close the client's connections."""
-        self._stop_listening()
+        self._stop_listening("notifications", "job-ends")
         if isinstance(self._redis, redis_py.RedisCluster):
             # redis-py's RedisCluster.close() leaves its nodes' pooled sockets open.
             self._redis.disconnect_connection_pools()  # type: ignore[no-untyped-call]
@@ -800,35 +806,41 @@ class RedisBroker(Broker):
     def start(self) -> None:
         if isinstance(self._clock, ServerClock):
             self._clock.sync()
-        self._listen_for_outcomes()
+        self._start_listener("notifications", self._keys.channel, self._on_event)
 
     @override
     def _listen_for_outcomes(self) -> None:
-        with self._listener_lock:
-            if self._listener is None or not self._listener.running:
-                self._listener = Listener(self._redis, self._keys.channel, self._on_message)
-                self._listener.start(name=f"{self.namespace}-notifications")
+        self._start_listener("job-ends", self._keys.ended_channel, self._on_ended)
 
-    def _on_message(self, data: bytes | str | None) -> None:
+    def _start_listener(
+        self, kind: str, channel: str, on_message: Callable[[bytes | str | None], None]
+    ) -> None:
+        with self._listener_lock:
+            listener = self._listeners.get(kind)
+            if listener is None or not listener.running:
+                listener = self._listeners[kind] = Listener(self._redis, channel, on_message)
+                listener.start(name=f"{self.namespace}-{kind}")
+
+    def _on_event(self, data: bytes | str | None) -> None:
         self.wake_up()
-        if data is None:
-            self._jobs_ended(None)  # messages may have been missed
-            return
-        text = _text(data)
-        if text.startswith(_ENDED):
-            self._jobs_ended(text[len(_ENDED) :].split(","))
+
+    def _on_ended(self, data: bytes | str | None) -> None:
+        # None: (re)subscribed, ends may have been missed meanwhile.
+        self._jobs_ended(None if data is None else _text(data).split(","))
 
     @override
     def stop(self) -> None:
-        # A get_result waiting meanwhile keeps the notifications until close().
+        self._stop_listening("notifications")
+        # A get_result waiting meanwhile keeps hearing of job ends until close().
         if not self._watching():
-            self._stop_listening()
+            self._stop_listening("job-ends")
 
-    def _stop_listening(self) -> None:
+    def _stop_listening(self, *kinds: str) -> None:
         with self._listener_lock:
-            listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop()
+            stopping = [self._listeners.pop(kind, None) for kind in kinds]
+        for listener in stopping:
+            if listener is not None:
+                listener.stop()
 
 
 def _started(record: str) -> datetime | None:

@@ -104,6 +104,10 @@ class Keys:
     def channel(self) -> str:
         return self.prefix + "events"
 
+    @property
+    def ended_channel(self) -> str:
+        return self.prefix + "ended"
+
     def enqueue_marker(self, call_id: str) -> str:
         return f"{self.prefix}enqueued:{call_id}"
 
