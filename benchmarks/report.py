@@ -19,7 +19,7 @@ def figure(result: dict[str, Any], key: str) -> float | None:
     """The headline number of one scenario (jobs/s, ms or bytes), None if not measured."""
     value = result.get(key)
     if isinstance(value, dict):
-        for field in ("jobs_per_s", "p99_ms", "median_ms", "fetch_median_ms"):
+        for field in ("jobs_per_s", "p99_ms", "median_ms", "fetch_median_ms", "bytes_per_job"):
             if field in value:
                 return float(value[field])
         return None
@@ -40,6 +40,8 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
             unit = "ms p99 (median)"
         elif key == "memory_per_job":
             unit = "bytes/job"
+        elif key.startswith("memory_per_"):
+            unit = "bytes each (record bytes)"
         elif key.startswith("blocked_fetch"):
             unit = "ms median (p99)"
         out.append((key, f"{key} ({unit})"))
@@ -62,6 +64,8 @@ def cell(result: dict[str, Any], key: str) -> str:
             return f"{value['p99_ms']:.2f} ({value['median_ms']:.2f})"
         if "fetch_median_ms" in value:
             return f"{value['fetch_median_ms']:.3f} ({value['fetch_p99_ms']:.3f})"
+        if "bytes_per_job" in value:
+            return f"{value['bytes_per_job']:,.0f} ({value['record_bytes']:,.0f})"
         text = f"{value['jobs_per_s']:,.0f}"
         return text + (" (timed out)" if value.get("timed_out") else "")
     if isinstance(value, (int, float)):
@@ -72,7 +76,7 @@ def cell(result: dict[str, Any], key: str) -> str:
 def ratio(ours: float | None, theirs: float | None, key: str) -> str:
     if not ours or not theirs:
         return "-"
-    lower_is_better = "latency" in key or "memory_per_job" in key or key.endswith("#cpu")
+    lower_is_better = "latency" in key or key.startswith("memory_per") or key.endswith("#cpu")
     return f"{(theirs / ours if lower_is_better else ours / theirs):.2f}"
 
 
