@@ -107,8 +107,8 @@ def settle(
 
 
 def fail(job: Job, err: BaseException, now: datetime) -> None:
-    """Fail ``job`` for good without the retry policy, nor signals: the last
-    resort when settling it raised."""
+    """Fail ``job`` for good, bypassing the retry policy: the last resort when
+    settling it raised (the caller sends ``job_failed``)."""
     job.status = JobStatus.FAILED
     job.error = JobError.of(err)
     _ended(job, None, now)

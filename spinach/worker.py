@@ -256,7 +256,7 @@ class Workers(ABC):
     def _ran(self, job: Job, started: float, err: BaseException | None, result: object) -> None:
         duration = time.monotonic() - started
         try:
-            if err is None:
+            if err is None and job.keep_result is not None:
                 err = keep_result(job, result, self._max_result_size)
             settle(self._namespace, job, duration, err, self._clock.now())
             if job.status not in FINISHED:

@@ -550,10 +550,10 @@ def test_requeue_all_leaves_no_failed_job_behind(
 ) -> None:
     """requeue_failed() requeues every other job of the failed store, even when a
     job of a chunk leaves the store meanwhile without being requeued."""
-    from spinach.brokers.redis import broker as redis_broker
+    from spinach.brokers.redis import records
 
     # Chunks of 2 jobs stand for the chunks of 1,000 of a larger failed store.
-    monkeypatch.setattr(redis_broker, "_FAILED_CHUNK", 2)
+    monkeypatch.setattr(records, "_FAILED_CHUNK", 2)
     broker = RedisBroker.from_url(redis_url)
     engine = Engine(broker, namespace)
 
