@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from . import const
 from ._backoff import backoff
@@ -127,9 +127,9 @@ class Engine(JobLifecycle):
         self._tasks = Tasks()
         self._signatures: dict[str, inspect.Signature | None] = {}
         self._bound_shapes: set[tuple[Any, ...]] = set()
-        # Task, seconds its results are kept, and why it cannot run on the
-        # current workers if so, by task name.
-        self._resolved: dict[str, tuple[Task, float | None, InvalidTaskTypeError | None]] = {}
+        # Task, why it cannot run on the current workers if so, and the seconds
+        # its results are kept and its jobs may run, by task name.
+        self._resolved: dict[str, _Resolved] = {}
         self._arbiter: threading.Thread | None = None
         self._maintenance: threading.Thread | None = None
         self._workers: Workers | None = None
@@ -416,7 +416,7 @@ class Engine(JobLifecycle):
         if job.unreadable is not None:
             return UnreadableJobError(f"Job {job.id} could not be read back: {job.unreadable}")
         try:
-            task, keep, error = self._resolved[job.task_name]
+            task, error, keep, limit = self._resolved[job.task_name]
         except KeyError:
             try:
                 task = self._tasks.get(job.task_name)
@@ -424,7 +424,8 @@ class Engine(JobLifecycle):
                 return e
             error = _kind_error(task, type(self._workers))
             keep = None if task.keep_result is None else task.keep_result.total_seconds()
-            self._resolved[job.task_name] = (task, keep, error)
+            limit = None if task.time_limit is None else task.time_limit.total_seconds()
+            self._resolved[job.task_name] = (task, error, keep, limit)
         if error is not None:
             return error
         try:
@@ -434,6 +435,7 @@ class Engine(JobLifecycle):
             return e
         job.task_func = task.func
         job.keep_result = keep
+        job.time_limit = limit
         return None
 
     def _arbitrate(self, queue: str, stop_when_queue_empty: bool) -> None:
@@ -704,6 +706,11 @@ class Engine(JobLifecycle):
             self._broker.purge_failed(failed_before=before.timestamp())
         except Exception:
             logger.exception("Could not purge the failed jobs older than %s", self._keep_failed)
+
+
+#: What the engine resolved of a task: the task, why it cannot run on the
+#: current workers if so, the seconds its results are kept and its jobs may run.
+_Resolved = tuple[Task, Optional[InvalidTaskTypeError], Optional[float], Optional[float]]
 
 
 def _job_size_bound(task: Task) -> int:

@@ -29,6 +29,9 @@ meaning matches a builtin, the error derives from that builtin too, so
     ├── RetryException                    raised by a task to ask for a retry
     └── AbortException                    raised by a task to fail its job for good
 
+    JobTimeLimitExceeded(BaseException)   raised inside a job that ran past its
+                                          task's time_limit
+
 ``RetryException`` and ``AbortException`` keep their Spinach 0.0.25 names and
 can still be imported from :mod:`spinach.task`, where 0.0.25 defined them.
 """
@@ -53,6 +56,7 @@ __all__ = [
     "InvalidTaskError",
     "InvalidTaskTypeError",
     "JobFailedError",
+    "JobTimeLimitExceeded",
     "JobTooLargeError",
     "NotAttachedError",
     "RetryException",
@@ -180,3 +184,12 @@ class RetryException(SpinachError):
 
 class AbortException(SpinachError):
     """Raised by a task to fail its job now, with no more retries."""
+
+
+class JobTimeLimitExceeded(BaseException):
+    """Raised inside a job that ran past its task's ``time_limit``.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so that the task's own
+    ``except Exception`` does not swallow it and go on running. Its job fails
+    with it, and the task's retry policy applies as to any failure.
+    """

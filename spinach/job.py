@@ -174,6 +174,9 @@ class Job:
     #: Seconds to keep the result of this run, from its task (set by the
     #: engine before the job runs); None keeps nothing.
     keep_result: float | None = attrs.field(init=False, default=None)
+    #: Seconds this run may take, from its task (set by the engine before the
+    #: job runs); None for no limit.
+    time_limit: float | None = attrs.field(init=False, default=None)
     #: The outcome of the run that ended the job for good, once settled (see
     #: :mod:`spinach._outcome`): when it started and ended, its error when it
     #: failed, its result as JSON text when kept. Not part of the stored payload.

@@ -55,6 +55,18 @@ def _check_keep_result(
         )
 
 
+def _check_time_limit(
+    instance: Task, attribute: attrs.Attribute[Any], value: timedelta | None
+) -> None:
+    if value is None:
+        return
+    if not isinstance(value, timedelta) or value.total_seconds() < 0.001:
+        raise InvalidTaskError(
+            f"Task {instance.name!r}: time_limit must be a timedelta of 1 ms or more, or "
+            f"None for no limit, got {value!r}"
+        )
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -79,6 +91,8 @@ class Task:
     max_concurrency: int | None = None
     #: How long the result of a job that succeeded is kept; None keeps nothing.
     keep_result: timedelta | None = attrs.field(default=None, validator=_check_keep_result)
+    #: How long a job may run before it is interrupted; None for no limit.
+    time_limit: timedelta | None = attrs.field(default=None, validator=_check_time_limit)
 
     def __attrs_post_init__(self) -> None:
         where = f"Task {self.name!r}"
@@ -202,6 +216,7 @@ class Tasks:
         periodicity: timedelta | None = None,
         max_concurrency: int | None = None,
         keep_result: timedelta | None = None,
+        time_limit: timedelta | None = None,
     ) -> F: ...
 
     @overload
@@ -215,6 +230,7 @@ class Tasks:
         periodicity: timedelta | None = None,
         max_concurrency: int | None = None,
         keep_result: timedelta | None = None,
+        time_limit: timedelta | None = None,
     ) -> Callable[[F], F]: ...
 
     def task(
@@ -227,17 +243,28 @@ class Tasks:
         periodicity: timedelta | None = None,
         max_concurrency: int | None = None,
         keep_result: timedelta | None = None,
+        time_limit: timedelta | None = None,
     ) -> F | Callable[[F], F]:
         """Register a function as a task; use as ``@tasks.task(name='x')``.
 
         The function is returned unchanged (callable directly) with a
         ``task_name`` attribute. With ``keep_result``, the value a job returns
         is kept that long once it succeeded (see ``Engine.get_result``); it
-        must then be plain JSON, like arguments.
+        must then be plain JSON, like arguments. With ``time_limit``, a job
+        running longer is interrupted with ``JobTimeLimitExceeded``.
         """
 
         def register(func: F) -> F:
-            self.add(func, name, queue, max_retries, periodicity, max_concurrency, keep_result)
+            self.add(
+                func,
+                name,
+                queue,
+                max_retries,
+                periodicity,
+                max_concurrency,
+                keep_result,
+                time_limit,
+            )
             try:
                 func.task_name = name  # type: ignore[attr-defined]  # documented marker attribute
             except AttributeError:
@@ -259,6 +286,7 @@ class Tasks:
         periodicity: timedelta | None = None,
         max_concurrency: int | None = None,
         keep_result: timedelta | None = None,
+        time_limit: timedelta | None = None,
     ) -> None:
         """Register a function as a task without decorating it.
 
@@ -288,6 +316,7 @@ class Tasks:
             _first(periodicity, self.periodicity, None),
             _first(max_concurrency, self.max_concurrency, None),
             keep_result,
+            time_limit,
         )
 
     def _require_engine(self) -> _Scheduler:

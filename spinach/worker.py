@@ -8,20 +8,23 @@ ran it, and hand the job back to the engine, which records it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import queue
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from typing_extensions import override
 
 from . import signals
 from ._outcome import fail, keep_result, settle
+from ._time_limits import TimeLimits
 from .clock import Clock, SystemClock
-from .exc import ConfigurationError, WorkersError
+from .exc import ConfigurationError, JobTimeLimitExceeded, WorkersError
 from .job import FINISHED, Job, JobStatus, check_arguments
 
 __all__ = ["AsyncioWorkers", "StartGate", "ThreadWorkers", "Workers"]
@@ -328,6 +331,7 @@ class ThreadWorkers(Workers):
 
     @override
     def _start(self) -> None:
+        self._time_limits = TimeLimits(f"{self._namespace}-time-limits")
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(
@@ -369,10 +373,16 @@ class ThreadWorkers(Workers):
                 continue
             err: BaseException | None = None
             result = None
-            try:
-                result = job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
-            except BaseException as e:
-                err = e
+            if job.time_limit is None:
+                try:
+                    result = job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
+                except BaseException as e:
+                    err = e
+            else:
+                assert job.task_func is not None  # set by the engine
+                task = functools.partial(job.task_func, *job.task_args, **job.task_kwargs)
+                result, err = self._time_limits.run(job.time_limit, task)
+                _explain(err, job)
             self._ran(job, started, err, result)
         signals.worker_terminated.send(self._namespace, worker_name=worker_name)
 
@@ -390,7 +400,10 @@ class ThreadWorkers(Workers):
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
-        return not any(thread.is_alive() for thread in self._threads)
+        if any(thread.is_alive() for thread in self._threads):
+            return False
+        self._time_limits.stop()
+        return True
 
 
 class AsyncioWorkers(Workers):
@@ -451,9 +464,14 @@ class AsyncioWorkers(Workers):
             err: BaseException | None = None
             result = None
             try:
-                result = await job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
+                coroutine = job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
+                if job.time_limit is None:
+                    result = await coroutine
+                else:
+                    result = await _limited(coroutine, job.time_limit)
             except BaseException as e:  # a task raising CancelledError must not kill its worker
                 err = e
+                _explain(err, job)
             self._ran(job, started, err, result)
         signals.worker_terminated.send(self._namespace, worker_name=worker_name)
 
@@ -480,3 +498,27 @@ class AsyncioWorkers(Workers):
     def join(self, timeout: float | None = None) -> bool:
         self._thread.join(timeout)
         return not self._thread.is_alive()
+
+
+async def _limited(coroutine: Any, limit: float) -> Any:
+    """Await ``coroutine``, cancelled after ``limit`` seconds with
+    :class:`JobTimeLimitExceeded` raised instead."""
+    task = asyncio.ensure_future(coroutine)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=limit)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task in done:
+        return task.result()
+    task.cancel()
+    # Its CancelledError, or what it raised while cancelled, is not the outcome.
+    with contextlib.suppress(BaseException):
+        await task
+    raise JobTimeLimitExceeded()
+
+
+def _explain(err: BaseException | None, job: Job) -> None:
+    """Give a time limit's exception, raised bare, a message naming the job."""
+    if isinstance(err, JobTimeLimitExceeded) and not err.args:
+        err.args = (f"{job} ran past its time limit of {job.time_limit:g} s",)

@@ -80,6 +80,7 @@ def producer(redis_url: str, namespace: str) -> Engine:
         tasks.add(_noop, name, max_retries=retries, max_concurrency=limit)
     for name in ("square", "hold_kept"):
         tasks.add(_noop, name, keep_result=timedelta(hours=1))
+    tasks.add(_noop, "spin_limited", time_limit=timedelta(seconds=1))
     engine = Engine(RedisBroker.from_url(redis_url), namespace)
     engine.attach_tasks(tasks)
     return engine
@@ -227,3 +228,23 @@ def test_get_result_is_woken_by_the_end_in_another_process(
     (result,) = got
     assert isinstance(result, dict)
     assert result["held"] == 1
+
+
+def test_time_limit_stops_a_cpu_bound_job_in_another_process(
+    make_producer: Callable[[], Engine], workers: Workers
+) -> None:
+    """A pure-Python job spinning for ever in a worker process is stopped by its
+    1 s time limit within a second of it, and its thread then runs the next job."""
+    workers.start(1, threads=1)
+    engine = make_producer()
+    stuck = engine.schedule("spin_limited", 1)
+    engine.schedule("record", 2)
+    wait_for(lambda: workers.list("runs") == ["2"], timeout=30)
+    info = engine.get_job(stuck.id)
+    assert info is not None
+    assert info.error is not None
+    assert info.error.type == "spinach.exc.JobTimeLimitExceeded"
+    assert info.started_at is not None
+    assert info.ended_at is not None
+    assert 1.0 <= (info.ended_at - info.started_at).total_seconds() < 2.0
+    assert workers.list("failed") == ["spin_limited:1:JobTimeLimitExceeded"]

@@ -72,6 +72,14 @@ def hold_kept(i: int) -> dict[str, Any]:
     return {"held": i, "pid": os.getpid()}
 
 
+@tasks.task(name="spin_limited", time_limit=timedelta(seconds=1))
+def spin_limited(i: int) -> None:
+    r.rpush(key("started"), f"spin:{i}:{os.getpid()}")
+    turns = 0
+    while True:  # pure Python, for ever: only the time limit stops it
+        turns += 1
+
+
 if options.get("periodic"):
 
     @tasks.task(name="tick", periodicity=timedelta(seconds=1))
