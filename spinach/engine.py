@@ -93,18 +93,7 @@ class Engine(JobLifecycle):
         keep_failed: timedelta | None = const.DEFAULT_KEEP_FAILED,
         max_failed: int | None = const.DEFAULT_MAX_FAILED,
     ) -> None:
-        if keep_failed is not None and (
-            not isinstance(keep_failed, timedelta) or keep_failed.total_seconds() <= 0
-        ):
-            raise ConfigurationError(
-                f"keep_failed must be a timedelta above 0, or None, got {keep_failed!r}"
-            )
-        if max_failed is not None and (
-            not isinstance(max_failed, int) or isinstance(max_failed, bool) or max_failed < 1
-        ):
-            raise ConfigurationError(
-                f"max_failed must be a number of jobs above 0, or None, got {max_failed!r}"
-            )
+        check_failed_bounds(keep_failed, max_failed)
         if max_job_size is not None and max_job_size < 1:
             raise ConfigurationError(
                 f"max_job_size must be a number of bytes above 0, or None, got {max_job_size!r}"
@@ -711,6 +700,28 @@ class Engine(JobLifecycle):
 #: What the engine resolved of a task: the task, why it cannot run on the
 #: current workers if so, the seconds its results are kept and its jobs may run.
 _Resolved = tuple[Task, Optional[InvalidTaskTypeError], Optional[float], Optional[float]]
+
+
+def check_failed_bounds(
+    keep_failed: object, max_failed: object, names: tuple[str, str] = ("keep_failed", "max_failed")
+) -> None:
+    """Check the bounds of the failed store, as ``Engine()`` takes them.
+
+    Raises:
+        ConfigurationError: naming the setting (``names``) at fault.
+    """
+    if keep_failed is not None and (
+        not isinstance(keep_failed, timedelta) or keep_failed.total_seconds() <= 0
+    ):
+        raise ConfigurationError(
+            f"{names[0]} must be a timedelta above 0, or None, got {keep_failed!r}"
+        )
+    if max_failed is not None and (
+        not isinstance(max_failed, int) or isinstance(max_failed, bool) or max_failed < 1
+    ):
+        raise ConfigurationError(
+            f"{names[1]} must be a number of jobs above 0, or None, got {max_failed!r}"
+        )
 
 
 def _job_size_bound(task: Task) -> int:

@@ -50,7 +50,7 @@ from flask.ctx import AppContext
 from .. import const, signals
 from ..brokers.base import Broker
 from ..brokers.redis import RedisBroker
-from ..engine import Engine
+from ..engine import Engine, check_failed_bounds
 from ..exc import ConfigurationError, NotAttachedError
 from ..job import Job
 from ..task import Batch, TaskLike, Tasks
@@ -101,7 +101,11 @@ class Spinach:
             raise ConfigurationError(
                 f"SPINACH_NAMESPACE must be a non-empty str, got {namespace!r}"
             )
-        state = _AppState(self, app, Engine(broker, namespace))
+        keep_failed = app.config.get("SPINACH_KEEP_FAILED", const.DEFAULT_KEEP_FAILED)
+        max_failed = app.config.get("SPINACH_MAX_FAILED", const.DEFAULT_MAX_FAILED)
+        check_failed_bounds(keep_failed, max_failed, ("SPINACH_KEEP_FAILED", "SPINACH_MAX_FAILED"))
+        engine = Engine(broker, namespace, keep_failed=keep_failed, max_failed=max_failed)
+        state = _AppState(self, app, engine)
         self._states[app] = state
         state.connect()
         app.extensions["spinach"] = self

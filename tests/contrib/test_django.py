@@ -346,12 +346,26 @@ class TestSettings:
             assert isinstance(get_broker(), RedisBroker)
             assert get_namespace() == "spinach"
 
+    def test_failed_store_bounds(self) -> None:
+        """SPINACH_KEEP_FAILED and SPINACH_MAX_FAILED default to the engine's defaults,
+        and are read as given."""
+        from django.test import override_settings
+
+        from spinach.const import DEFAULT_KEEP_FAILED, DEFAULT_MAX_FAILED
+        from spinach.contrib.spinachd.conf import get_failed_bounds
+
+        assert get_failed_bounds() == (DEFAULT_KEEP_FAILED, DEFAULT_MAX_FAILED)
+        with override_settings(SPINACH_KEEP_FAILED=timedelta(hours=1), SPINACH_MAX_FAILED=None):
+            assert get_failed_bounds() == (timedelta(hours=1), None)
+
     @pytest.mark.parametrize(
         ("name", "value"),
         [
             ("SPINACH_NAMESPACE", ""),
             ("SPINACH_CLEAR_SESSIONS_PERIODICITY", 3600),
             ("SPINACH_ACTUAL_EMAIL_BACKEND", None),
+            ("SPINACH_KEEP_FAILED", 3600),
+            ("SPINACH_MAX_FAILED", 0),
         ],
     )
     def test_bad_settings_are_errors_naming_them(self, name: str, value: Any) -> None:
@@ -364,6 +378,8 @@ class TestSettings:
             "SPINACH_NAMESPACE": conf.get_namespace,
             "SPINACH_CLEAR_SESSIONS_PERIODICITY": conf.get_clear_sessions_periodicity,
             "SPINACH_ACTUAL_EMAIL_BACKEND": conf.get_actual_email_backend,
+            "SPINACH_KEEP_FAILED": conf.get_failed_bounds,
+            "SPINACH_MAX_FAILED": conf.get_failed_bounds,
         }
         with override_settings(**{name: value}), pytest.raises(ImproperlyConfigured, match=name):
             getters[name]()

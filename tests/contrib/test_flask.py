@@ -83,6 +83,15 @@ class TestConfiguration:
         assert isinstance(broker, RedisBroker)
         assert broker.namespace == app.config["SPINACH_NAMESPACE"]
 
+    def test_failed_store_bounds_come_from_the_config(self, make_app: MakeApp) -> None:
+        """SPINACH_MAX_FAILED bounds the failed store of the app's engine; a wrong one,
+        or a wrong SPINACH_KEEP_FAILED, is an error naming it."""
+        ext = Spinach(make_app(SPINACH_MAX_FAILED=5, SPINACH_KEEP_FAILED=timedelta(hours=1)))
+        assert ext.spin.broker.max_failed == 5
+        for name, value in (("SPINACH_MAX_FAILED", 0), ("SPINACH_KEEP_FAILED", 3600)):
+            with pytest.raises(ConfigurationError, match=name):
+                Spinach(make_app(**{name: value}))
+
     def test_given_broker_is_used(self, make_app: MakeApp) -> None:
         """Jobs are stored in the SPINACH_BROKER of the app."""
         broker = MemoryBroker()

@@ -27,7 +27,10 @@ class SpinachdConfig(AppConfig):
 
     def ready(self) -> None:
         """Build the engine, attach every app's tasks and guard DB connections around jobs."""
-        engine = Engine(conf.get_broker(), conf.get_namespace())
+        keep_failed, max_failed = conf.get_failed_bounds()
+        engine = Engine(
+            conf.get_broker(), conf.get_namespace(), keep_failed=keep_failed, max_failed=max_failed
+        )
         discover_tasks(engine, apps.get_app_configs())
         periodicity = conf.get_clear_sessions_periodicity()
         if periodicity is not None and not apps.is_installed("django.contrib.sessions"):

@@ -9,12 +9,15 @@ from django.core.exceptions import ImproperlyConfigured
 
 from ... import const
 from ...brokers.base import Broker
+from ...engine import check_failed_bounds
+from ...exc import ConfigurationError
 
 __all__ = [
     "DEFAULT_ACTUAL_EMAIL_BACKEND",
     "get_actual_email_backend",
     "get_broker",
     "get_clear_sessions_periodicity",
+    "get_failed_bounds",
     "get_namespace",
 ]
 
@@ -67,6 +70,24 @@ def get_clear_sessions_periodicity() -> timedelta | None:
             f"{periodicity!r}"
         )
     return periodicity
+
+
+def get_failed_bounds() -> tuple[timedelta | None, int | None]:
+    """``SPINACH_KEEP_FAILED`` (7 days by default) and ``SPINACH_MAX_FAILED``
+    (10,000), the bounds of the failed store.
+
+    Raises:
+        ImproperlyConfigured: a setting is not what ``Engine()`` takes.
+    """
+    keep_failed: timedelta | None = getattr(
+        settings, "SPINACH_KEEP_FAILED", const.DEFAULT_KEEP_FAILED
+    )
+    max_failed: int | None = getattr(settings, "SPINACH_MAX_FAILED", const.DEFAULT_MAX_FAILED)
+    try:
+        check_failed_bounds(keep_failed, max_failed, ("SPINACH_KEEP_FAILED", "SPINACH_MAX_FAILED"))
+    except ConfigurationError as e:
+        raise ImproperlyConfigured(str(e)) from None
+    return keep_failed, max_failed
 
 
 def get_actual_email_backend() -> str:
