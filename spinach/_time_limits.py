@@ -24,6 +24,9 @@ from .exc import JobTimeLimitExceeded
 
 __all__ = ["TimeLimits"]
 
+#: Entries disarmed early that the heap keeps before it is rebuilt without them.
+_MIN_STALE = 64
+
 # PyThreadState_SetAsyncExc(thread id, exception): one prototype to set the
 # exception, one to clear it (a NULL exception, which None as a py_object is not).
 _PROTOTYPE = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.c_ulong, ctypes.py_object)
@@ -56,6 +59,9 @@ class TimeLimits:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._heap: list[tuple[float, int, _Watch]] = []
+        # Entries of the heap disarmed before their deadline: dropped in one pass
+        # once they are most of it, so that the heap holds about the jobs running.
+        self._stale = 0
         self._order = itertools.count()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -67,10 +73,11 @@ class TimeLimits:
         (:class:`JobTimeLimitExceeded` at the limit).
         """
         watch = _Watch(threading.get_ident(), time.monotonic() + limit)
-        self._arm(watch)
         result: Any = None
         err: BaseException | None = None
         try:
+            # Armed inside: from here on the exception may land anywhere.
+            self._arm(watch)
             try:
                 result = call()
             except BaseException as e:
@@ -78,8 +85,9 @@ class TimeLimits:
             finally:
                 self._disarm(watch)
         except JobTimeLimitExceeded as e:
-            # Set at the limit, it landed after the task returned, before it was
-            # disarmed: at most once, so this disarming cannot be interrupted.
+            # Set at the limit, it landed outside the task (before the call, or
+            # after it returned), before it was disarmed: at most once, so this
+            # disarming cannot be interrupted.
             self._disarm(watch)
             result, err = None, e
         if watch.fired and not isinstance(err, JobTimeLimitExceeded):
@@ -106,10 +114,18 @@ class TimeLimits:
 
     def _disarm(self, watch: _Watch) -> None:
         with self._lock:
-            if watch.armed and watch.fired:
+            if not watch.armed:
+                return
+            watch.armed = False
+            if watch.fired:
                 # Not raised yet: it never will be.
                 _clear_async_exc(watch.thread_id, None)
-            watch.armed = False
+                return
+            self._stale += 1
+            if self._stale > _MIN_STALE and 2 * self._stale > len(self._heap):
+                self._heap = [entry for entry in self._heap if entry[2].armed]
+                heapq.heapify(self._heap)
+                self._stale = 0
 
     def _watch(self) -> None:
         with self._lock:
@@ -117,8 +133,12 @@ class TimeLimits:
                 now = time.monotonic()
                 while self._heap and (not self._heap[0][2].armed or self._heap[0][0] <= now):
                     _, _, watch = heapq.heappop(self._heap)
-                    if watch.armed:
-                        watch.fired = True
-                        _set_async_exc(watch.thread_id, JobTimeLimitExceeded)
+                    if not watch.armed:
+                        self._stale -= 1
+                        continue
+                    modified = _set_async_exc(watch.thread_id, JobTimeLimitExceeded)
+                    if modified > 1:  # never expected; CPython's docs say to undo it
+                        _clear_async_exc(watch.thread_id, None)
+                    watch.fired = modified == 1
                 wait = self._heap[0][0] - now if self._heap else None
                 self._changed.wait(wait)

@@ -8,7 +8,6 @@ ran it, and hand the job back to the engine, which records it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import queue
@@ -503,19 +502,36 @@ class AsyncioWorkers(Workers):
 async def _limited(coroutine: Any, limit: float) -> Any:
     """Await ``coroutine``, cancelled after ``limit`` seconds with
     :class:`JobTimeLimitExceeded` raised instead."""
-    task = asyncio.ensure_future(coroutine)
+    task = asyncio.ensure_future(_outcome_of(coroutine))
     try:
         done, _ = await asyncio.wait({task}, timeout=limit)
     except asyncio.CancelledError:
         task.cancel()
         raise
     if task in done:
-        return task.result()
+        result, err = task.result()
+        if err is not None:
+            raise err
+        return result
     task.cancel()
-    # Its CancelledError, or what it raised while cancelled, is not the outcome.
-    with contextlib.suppress(BaseException):
+    try:
         await task
+    except BaseException:
+        if not task.done():  # this worker itself is being cancelled
+            raise
+        # Else its CancelledError, or what it raised while cancelled: not the outcome.
     raise JobTimeLimitExceeded()
+
+
+async def _outcome_of(coroutine: Any) -> tuple[Any, BaseException | None]:
+    """The result of ``coroutine``, or what it raised: in a task of its own, a
+    ``SystemExit`` it raises must fail its job, not leave the event loop."""
+    try:
+        return await coroutine, None
+    except asyncio.CancelledError:
+        raise
+    except BaseException as e:
+        return None, e
 
 
 def _explain(err: BaseException | None, job: Job) -> None:

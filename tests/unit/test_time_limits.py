@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -190,6 +191,26 @@ class TestAsyncioWorkers:
         assert info.error is not None
         assert info.error.type in ("TimeoutError", "asyncio.exceptions.TimeoutError")
 
+    def test_system_exit_of_a_limited_job_fails_it(self, engine: Engine) -> None:
+        """A limited async job raising SystemExit fails its job, as an unlimited one
+        does; it does not leave the event loop and stop the workers."""
+
+        @engine.task(name="exits", time_limit=timedelta(seconds=30))
+        async def exits() -> None:
+            raise SystemExit(3)
+
+        @engine.task(name="then")
+        async def then() -> None:
+            pass
+
+        job = engine.schedule(exits)
+        engine.schedule(then)
+        engine.start_workers(number=1, stop_when_queue_empty=True, workers_class=AsyncioWorkers)
+        info = failed(engine, job.id)
+        assert info.error is not None
+        assert info.error.type == "SystemExit"
+        assert engine.broker.count_jobs().queued == {}
+
     def test_result_within_the_limit_is_kept(self, engine: Engine) -> None:
         """An async job ending within its limit returns its value as usual."""
 
@@ -204,6 +225,48 @@ class TestAsyncioWorkers:
 
 
 class TestWatcher:
+    def test_no_exception_escapes_with_threads_switching_all_the_time(self) -> None:
+        """With threads switching every bytecode or so, jobs ending right at their
+        limit never let the exception out of run(): it lands in the job or not at all."""
+        limits = TimeLimits("test-time-limits")
+        escaped: list[BaseException] = []
+        counts: list[int] = []
+
+        def worker() -> None:
+            ended = 0
+            for _ in range(1_500):
+                try:
+                    limits.run(0.001, lambda: spin(0.001))
+                    ended += 1
+                except BaseException as e:
+                    escaped.append(e)
+            counts.append(ended)
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            threads = [threading.Thread(target=worker) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+        finally:
+            sys.setswitchinterval(interval)
+            limits.stop()
+        assert escaped == []
+        assert counts == [1_500] * 4
+
+    def test_jobs_ended_early_leave_the_watcher(self) -> None:
+        """Jobs ending long before their limit do not pile up in the watcher: it holds
+        about the jobs running, not every job of the last limit's length."""
+        limits = TimeLimits("test-time-limits")
+        try:
+            for _ in range(10_000):
+                limits.run(3600, lambda: None)
+            assert len(limits._heap) < 200
+        finally:
+            limits.stop()
+
     def test_no_exception_escapes_after_the_task(self) -> None:
         """Jobs ending right at their limit get the limit's exception as their outcome
         or end normally; it never lands in the code that runs after them."""
