@@ -143,7 +143,8 @@ class Fleet:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.killed: set[int] = set()
 
-    def start(self, **options: Any) -> subprocess.Popen[bytes]:
+    def start(self, wait: bool = True, **options: Any) -> subprocess.Popen[bytes]:
+        """Start a worker process; with ``wait``, return once its workers run."""
         with open(self.log_dir / f"worker-{len(self.processes)}.err", "wb") as errors:
             process = subprocess.Popen(
                 [sys.executable, str(WORKER), self.url, self.namespace, str(self.log_dir),
@@ -151,9 +152,18 @@ class Fleet:
                 stderr=errors,
             )  # fmt: skip
         self.processes.append(process)
-        log = self.log_dir / f"{process.pid}.log"
-        wait_for(lambda: log.exists() and "ready" in log.read_text(), timeout=30)
+        if wait:
+            wait_for(lambda: self.is_ready(process), timeout=30)
         return process
+
+    def is_ready(self, process: subprocess.Popen[bytes]) -> bool:
+        """Whether the workers of ``process`` run (it logged "ready")."""
+        log = self.log_dir / f"{process.pid}.log"
+        return log.exists() and "ready" in log.read_text()
+
+    @property
+    def ready(self) -> list[subprocess.Popen[bytes]]:
+        return [p for p in self.alive if self.is_ready(p)]
 
     @property
     def alive(self) -> list[subprocess.Popen[bytes]]:

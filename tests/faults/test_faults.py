@@ -51,15 +51,20 @@ def test_worker_sigkill(
     # jobs has started, so that they land while jobs run however fast the machine
     # is. Paced by the clock, the jobs of a reduced run could all be done before the
     # second kill (a loaded machine scheduling slowly while the workers kept up).
+    # A replacement is started without waiting for it: on a loaded machine a start
+    # takes longer than a reduced run's jobs, which would all be done before the
+    # next kill. Victims are picked among the workers that run.
     step = max(1, len(accepted) // 10)
     kills, pace = 0, threading.Event()
     while not settled(log_dir, accepted) and kills < 50:
-        if len(Records.read(log_dir).started_in) >= (kills + 1) * step:
-            fleet.kill(random.choice(fleet.alive))
+        if len(Records.read(log_dir).started_in) >= (kills + 1) * step and fleet.ready:
+            fleet.kill(random.choice(fleet.ready))
             kills += 1
-            fleet.start(threads=4)
+            fleet.start(wait=False, threads=4)
         pace.wait(0.05)
     wait_for(lambda: settled(log_dir, accepted), timeout=120)
+    # A worker stopped before it installed its signal handlers would not exit cleanly.
+    wait_for(lambda: len(fleet.ready) == len(fleet.alive), timeout=60)
     fleet.stop()
     account = close_books(f"worker-sigkill-{task}", accepted)
     assert kills >= 2
