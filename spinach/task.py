@@ -43,28 +43,21 @@ def _check_periodicity(
         )
 
 
-def _check_keep_result(
-    instance: Task, attribute: attrs.Attribute[Any], value: timedelta | None
-) -> None:
-    if value is None:
-        return
-    if not isinstance(value, timedelta) or value.total_seconds() < 0.001:
-        raise InvalidTaskError(
-            f"Task {instance.name!r}: keep_result must be a timedelta of 1 ms or more, or "
-            f"None to keep nothing, got {value!r}"
-        )
+def _duration_or_none(
+    setting: str, none_means: str
+) -> Callable[[Task, attrs.Attribute[Any], timedelta | None], None]:
+    """A validator of a setting that is a timedelta of 1 ms or more, or None."""
 
+    def check(instance: Task, attribute: attrs.Attribute[Any], value: timedelta | None) -> None:
+        if value is not None and (
+            not isinstance(value, timedelta) or value.total_seconds() < 0.001
+        ):
+            raise InvalidTaskError(
+                f"Task {instance.name!r}: {setting} must be a timedelta of 1 ms or more, or "
+                f"None {none_means}, got {value!r}"
+            )
 
-def _check_time_limit(
-    instance: Task, attribute: attrs.Attribute[Any], value: timedelta | None
-) -> None:
-    if value is None:
-        return
-    if not isinstance(value, timedelta) or value.total_seconds() < 0.001:
-        raise InvalidTaskError(
-            f"Task {instance.name!r}: time_limit must be a timedelta of 1 ms or more, or "
-            f"None for no limit, got {value!r}"
-        )
+    return check
 
 
 def _is_int(value: object) -> bool:
@@ -90,9 +83,13 @@ class Task:
     periodicity: timedelta | None = attrs.field(validator=_check_periodicity)
     max_concurrency: int | None = None
     #: How long the result of a job that succeeded is kept; None keeps nothing.
-    keep_result: timedelta | None = attrs.field(default=None, validator=_check_keep_result)
+    keep_result: timedelta | None = attrs.field(
+        default=None, validator=_duration_or_none("keep_result", "to keep nothing")
+    )
     #: How long a job may run before it is interrupted; None for no limit.
-    time_limit: timedelta | None = attrs.field(default=None, validator=_check_time_limit)
+    time_limit: timedelta | None = attrs.field(
+        default=None, validator=_duration_or_none("time_limit", "for no limit")
+    )
 
     def __attrs_post_init__(self) -> None:
         where = f"Task {self.name!r}"
