@@ -34,15 +34,18 @@ meaning matches a builtin, the error derives from that builtin too, so
 
 ``RetryException`` and ``AbortException`` keep their Spinach 0.0.25 names and
 can still be imported from :mod:`spinach.task`, where 0.0.25 defined them.
+
+:class:`JobError`, what is kept of the exception a job failed with, is
+defined here too, and exported by :mod:`spinach.job`.
 """
 
 from __future__ import annotations
 
+import traceback
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from .job import JobError, JobInfo
+import attrs
 
 __all__ = [
     "AbortException",
@@ -67,6 +70,41 @@ __all__ = [
     "WorkerDiedError",
     "WorkersError",
 ]
+
+
+#: Most characters kept of an error's message, and of its traceback (the end is kept).
+MAX_ERROR_MESSAGE = 4_000
+MAX_ERROR_TRACEBACK = 32_000
+
+
+@attrs.frozen
+class JobError:
+    """Why a job failed, as text: what the broker keeps of the exception."""
+
+    #: The exception's class, ``module.QualifiedName`` (a builtin's name alone).
+    type: str
+    #: ``str()`` of the exception, cut to its first 4,000 characters.
+    message: str
+    #: The formatted traceback, cut to its last 32,000 characters.
+    traceback: str
+
+    @classmethod
+    def of(cls, err: BaseException) -> JobError:
+        """The error of an exception, with the traceback it was raised with."""
+        kind = type(err)
+        name = kind.__qualname__
+        if kind.__module__ != "builtins":
+            name = f"{kind.__module__}.{name}"
+        try:
+            message = str(err)
+        except Exception as e:  # a __str__ that raises must not lose the failure
+            message = f"<str() of the error raised {type(e).__name__}>"
+        text = "".join(traceback.format_exception(kind, err, err.__traceback__))
+        if len(message) > MAX_ERROR_MESSAGE:
+            message = message[:MAX_ERROR_MESSAGE] + "..."
+        if len(text) > MAX_ERROR_TRACEBACK:
+            text = "..." + text[-MAX_ERROR_TRACEBACK:]
+        return cls(name, message, text)
 
 
 class SpinachError(Exception):
@@ -102,17 +140,19 @@ class JobFailedError(SpinachError):
     """Raised by ``get_result`` for a job that failed for good.
 
     Attributes:
-        job: what the broker holds of the job, with its status ``FAILED``.
+        job: what the broker holds of the job (a :class:`~spinach.job.JobInfo`),
+            with its status ``FAILED``.
         error: the job's error: its type, message and traceback, as text.
     """
 
-    def __init__(self, job: JobInfo) -> None:
-        assert job.error is not None
+    def __init__(self, job: Any) -> None:
+        error = job.error
+        assert isinstance(error, JobError)
         super().__init__(
-            f"Job {job.id} of task {job.task_name!r} failed: {job.error.type}: {job.error.message}"
+            f"Job {job.id} of task {job.task_name!r} failed: {error.type}: {error.message}"
         )
         self.job = job
-        self.error: JobError = job.error
+        self.error = error
 
 
 class JobTooLargeError(SpinachError, ValueError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import json
 import math
-import traceback
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -13,6 +12,7 @@ from typing import Any, Callable
 import attrs
 
 from ._bounds import check_arguments, check_stored, short_repr
+from .exc import JobError
 
 __all__ = ["FINISHED", "Job", "JobError", "JobInfo", "JobStatus", "check_arguments"]
 
@@ -30,40 +30,6 @@ class JobStatus(enum.Enum):
 
 #: The statuses of a job that ended for good: its outcome removes it from the broker.
 FINISHED = frozenset((JobStatus.SUCCEEDED, JobStatus.FAILED))
-
-#: Most characters kept of an error's message, and of its traceback (the end is kept).
-MAX_ERROR_MESSAGE = 4_000
-MAX_ERROR_TRACEBACK = 32_000
-
-
-@attrs.frozen
-class JobError:
-    """Why a job failed, as text: what the broker keeps of the exception."""
-
-    #: The exception's class, ``module.QualifiedName`` (a builtin's name alone).
-    type: str
-    #: ``str()`` of the exception, cut to its first 4,000 characters.
-    message: str
-    #: The formatted traceback, cut to its last 32,000 characters.
-    traceback: str
-
-    @classmethod
-    def of(cls, err: BaseException) -> JobError:
-        """The error of an exception, with the traceback it was raised with."""
-        kind = type(err)
-        name = kind.__qualname__
-        if kind.__module__ != "builtins":
-            name = f"{kind.__module__}.{name}"
-        try:
-            message = str(err)
-        except Exception as e:  # a __str__ that raises must not lose the failure
-            message = f"<str() of the error raised {type(e).__name__}>"
-        text = "".join(traceback.format_exception(kind, err, err.__traceback__))
-        if len(message) > MAX_ERROR_MESSAGE:
-            message = message[:MAX_ERROR_MESSAGE] + "..."
-        if len(text) > MAX_ERROR_TRACEBACK:
-            text = "..." + text[-MAX_ERROR_TRACEBACK:]
-        return cls(name, message, text)
 
 
 @attrs.frozen
