@@ -14,6 +14,7 @@ from spinach import Engine, MemoryBroker, signals
 from spinach.brokers.memory import MemoryStore
 from spinach.clock import ManualClock
 from spinach.job import Job
+from spinach.testing import wait_for
 
 SIGNALS = [
     signals.job_started,
@@ -96,3 +97,25 @@ def recorder(namespace: str) -> Iterator[Recorder]:
     recorder = Recorder(namespace)
     yield recorder
     recorder.close()
+
+
+def all_done(broker: MemoryBroker) -> bool:
+    """Whether ``broker`` holds no queued, future or running job."""
+    counts = broker.count_jobs()
+    return not counts.queued and not counts.future and not counts.running
+
+
+def advance(clock: ManualClock, broker: MemoryBroker, seconds: float) -> None:
+    clock.advance(seconds)
+    broker.wake_up()
+
+
+def advance_beating(clock: ManualClock, broker: MemoryBroker, seconds: float) -> None:
+    """Advance the clock in steps that the engine of ``broker`` heartbeats through on
+    schedule, as a live engine does: its heartbeats are its evidence to adopt jobs."""
+    workers = broker.store.namespace(broker.namespace).workers
+    for _ in range(int(seconds // 2)):
+        advance(clock, broker, 2)
+        # Broker times have microsecond precision.
+        wait_for(lambda: workers.get(broker.worker_id, 0.0) >= clock.time() - 1e-3)
+    advance(clock, broker, seconds % 2)

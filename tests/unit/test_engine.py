@@ -21,7 +21,7 @@ from spinach.exc import ConfigurationError, UnknownTask, WorkerDiedError, Worker
 from spinach.job import Job, JobStatus
 from spinach.testing import wait_for
 
-from .conftest import Recorder
+from .conftest import Recorder, advance, advance_beating, all_done
 
 
 class Runs:
@@ -43,27 +43,6 @@ class Runs:
 @pytest.fixture
 def runs() -> Runs:
     return Runs()
-
-
-def all_done(broker: MemoryBroker) -> bool:
-    counts = broker.count_jobs()
-    return not counts.queued and not counts.future and not counts.running
-
-
-def advance(clock: ManualClock, broker: MemoryBroker, seconds: float) -> None:
-    clock.advance(seconds)
-    broker.wake_up()
-
-
-def advance_beating(clock: ManualClock, broker: MemoryBroker, seconds: float) -> None:
-    """Advance the clock in steps that the engine of ``broker`` heartbeats through on
-    schedule, as a live engine does: its heartbeats are its evidence to adopt jobs."""
-    workers = broker.store.namespace(broker.namespace).workers
-    for _ in range(int(seconds // 2)):
-        advance(clock, broker, 2)
-        # Broker times have microsecond precision.
-        wait_for(lambda: workers.get(broker.worker_id, 0.0) >= clock.time() - 1e-3)
-    advance(clock, broker, seconds % 2)
 
 
 class TestRunning:

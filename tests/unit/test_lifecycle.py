@@ -34,7 +34,7 @@ from spinach.job import Job, JobInfo, JobStatus
 from spinach.testing import wait_for
 from spinach.worker import Workers
 
-from .conftest import Recorder
+from .conftest import Recorder, advance, advance_beating, all_done
 
 KINDS = ["threads", "asyncio"]
 WORKERS: dict[str, type[Workers]] = {"threads": ThreadWorkers, "asyncio": AsyncioWorkers}
@@ -78,21 +78,6 @@ def make_task(engine: Engine, kind: str, name: str, body: Callable[..., Any], **
     return name
 
 
-def advance(clock: ManualClock, broker: MemoryBroker, seconds: float) -> None:
-    clock.advance(seconds)
-    broker.wake_up()
-
-
-def advance_beating(clock: ManualClock, broker: MemoryBroker, seconds: float) -> None:
-    """Advance the clock in steps that the engine of ``broker`` heartbeats through on
-    schedule, as a live engine does: its heartbeats are its evidence to adopt jobs."""
-    workers = broker.store.namespace(broker.namespace).workers
-    for _ in range(int(seconds // 2)):
-        advance(clock, broker, 2)
-        wait_for(lambda: workers.get(broker.worker_id, 0.0) >= clock.time() - 1e-3)
-    advance(clock, broker, seconds % 2)
-
-
 def record_looks(monkeypatch: pytest.MonkeyPatch, broker: MemoryBroker) -> list[JobStatus]:
     """From now on, the status of each look of ``broker.get_job`` (NOT_SET for None)
     in a list: once get_result looked at a job still running, it waits, and only a
@@ -107,11 +92,6 @@ def record_looks(monkeypatch: pytest.MonkeyPatch, broker: MemoryBroker) -> list[
 
     monkeypatch.setattr(broker, "get_job", looking)
     return looks
-
-
-def all_done(broker: MemoryBroker) -> bool:
-    counts = broker.count_jobs()
-    return not counts.queued and not counts.future and not counts.running
 
 
 def failed_ids(engine: Engine, *args: int) -> list[uuid.UUID]:
