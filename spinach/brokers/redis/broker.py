@@ -35,7 +35,7 @@ from .errors import ENQUEUE_WINDOW, full, is_full, refused_clearly, too_late, un
 from .keys import Keys
 from .listener import Listener
 from .payload import pack, salvage, unpack
-from .records import JobRecords
+from .records import JobRecords, _text
 from .scripts import read_script
 from .url import CLIENT_DEFAULTS, client_from_url
 
@@ -106,10 +106,6 @@ def _merge_states(kinds: Sequence[int], states: list[Any]) -> list[RunningJobSta
         iter(states[counts[0] + counts[1] :]),
     ]
     return [_STATES[next(by_kind[kind])] for kind in kinds]
-
-
-def _text(value: Any) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 class RedisBroker(JobRecords, Broker):

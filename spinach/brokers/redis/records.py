@@ -32,6 +32,7 @@ _FAILED_CHUNK = 1000
 
 
 def _text(value: Any) -> str:
+    """A reply of Redis as text, from a client decoding responses or not."""
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
