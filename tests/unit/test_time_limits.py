@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sys
 import threading
 import time
@@ -243,6 +244,10 @@ class TestWatcher:
             counts.append(ended)
 
         interval = sys.getswitchinterval()
+        # Objects of earlier tests collected meanwhile would run their finalizers
+        # here, where the exception may land and be swallowed (as the docs say).
+        gc.collect()
+        gc.disable()
         sys.setswitchinterval(1e-6)
         try:
             threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -252,6 +257,7 @@ class TestWatcher:
                 thread.join(120)
         finally:
             sys.setswitchinterval(interval)
+            gc.enable()
             limits.stop()
         assert escaped == []
         assert counts == [1_500] * 4
