@@ -43,6 +43,15 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "socket_timeout": 10,
     "health_check_interval": 30,
 }
+try:
+    from redis.maint_notifications import MaintNotificationsConfig
+except ImportError:  # redis-py before 7: no maintenance notifications
+    pass
+else:
+    # redis-py 8 tries CLIENT MAINT_NOTIFICATIONS on each new connection; a server
+    # without it (Redis before 8) answers with an error, which now and then came
+    # back as the reply of the next command (seen as a failed TIME over TLS).
+    CLIENT_DEFAULTS["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
 
 _PLAIN = ("redis", "rediss", "unix")
 #: Options of TCP connections that a Unix socket connection does not take.
