@@ -6,7 +6,9 @@
 -- KEYS[4]       marker of this call: a string key named after an id unique to the call
 --               (the same when the call is sent again)
 -- KEYS[5]       future: sorted set of the future jobs of every queue, scored by at
--- KEYS[5+i]     ready list of the i-th queue of this call (i = 1..Q)
+-- KEYS[6]       unique: the unique keys of waiting jobs (step unique_key)
+-- KEYS[7]       running: hash, job id -> its record (step running_record)
+-- KEYS[7+i]     ready list of the i-th queue of this call (i = 1..Q)
 -- ARGV[1]       now, POSIX seconds
 -- ARGV[2]       notification channel
 -- ARGV[3]       seconds the marker is kept, from now or, when that is later, from
@@ -20,11 +22,18 @@
 --               client to send than five per job), or in several when they are too many
 --               bytes for one, each holding whole jobs; for each job: its id (36
 --               characters), then "<queue number> <at> <bytes of task name> <bytes of
---               payload>\n", then the task name and the payload
+--               payload>\n" (with " <unique key>" before the newline for a job of a
+--               unique task), then the task name and the payload
 -- Entries: see the steps ready_entry and future_member.
--- Returns: the number of jobs stored; -1 when the call came late (see below).
+-- A job with a unique key is not stored while a waiting job holds that key (stored and not
+-- handed out yet; see step unique_key): the reply names that job instead. Else it holds
+-- the key once stored.
+-- Returns: the number of jobs stored; -1 when the call came late (see below). When jobs
+--          were not stored for their unique key: {stored, i, id, j, id, ...}, each job
+--          (its number in the call, from 1) followed by the id of the job holding its key.
 -- Safe to retry: a job whose id is already stored is skipped; with a marker, a call sent
--- again (after a lost reply) stores nothing, even if its jobs already ran and were removed.
+-- again (after a lost reply) stores nothing, even if its jobs already ran and were removed,
+-- and replies with the unique jobs of the first run, which the marker keeps.
 -- The marker needs to live only as long as the call can still be sent again: a call
 -- that runs past ARGV[4] seconds after the time it was built with stores nothing, so
 -- the marker is kept until a little later than that, ARGV[3] seconds after ARGV[1]
@@ -35,12 +44,15 @@
 --- @include "place_counter"
 --- @include "ready_entry"
 --- @include "future_member"
+--- @include "unique_key"
 
 local payloads, seq, queues, marker, future_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local unique, running = KEYS[6], KEYS[7]
 local now = tonumber(ARGV[1])
 local channel = ARGV[2]
 local marker_seconds, late_after = tonumber(ARGV[3]), ARGV[4]
 local queue_count = tonumber(ARGV[5])
+local marker_ms
 
 check_place_counter(seq)
 
@@ -55,8 +67,14 @@ if marker_seconds > 0 then
         keep_ms = math.max(keep_ms, math.ceil((now + marker_seconds - server_now) * 1000))
     end
     if not redis.call("SET", marker, "1", "NX", "PX", keep_ms) then
+        local first = redis.call("GET", marker)
+        if first and first ~= "1" then
+            local held = cjson.decode(first)
+            return {0, unpack(held)}
+        end
         return 0
     end
+    marker_ms = keep_ms
 end
 for i = 1, queue_count do
     redis.call("SADD", queues, ARGV[5 + i])
@@ -64,20 +82,28 @@ end
 
 -- Ready entries per queue number, without their place in line yet; future scores and entries.
 local ready, ready_count, future = {}, 0, {}
-local stored = 0
+local stored, job_number, held = 0, 0, {}
 for part = 6 + queue_count, #ARGV do
     local jobs = ARGV[part]
     local position = 1
     while position <= #jobs do
         local id = string.sub(jobs, position, position + 35)
-        local _, header_end, queue_number, at, name_bytes, payload_bytes =
-            string.find(jobs, "^(%d+) ([^ ]+) (%d+) (%d+)\n", position + 36)
+        local _, header_end, queue_number, at, name_bytes, payload_bytes, key =
+            string.find(jobs, "^(%d+) ([^ ]+) (%d+) (%d+) ?([^\n]*)\n", position + 36)
         queue_number, at = tonumber(queue_number), tonumber(at)
         local name_end = header_end + tonumber(name_bytes)
         local task_name = string.sub(jobs, header_end + 1, name_end)
         position = name_end + tonumber(payload_bytes) + 1
-        if redis.call("HSETNX", payloads, id, string.sub(jobs, name_end + 1, position - 1)) == 1 then
+        job_number = job_number + 1
+        local holder = key ~= "" and unique_holder(unique, payloads, running, key)
+        if holder then
+            table.insert(held, job_number)
+            table.insert(held, holder)
+        elseif redis.call("HSETNX", payloads, id, string.sub(jobs, name_end + 1, position - 1)) == 1 then
             stored = stored + 1
+            if key ~= "" then
+                redis.call("HSET", unique, key, id, id, key)
+            end
             if at <= now then
                 ready[queue_number] = ready[queue_number] or {}
                 table.insert(ready[queue_number], {id, task_name})
@@ -99,7 +125,7 @@ for queue_number, entries in pairs(ready) do
         entries[i] = ready_entry(place, entries[i][1], entries[i][2])
     end
     for first = 1, #entries, chunk do
-        redis.call("RPUSH", KEYS[5 + queue_number], unpack(entries, first, math.min(first + chunk - 1, #entries)))
+        redis.call("RPUSH", KEYS[7 + queue_number], unpack(entries, first, math.min(first + chunk - 1, #entries)))
     end
 end
 for first = 1, #future, 2 * chunk do
@@ -110,4 +136,11 @@ if stored > 0 then
     -- Ready jobs can start; a future one may be due before idle engines look again.
     redis.call("PUBLISH", channel, "stored")
 end
-return stored
+if #held == 0 then
+    return stored
+end
+if marker_ms then
+    -- A call sent again replies as this one.
+    redis.call("SET", marker, cjson.encode(held), "PX", marker_ms)
+end
+return {stored, unpack(held)}

@@ -10,6 +10,10 @@
 -- KEYS[7]  failed: list of entries that could not be handed out (no payload)
 -- KEYS[8]  calls: hash, worker id -> its last fetch: token prefix .. "\n" .. the more
 --          flag (1 digit) .. the ids of the jobs it handed out (36 characters each)
+-- KEYS[9]  cancelled set of the queue: ids of cancelled jobs whose entries are still in line
+--          (see cancel_job); such an entry is dropped when reached
+-- KEYS[10] unique: the unique keys of waiting jobs (step unique_key); a job handed out
+--          frees its key
 -- ARGV[1]  N, the most jobs to hand out
 -- ARGV[2]  token prefix, unique to this call (worker id, then a call number)
 -- ARGV[3]  now, POSIX seconds: when the jobs are handed out
@@ -31,6 +35,7 @@
 --- @include "ready_entry"
 --- @include "parked_member"
 --- @include "running_record"
+--- @include "unique_key"
 
 local ready, parked, payloads, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local limits_key, in_flight_key, failed, calls = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -55,6 +60,10 @@ end
 redis.call("HDEL", calls, worker)
 
 local limits, in_flight = {}, {}
+local cancelled, unique = KEYS[9], KEYS[10]
+-- One look per call: what a fetch costs when no task is unique does not grow.
+local any_unique = redis.call("EXISTS", unique) == 1
+
 local limit_pairs = redis.call("HGETALL", limits_key)
 for i = 1, #limit_pairs, 2 do
     limits[limit_pairs[i]] = tonumber(limit_pairs[i + 1])
@@ -115,9 +124,14 @@ while handed < max_jobs do
     end
     local id, task_name = ready_entry_id(entry), ready_entry_task(entry)
     local payload = redis.call("HGET", payloads, id)
+    if any_unique then
+        release_unique(unique, id)
+    end
     if not payload then
-        redis.call("RPUSH", failed, entry)
-        table.insert(no_payload, entry)
+        if redis.call("SREM", cancelled, id) == 0 then
+            redis.call("RPUSH", failed, entry)
+            table.insert(no_payload, entry)
+        end
     else
         handed = handed + 1
         local token = token_prefix .. handed

@@ -8,10 +8,12 @@ one text::
 
 The outcome is a JSON object, in this order of keys::
 
-    {"status": 4 or 5, "started": POSIX seconds or null, "ended": POSIX seconds,
+    {"status": 4, 5 or 6, "started": POSIX seconds or null, "ended": POSIX seconds,
      "error": [type, message, traceback] or null, "result": the value}
 
-``result`` is there only for a job that succeeded keeping its result. The
+``result`` is there only for a job that succeeded keeping its result. A
+cancelled job (status 6) is kept as long as failed jobs are, with the outcome
+of :func:`cancelled_outcome`. The
 outcome is built here, by the engine's side, so that a broker script only
 joins it to the payload it holds: it never decodes either. JSON text holds no
 raw newline, so the first one ends the outcome. The payload stays as the broker
@@ -27,7 +29,7 @@ from typing import Any, Callable
 
 from .job import FINISHED, Job, JobError, JobInfo, JobStatus, _encode
 
-__all__ = ["keeps_record", "outcome_of", "read_record", "split_record"]
+__all__ = ["cancelled_outcome", "keeps_record", "outcome_of", "read_record", "split_record"]
 
 #: Reads a payload back (raises ValueError when it cannot); the broker's own.
 Unpack = Callable[[str, Any], Job]
@@ -51,6 +53,18 @@ def outcome_of(job: Job) -> str | None:
             f'"error":null,"result":{job.result_json}}}'
         )
     return None
+
+
+def cancelled_outcome(ended: datetime) -> str:
+    """The outcome text kept of a job cancelled at ``ended``."""
+    return _encode(
+        {
+            "status": JobStatus.CANCELLED.value,
+            "started": None,
+            "ended": ended.timestamp(),
+            "error": None,
+        }
+    )
 
 
 def keeps_record(job: Job) -> bool:

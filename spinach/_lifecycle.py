@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Union
 
-from .exc import ConfigurationError, JobFailedError, UnknownJobError
+from . import signals
+from ._ended import cancelled_outcome
+from .const import DEFAULT_KEEP_FAILED
+from .exc import ConfigurationError, JobCancelledError, JobFailedError, UnknownJobError
 from .job import Job, JobInfo, JobStatus
 
 if TYPE_CHECKING:
@@ -17,6 +22,8 @@ if TYPE_CHECKING:
     from .task import Tasks
 
 __all__ = ["JobId", "JobLifecycle"]
+
+logger = logging.getLogger("spinach.engine")
 
 #: What names a job: its id, the id's text, or the job itself.
 JobId: TypeAlias = Union[uuid.UUID, str, Job]
@@ -49,6 +56,8 @@ class JobLifecycle:
 
     _broker: Broker
     _tasks: Tasks
+    _namespace: str
+    _keep_failed: timedelta | None
 
     def get_job(self, job_id: JobId) -> JobInfo | None:
         """What the broker holds of a job: its status, and its result or error
@@ -71,6 +80,7 @@ class JobLifecycle:
 
         Raises:
             JobFailedError: the job failed for good; its ``error`` says why.
+            JobCancelledError: the job was cancelled.
             TimeoutError: the job had not ended after ``timeout`` seconds.
             UnknownJobError: the job is unknown, its result expired, or its
                 task keeps no result.
@@ -95,6 +105,8 @@ class JobLifecycle:
                     return info.result
                 if info.status is JobStatus.FAILED:
                     raise JobFailedError(info)
+                if info.status is JobStatus.CANCELLED:
+                    raise JobCancelledError(info)
                 self._check_keeps_result(info)
                 wait = _LOOK_AGAIN
                 if deadline is not None:
@@ -113,6 +125,31 @@ class JobLifecycle:
                 f"Task {info.task_name!r} keeps no result, so job {info.id} will have none "
                 "to return: register it with @tasks.task(..., keep_result=timedelta(...))"
             )
+
+    def cancel(self, job_id: JobId) -> bool:
+        """Cancel a job; False when it is unknown or already ended.
+
+        A waiting or queued job is removed and recorded ``CANCELLED`` in one
+        atomic step: it never runs. A running job is recorded ``CANCELLED`` in
+        the same way, never retried, and its worker is told to stop it: a
+        thread job gets :class:`~spinach.exc.JobCancelled` raised at its next
+        Python bytecode, an asyncio job's task is cancelled. The record is
+        kept as long as failed jobs are (``keep_failed``, 7 days when None):
+        :meth:`get_job` reports it, and :meth:`get_result` raises
+        :class:`~spinach.exc.JobCancelledError`. Sends ``job_cancelled``.
+        """
+        text = job_id_text(job_id)
+        if text is None:
+            return False
+        keep = self._keep_failed if self._keep_failed is not None else DEFAULT_KEEP_FAILED
+        job = self._broker.cancel_job(
+            text, cancelled_outcome(self._broker.now()), keep.total_seconds()
+        )
+        if job is None:
+            return False
+        logger.info("Cancelled %s (it was %s)", job, job.status.name)
+        signals.job_cancelled.send(self._namespace, job=job)
+        return True
 
     def failed_jobs(self, limit: int = 100, offset: int = 0) -> list[JobInfo]:
         """Jobs of the failed store, the latest failure first, each with its error."""

@@ -17,6 +17,7 @@ from .exc import (
     InvalidJobResultError,
     InvalidJobSignatureError,
     InvalidTaskTypeError,
+    JobCancelled,
     RetryException,
     UnknownTask,
     UnreadableJobError,
@@ -80,6 +81,12 @@ def settle(
         if job.result_json is not None:
             _ended(job, duration, now)
         logger.info("Finished execution of %s%s", job, took)
+        return
+    if isinstance(err, JobCancelled):
+        # Already recorded CANCELLED by the broker, when it was cancelled.
+        job.status = JobStatus.CANCELLED
+        _ended(job, duration, now)
+        logger.info("Stopped %s%s: it was cancelled", job, took)
         return
     run = f"{job.retries + 1}/{job.max_retries + 1}"
     final = isinstance(err, (AbortException, InvalidJobResultError)) or (

@@ -32,7 +32,7 @@ from .exc import (
     WorkerDiedError,
     WorkersError,
 )
-from .job import Job, JobStatus, check_arguments
+from .job import Job, JobStatus, check_arguments, unique_key
 from .task import Batch, Task, TaskLike, Tasks
 from .worker import ThreadWorkers, Workers
 
@@ -132,6 +132,7 @@ class Engine(JobLifecycle):
         self._grace_period: float | None = None
         # Moves of future jobs that failed in a row.
         self._move_failures = 0
+        broker.on_jobs_cancelled(self._stop_cancelled)
 
     @property
     def namespace(self) -> str:
@@ -171,7 +172,12 @@ class Engine(JobLifecycle):
     # -- scheduling ----------------------------------------------------------
 
     def schedule(self, task: TaskLike, *args: Any, **kwargs: Any) -> Job:
-        """Schedule a job to run as soon as possible."""
+        """Schedule a job to run as soon as possible.
+
+        For a task with ``unique=True``, while a job of the task with equal
+        arguments waits (queued, or waiting for its time), nothing is stored:
+        the job returned has that job's id.
+        """
         job = self._build_job(task, None, args, kwargs)
         self._broker.enqueue_jobs([job])
         return job
@@ -207,6 +213,8 @@ class Engine(JobLifecycle):
             now = self._broker.now()
         job = Job(task.name, task.queue, now if at is None else at, task.max_retries, args, kwargs)
         job.status = JobStatus.QUEUED if job.at <= now else JobStatus.WAITING
+        if task.unique:
+            job.unique_key = unique_key(task.name, args, kwargs)
         limit = self._max_job_size
         # Serialized only when the bound of its size could be over the limit.
         if limit is not None and size_bound + _job_size_bound(task) > limit:
@@ -556,7 +564,7 @@ class Engine(JobLifecycle):
         for job, state in zip(jobs, states):
             if job.id in self._retried_records:
                 self._retried_records.discard(job.id)
-            elif state is RunningJobState.NOT_OURS:
+            elif state is RunningJobState.NOT_OURS and job.status is not JobStatus.CANCELLED:
                 logger.warning(
                     "Outcome of %s not recorded: the job is no longer this worker's (it "
                     "was taken over after this worker was declared dead, or given up at "
@@ -646,6 +654,12 @@ class Engine(JobLifecycle):
             len(waiting),
         )
         self._to_record.extend(started + waiting)
+
+    def _stop_cancelled(self, job_ids: list[str]) -> None:
+        """Stop the jobs of these ids that the workers run or hold: they were cancelled."""
+        workers = self._workers
+        if workers is not None:
+            workers.cancel(job_ids)
 
     def _maintain(self) -> None:
         """Heartbeat, and take over the jobs of dead workers, until told to stop.

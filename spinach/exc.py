@@ -26,11 +26,14 @@ meaning matches a builtin, the error derives from that builtin too, so
     ├── InvalidJobResultError(TypeError)  a kept result that is not plain JSON
     ├── UnknownJobError(LookupError)      a job id that is unknown, or whose outcome is not kept
     ├── JobFailedError                    ``get_result`` of a job that failed for good
+    ├── JobCancelledError                 ``get_result`` of a job that was cancelled
     ├── RetryException                    raised by a task to ask for a retry
     └── AbortException                    raised by a task to fail its job for good
 
     JobTimeLimitExceeded(BaseException)   raised inside a job that ran past its
                                           task's time_limit
+    JobCancelled(BaseException)           raised inside a running job of thread workers
+                                          that ``Engine.cancel`` cancelled
 
 ``RetryException`` and ``AbortException`` keep their Spinach 0.0.25 names and
 can still be imported from :mod:`spinach.task`, where 0.0.25 defined them.
@@ -58,6 +61,8 @@ __all__ = [
     "InvalidJobSignatureError",
     "InvalidTaskError",
     "InvalidTaskTypeError",
+    "JobCancelled",
+    "JobCancelledError",
     "JobFailedError",
     "JobTimeLimitExceeded",
     "JobTooLargeError",
@@ -155,6 +160,19 @@ class JobFailedError(SpinachError):
         self.error = error
 
 
+class JobCancelledError(SpinachError):
+    """Raised by ``get_result`` for a job that was cancelled (``Engine.cancel``).
+
+    Attributes:
+        job: what the broker holds of the job (a :class:`~spinach.job.JobInfo`),
+            with its status ``CANCELLED``.
+    """
+
+    def __init__(self, job: Any) -> None:
+        super().__init__(f"Job {job.id} of task {job.task_name!r} was cancelled")
+        self.job = job
+
+
 class JobTooLargeError(SpinachError, ValueError):
     """A job larger, once serialized, than the engine's ``max_job_size``."""
 
@@ -232,4 +250,14 @@ class JobTimeLimitExceeded(BaseException):
     A ``BaseException``, as ``KeyboardInterrupt`` is, so that the task's own
     ``except Exception`` does not swallow it and go on running. Its job fails
     with it, and the task's retry policy applies as to any failure.
+    """
+
+
+class JobCancelled(BaseException):
+    """Raised inside a running job of thread workers when it is cancelled
+    (``Engine.cancel``); an asyncio job's task is cancelled instead.
+
+    A ``BaseException``, as :class:`JobTimeLimitExceeded` is. The job is
+    already recorded ``CANCELLED`` when it is raised: what the task does then
+    changes nothing, and the job is not retried.
     """

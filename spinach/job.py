@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import math
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, Callable
 
@@ -14,7 +16,15 @@ import attrs
 from ._bounds import check_arguments, check_stored, short_repr
 from .exc import JobError
 
-__all__ = ["FINISHED", "Job", "JobError", "JobInfo", "JobStatus", "check_arguments"]
+__all__ = [
+    "FINISHED",
+    "Job",
+    "JobError",
+    "JobInfo",
+    "JobStatus",
+    "check_arguments",
+    "unique_key",
+]
 
 
 class JobStatus(enum.Enum):
@@ -26,10 +36,11 @@ class JobStatus(enum.Enum):
     RUNNING = 3
     SUCCEEDED = 4
     FAILED = 5
+    CANCELLED = 6
 
 
 #: The statuses of a job that ended for good: its outcome removes it from the broker.
-FINISHED = frozenset((JobStatus.SUCCEEDED, JobStatus.FAILED))
+FINISHED = frozenset((JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED))
 
 
 @attrs.frozen
@@ -37,8 +48,8 @@ class JobInfo:
     """What the broker holds of one job, read by :meth:`Engine.get_job`.
 
     A job is visible while it is waiting, queued or running; once it ended,
-    only while its result is kept (a task with ``keep_result``) or while it
-    is in the failed store.
+    only while its result is kept (a task with ``keep_result``), while it is
+    in the failed store, or while the record of its cancellation is kept.
     """
 
     id: uuid.UUID
@@ -103,6 +114,14 @@ _UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, OverflowError, R
 
 #: One encoder for every job: building one per call costs more than encoding a small job.
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
+_canonical = json.JSONEncoder(separators=(",", ":"), allow_nan=False, sort_keys=True).encode
+
+
+def unique_key(task_name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
+    """The key of a job of a unique task: a digest of its task name and the
+    canonical JSON of its arguments (keys sorted), 32 hex digits."""
+    text = _canonical([task_name, list(args), kwargs])
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 @attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
@@ -150,6 +169,10 @@ class Job:
     ended_at: datetime | None = attrs.field(init=False, default=None)
     error: JobError | None = attrs.field(init=False, default=None)
     result_json: str | None = attrs.field(init=False, default=None)
+    #: For a job of a unique task, the key of its task and arguments (set by
+    #: the engine when it schedules it): a broker stores no second job with the
+    #: same key while this one waits. Not part of the stored payload.
+    unique_key: str | None = attrs.field(init=False, default=None)
     # The id and its text, once asked for (see id_text).
     _id_text: tuple[uuid.UUID, str] | None = attrs.field(init=False, default=None)
 

@@ -16,6 +16,7 @@ from typing_extensions import override
 
 __all__ = [
     "SafeNamedSignal",
+    "job_cancelled",
     "job_failed",
     "job_finished",
     "job_schedule_retry",
@@ -65,6 +66,11 @@ job_schedule_retry = _signal(
     "job_schedule_retry", "Sent when a failed job will be retried: (namespace, job, err)."
 )
 job_failed = _signal("job_failed", "Sent when a job failed for good: (namespace, job, err).")
+job_cancelled = _signal(
+    "job_cancelled",
+    "Sent by the engine whose cancel() cancelled a job, once per job: (namespace, job), "
+    "the job as it was stored, with the status it had (WAITING, QUEUED or RUNNING).",
+)
 worker_started = _signal(
     "worker_started",
     "Sent by a worker thread or coroutine when it starts: (namespace, worker_name).",

@@ -90,6 +90,9 @@ class Task:
     time_limit: timedelta | None = attrs.field(
         default=None, validator=_duration_or_none("time_limit", "for no limit")
     )
+    #: Whether scheduling stores no second job of this task with equal arguments
+    #: while one waits (queued or waiting for its time).
+    unique: bool = False
 
     def __attrs_post_init__(self) -> None:
         where = f"Task {self.name!r}"
@@ -113,6 +116,13 @@ class Task:
                     f"{where}: max_concurrency must be greater than zero, got "
                     f"{self.max_concurrency}"
                 )
+        if not isinstance(self.unique, bool):
+            raise InvalidTaskError(f"{where}: unique must be True or False, got {self.unique!r}")
+        if self.unique and self.periodicity is not None:
+            raise InvalidTaskError(
+                f"{where}: a periodic task cannot be unique (its runs have no arguments, "
+                "and the schedule already stores one job per period)"
+            )
 
     @property
     def task_name(self) -> str:
@@ -214,6 +224,7 @@ class Tasks:
         max_concurrency: int | None = None,
         keep_result: timedelta | None = None,
         time_limit: timedelta | None = None,
+        unique: bool = False,
     ) -> F: ...
 
     @overload
@@ -228,6 +239,7 @@ class Tasks:
         max_concurrency: int | None = None,
         keep_result: timedelta | None = None,
         time_limit: timedelta | None = None,
+        unique: bool = False,
     ) -> Callable[[F], F]: ...
 
     def task(
@@ -241,6 +253,7 @@ class Tasks:
         max_concurrency: int | None = None,
         keep_result: timedelta | None = None,
         time_limit: timedelta | None = None,
+        unique: bool = False,
     ) -> F | Callable[[F], F]:
         """Register a function as a task; use as ``@tasks.task(name='x')``.
 
@@ -248,7 +261,9 @@ class Tasks:
         ``task_name`` attribute. With ``keep_result``, the value a job returns
         is kept that long once it succeeded (see ``Engine.get_result``); it
         must then be plain JSON, like arguments. With ``time_limit``, a job
-        running longer is interrupted with ``JobTimeLimitExceeded``.
+        running longer is interrupted with ``JobTimeLimitExceeded``. With
+        ``unique=True``, scheduling a job while one with equal arguments waits
+        stores nothing and returns the waiting job's id.
         """
 
         def register(func: F) -> F:
@@ -261,6 +276,7 @@ class Tasks:
                 max_concurrency,
                 keep_result,
                 time_limit,
+                unique,
             )
             try:
                 func.task_name = name  # type: ignore[attr-defined]  # documented marker attribute
@@ -284,6 +300,7 @@ class Tasks:
         max_concurrency: int | None = None,
         keep_result: timedelta | None = None,
         time_limit: timedelta | None = None,
+        unique: bool = False,
     ) -> None:
         """Register a function as a task without decorating it.
 
@@ -314,6 +331,7 @@ class Tasks:
             _first(max_concurrency, self.max_concurrency, None),
             keep_result,
             time_limit,
+            unique,
         )
 
     def _require_engine(self) -> _Scheduler:

@@ -8,7 +8,7 @@ ran it, and hand the job back to the engine, which records it.
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextlib
 import logging
 import queue
 import threading
@@ -20,10 +20,10 @@ from typing import Any, Callable, Protocol
 from typing_extensions import override
 
 from . import signals
+from ._interrupts import Interrupts
 from ._outcome import fail, keep_result, settle
-from ._time_limits import TimeLimits
 from .clock import Clock, SystemClock
-from .exc import ConfigurationError, JobTimeLimitExceeded, WorkersError
+from .exc import ConfigurationError, JobCancelled, JobTimeLimitExceeded, WorkersError
 from .job import FINISHED, Job, JobStatus, check_arguments
 
 __all__ = ["AsyncioWorkers", "StartGate", "ThreadWorkers", "Workers"]
@@ -101,6 +101,8 @@ class Workers(ABC):
         self._taken: set[int] = set()
         # When each job not done was handed out (or last confirmed), for the gate.
         self._handed_out: dict[int, float] = {}
+        # Jobs started and then cancelled, until they are done (see cancel()).
+        self._cancelled: dict[int, Job] = {}
         # Moving mean of the run time of jobs, None before the first one.
         self._mean_duration: float | None = None
         self._start()
@@ -204,6 +206,28 @@ class Workers(ABC):
                     del self._handed_out[id(job)]
                     self._in_flight -= 1
 
+    def cancel(self, job_ids: Collection[str]) -> None:
+        """Stop the jobs of these ids, which were cancelled: those not started
+        never start, nor are handed back (as :meth:`drop`); those started are
+        interrupted (see :meth:`_interrupt`), and handed back ``CANCELLED``."""
+        wanted = set(job_ids)
+        started = []
+        with self._lock:
+            for job in [job for job in self._unfinished.values() if job.id_text in wanted]:
+                if id(job) in self._taken:
+                    self._cancelled[id(job)] = job
+                    started.append(job)
+                else:
+                    del self._unfinished[id(job)]
+                    del self._handed_out[id(job)]
+                    self._in_flight -= 1
+        if started:
+            self._interrupt(started)
+
+    @abstractmethod
+    def _interrupt(self, jobs: list[Job]) -> None:
+        """Interrupt these started jobs, now in :attr:`_cancelled`."""
+
     def confirmed(self, jobs: Collection[Job], at: float) -> None:
         """Count these jobs, if not done, as handed out at ``at`` for the gate."""
         with self._lock:
@@ -275,6 +299,7 @@ class Workers(ABC):
             mean = self._mean_duration
             self._mean_duration = duration if mean is None else 0.9 * mean + 0.1 * duration
             abandoned = self._unfinished.pop(id(job), None) is None
+            self._cancelled.pop(id(job), None)
             self._taken.discard(id(job))
             self._handed_out.pop(id(job), None)
             if not abandoned:
@@ -330,7 +355,7 @@ class ThreadWorkers(Workers):
 
     @override
     def _start(self) -> None:
-        self._time_limits = TimeLimits(f"{self._namespace}-time-limits")
+        self._interrupts = Interrupts(f"{self._namespace}-time-limits")
         self._queue: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._threads = [
             threading.Thread(
@@ -370,20 +395,23 @@ class ThreadWorkers(Workers):
             if not call:
                 self._not_called(job)
                 continue
-            err: BaseException | None = None
-            result = None
-            if job.time_limit is None:
-                try:
-                    result = job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
-                except BaseException as e:
-                    err = e
-            else:
-                assert job.task_func is not None  # set by the engine
-                task = functools.partial(job.task_func, *job.task_args, **job.task_kwargs)
-                result, err = self._time_limits.run(job.time_limit, task)
-                _explain(err, job)
+            assert job.task_func is not None  # set by the engine
+            result, err = self._interrupts.run(
+                id(job),
+                job.time_limit,
+                job.task_func,
+                job.task_args,
+                job.task_kwargs,
+                self._cancelled,
+            )
+            _explain(err, job)
             self._ran(job, started, err, result)
         signals.worker_terminated.send(self._namespace, worker_name=worker_name)
+
+    @override
+    def _interrupt(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self._interrupts.interrupt(id(job))
 
     @override
     def runs_in_current_thread(self) -> bool:
@@ -401,7 +429,7 @@ class ThreadWorkers(Workers):
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         if any(thread.is_alive() for thread in self._threads):
             return False
-        self._time_limits.stop()
+        self._interrupts.stop()
         return True
 
 
@@ -416,6 +444,10 @@ class AsyncioWorkers(Workers):
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._queue: asyncio.Queue[Job | None] | None = None
+        # The task running each job's coroutine, and the jobs whose task was
+        # cancelled because the job was; touched in the loop's thread only.
+        self._running_in: dict[int, asyncio.Task[Any]] = {}
+        self._cancelling: set[int] = set()
         self._thread = threading.Thread(
             target=self._run_loop, name=f"{self._namespace}-asyncio-workers", daemon=True
         )
@@ -460,19 +492,53 @@ class AsyncioWorkers(Workers):
             if not call:
                 self._not_called(job)
                 continue
-            err: BaseException | None = None
-            result = None
-            try:
-                coroutine = job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
-                if job.time_limit is None:
-                    result = await coroutine
-                else:
-                    result = await _limited(coroutine, job.time_limit)
-            except BaseException as e:  # a task raising CancelledError must not kill its worker
-                err = e
-                _explain(err, job)
+            result, err = await self._call(job)
+            _explain(err, job)
             self._ran(job, started, err, result)
         signals.worker_terminated.send(self._namespace, worker_name=worker_name)
+
+    async def _call(self, job: Job) -> tuple[Any, BaseException | None]:
+        """Run the job's coroutine; its result and None, or None and what it raised."""
+        if id(job) in self._cancelled:  # cancelled before its call: _interrupt() came first
+            return None, JobCancelled()
+        task = asyncio.current_task()
+        assert task is not None
+        # Cancelling this worker's task while it awaits the job cancels the job:
+        # nothing else is awaited until the job ends.
+        self._running_in[id(job)] = task
+        err: BaseException | None = None
+        result = None
+        try:
+            coroutine = job.task_func(*job.task_args, **job.task_kwargs)  # type: ignore[misc]  # set by the engine
+            if job.time_limit is None:
+                result = await coroutine
+            else:
+                result = await _limited(coroutine, job.time_limit)
+        except BaseException as e:  # a task raising CancelledError must not kill its worker
+            err = e
+        finally:
+            del self._running_in[id(job)]
+        if id(job) in self._cancelling:
+            self._cancelling.discard(id(job))
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None:
+                uncancel()
+            return None, JobCancelled()
+        return result, err
+
+    def _cancel_tasks(self, jobs: list[Job]) -> None:
+        """In the loop's thread: cancel the tasks running these jobs."""
+        for job in jobs:
+            task = self._running_in.get(id(job))
+            if task is not None and id(job) not in self._cancelling:
+                self._cancelling.add(id(job))
+                task.cancel()
+
+    @override
+    def _interrupt(self, jobs: list[Job]) -> None:
+        # A closed loop raises RuntimeError: the workers stopped, and the jobs ended.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._cancel_tasks, jobs)
 
     def _put(self, items: Sequence[Job | None]) -> None:
         assert self._queue is not None
@@ -535,6 +601,9 @@ async def _outcome_of(coroutine: Any) -> tuple[Any, BaseException | None]:
 
 
 def _explain(err: BaseException | None, job: Job) -> None:
-    """Give a time limit's exception, raised bare, a message naming the job."""
+    """Give a time limit's or a cancellation's exception, raised bare, a message
+    naming the job."""
     if isinstance(err, JobTimeLimitExceeded) and not err.args:
         err.args = (f"{job} ran past its time limit of {job.time_limit:g} s",)
+    elif isinstance(err, JobCancelled) and not err.args:
+        err.args = (f"{job} was cancelled",)

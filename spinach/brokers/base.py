@@ -36,7 +36,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import attrs
 
@@ -117,6 +117,8 @@ class Broker(ABC):
         # Events of the callers of watch_job(), by job id.
         self._watchers: dict[str, set[threading.Event]] = {}
         self._watchers_lock = threading.Lock()
+        # Called with the ids of running jobs cancelled (see on_jobs_cancelled).
+        self._cancelled_handler: Callable[[list[str]], None] | None = None
 
     # -- concrete helpers ---------------------------------------------------
 
@@ -213,6 +215,19 @@ class Broker(ABC):
         for event in events:
             event.set()
 
+    def on_jobs_cancelled(self, handler: Callable[[list[str]], None] | None) -> None:
+        """Call ``handler`` with the ids of running jobs that :meth:`cancel_job`
+        cancelled, here or in another process, while :meth:`start` holds (the
+        engine passes them to its workers). Messages may be lost (a dropped
+        connection): the engine also learns it from :meth:`heartbeat`."""
+        self._cancelled_handler = handler
+
+    def _jobs_cancelled(self, job_ids: list[str]) -> None:
+        """Pass the ids of cancelled running jobs to the handler of :meth:`on_jobs_cancelled`."""
+        handler = self._cancelled_handler
+        if handler is not None:
+            handler(job_ids)
+
     def _listen_for_outcomes(self) -> None:  # noqa: B027 - an optional hook, empty by design
         """Make sure that the ends of jobs recorded elsewhere reach :meth:`_jobs_ended`."""
 
@@ -231,6 +246,11 @@ class Broker(ABC):
 
         Atomic: all jobs are stored or none. Safe to retry: a job whose id the
         namespace already holds (ready, future or running) is not stored twice.
+
+        A job with a :attr:`Job.unique_key` is not stored while a job stored
+        with the same key waits (ready or future; a job handed out no longer
+        holds its key): its ``id`` is set to that job's id instead. Within one
+        call, the first job with a key holds it for the next ones.
         """
 
     @abstractmethod
@@ -420,6 +440,26 @@ class Broker(ABC):
         ``job_ids``), those that failed strictly before it; or, when both are
         None, every one in the store when the call starts. Returns how many
         were removed. Atomic per job; safe to retry.
+        """
+
+    @abstractmethod
+    def cancel_job(self, job_id: str, outcome: str, keep: float) -> Job | None:
+        """Cancel the job ``job_id`` (a job id's text) if the namespace holds it.
+
+        In one atomic step a waiting, queued or running job leaves the broker
+        for good, and its record ``<outcome>\\n<payload>`` (see
+        :mod:`spinach._ended`; the caller builds the outcome) is kept ``keep``
+        seconds, as a kept result is: :meth:`get_job` reports it
+        ``CANCELLED``. A waiting or queued job never runs, and frees its
+        unique key. A running job frees its concurrency slot: the outcome its
+        worker records later changes nothing (``NOT_OURS``), and the handlers
+        of :meth:`on_jobs_cancelled` are told. The watchers of the job
+        (:meth:`watch_job`) are told.
+
+        Returns the job as it was stored, with the status it had (``WAITING``,
+        ``QUEUED`` or ``RUNNING``), or None when the namespace holds no such
+        job: unknown, or already ended. Safe to retry (a second call returns
+        None).
         """
 
     @abstractmethod

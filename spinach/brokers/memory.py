@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+import uuid
 import weakref
 from collections import deque
 from collections.abc import Collection, Iterable, Sequence
@@ -82,10 +83,26 @@ class _Namespace:
     results: dict[str, tuple[float, str]] = attrs.Factory(dict)
     #: heap of (expiry, job id) of the kept results
     result_expiry: list[tuple[float, str]] = attrs.Factory(list)
+    #: unique key -> id of the waiting job holding it, and the reverse
+    unique: dict[str, str] = attrs.Factory(dict)
+    unique_of: dict[str, str] = attrs.Factory(dict)
 
     def at_limit(self, task_name: str) -> bool:
         limit = self.limits.get(task_name)
         return limit is not None and self.in_flight.get(task_name, 0) >= limit
+
+    def holder(self, unique_key: str) -> str | None:
+        """The id of the waiting job holding ``unique_key``, if one does."""
+        job_id = self.unique.get(unique_key)
+        if job_id is None or job_id not in self.payloads or job_id in self.running:
+            return None
+        return job_id
+
+    def release_unique(self, job_id: str) -> None:
+        """Free the unique key that the job ``job_id`` holds, if any."""
+        key = self.unique_of.pop(job_id, None)
+        if key is not None and self.unique.get(key) == job_id:
+            del self.unique[key]
 
     def release_slot(self, task_name: str) -> None:
         count = self.in_flight.get(task_name, 0) - 1
@@ -129,6 +146,12 @@ class MemoryStore:
         for broker in list(self._brokers):
             if broker.namespace == namespace:
                 broker.wake_up()
+
+    def notify_cancelled(self, namespace: str, job_ids: list[str]) -> None:
+        """Tell the brokers of ``namespace`` that these running jobs were cancelled."""
+        for broker in list(self._brokers):
+            if broker.namespace == namespace:
+                broker._jobs_cancelled(job_ids)
 
     def notify_ended(self, namespace: str, job_ids: Iterable[str]) -> None:
         """Tell the brokers of ``namespace`` watching these jobs that they ended."""
@@ -187,8 +210,18 @@ class MemoryBroker(Broker):
             ns = self._ns()
             now = self._now()
             for job, payload in zip(jobs, payloads):
-                if str(job.id) not in ns.payloads:
+                key = job.unique_key
+                if key is not None:
+                    holder = ns.holder(key)
+                    if holder is not None:
+                        job.id = uuid.UUID(holder)
+                        continue
+                job_id = job.id_text
+                if job_id not in ns.payloads:
                     self._store_job(ns, job, payload, now)
+                    if key is not None:
+                        ns.unique[key] = job_id
+                        ns.unique_of[job_id] = key
         self._store.notify(self.namespace)
 
     @override
@@ -225,6 +258,8 @@ class MemoryBroker(Broker):
         ns.running[entry.job_id] = _Running(self.worker_id, token, entry.task_name, self._now())
         if entry.task_name in ns.limits:
             ns.in_flight[entry.task_name] = ns.in_flight.get(entry.task_name, 0) + 1
+        if ns.unique_of:
+            ns.release_unique(entry.job_id)
         return self._running_job(ns, entry.job_id, token, entry.task_name, queue)
 
     def _running_job(
@@ -262,9 +297,14 @@ class MemoryBroker(Broker):
                 del ns.failed[next(iter(ns.failed))]
                 ns.failed_dropped += 1
         else:
-            expires = now + (job.keep_result or 0.0)
-            ns.results[job_id] = (expires, record)
-            heapq.heappush(ns.result_expiry, (expires, job_id))
+            self._keep_result(ns, job_id, record, now + (job.keep_result or 0.0), now)
+
+    @staticmethod
+    def _keep_result(ns: _Namespace, job_id: str, record: str, expires: float, now: float) -> None:
+        """Keep the record of a job that did not fail until ``expires``, and
+        forget the records expired by ``now``."""
+        ns.results[job_id] = (expires, record)
+        heapq.heappush(ns.result_expiry, (expires, job_id))
         while ns.result_expiry and ns.result_expiry[0][0] <= now:
             _, expired = heapq.heappop(ns.result_expiry)
             kept = ns.results.get(expired)
@@ -480,6 +520,49 @@ class MemoryBroker(Broker):
             for job_id in old:
                 del ns.failed[job_id]
             return len(old)
+
+    @override
+    def cancel_job(self, job_id: str, outcome: str, keep: float) -> Job | None:
+        with self._store.lock:
+            ns = self._ns()
+            now = self._now()
+            payload = ns.payloads.pop(job_id, None)
+            if payload is None:
+                return None
+            running = ns.running.pop(job_id, None)
+            if running is not None:
+                status = JobStatus.RUNNING
+                if running.task_name in ns.in_flight:
+                    ns.release_slot(running.task_name)
+            else:
+                status = JobStatus.QUEUED if self._unqueue(ns, job_id) else JobStatus.WAITING
+                ns.release_unique(job_id)
+            self._keep_result(ns, job_id, f"{outcome}\n{payload}", now + keep, now)
+        if running is not None:
+            self._store.notify_cancelled(self.namespace, [job_id])
+            self._store.notify(self.namespace)
+        self._store.notify_ended(self.namespace, [job_id])
+        try:
+            job = Job.deserialize(payload)
+        except ValueError:
+            job = Job.could_not_read(job_id, "", self.now())
+        job.status = status
+        return job
+
+    @staticmethod
+    def _unqueue(ns: _Namespace, job_id: str) -> bool:
+        """Take the job ``job_id`` out of its ready list or parked entries,
+        else out of the future jobs; True when it was ready."""
+        lines = [*ns.queues.values()]
+        lines += [waiting for by_task in ns.parked.values() for waiting in by_task.values()]
+        for line in lines:
+            for entry in line:
+                if entry.job_id == job_id:
+                    line.remove(entry)
+                    return True
+        ns.future = [entry for entry in ns.future if entry[2] != job_id]
+        heapq.heapify(ns.future)
+        return False
 
     @override
     def is_queue_empty(self, queue: str) -> bool:

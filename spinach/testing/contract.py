@@ -41,6 +41,7 @@ from ..task import Task
 __all__ = [
     "AdoptJobsOfDeadWorkersContract",
     "BrokerContract",
+    "CancelJobContract",
     "CountJobsContract",
     "EnqueueJobsContract",
     "FailedJobsContract",
@@ -239,6 +240,92 @@ class EnqueueJobsContract(_Base):
         """Enqueuing no job stores nothing and does not fail."""
         broker.enqueue_jobs([])
         assert broker.count_jobs().queued == {}
+
+    @classmethod
+    def unique_job(cls, clock: ManualClock, key: str = "k" * 32, delay: float = 0) -> Job:
+        job = cls.job(clock, delay=delay, max_retries=1)
+        job.unique_key = key
+        return job
+
+    def test_unique_job_waiting_blocks_an_equal_one(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A job whose unique key a queued or future job holds is not stored: it
+        takes that job's id."""
+        for delay in (0, 60):
+            first, second = self.unique_job(clock, delay=delay), self.unique_job(clock)
+            broker.enqueue_jobs([first])
+            first_id = first.id
+            broker.enqueue_jobs([second])
+            assert (first.id, second.id) == (first_id, first_id)
+            counts = broker.count_jobs()
+            assert sum(counts.queued.values()) + counts.future == 1
+            broker.flush()
+
+    def test_unique_key_is_held_within_one_call(self, broker: Broker, clock: ManualClock) -> None:
+        """In one call, the first job with a key holds it for the next; other keys
+        and jobs without a key are stored."""
+        jobs = [self.unique_job(clock), self.unique_job(clock), self.unique_job(clock, "b" * 32)]
+        jobs.append(self.job(clock))
+        broker.enqueue_jobs(jobs)
+        assert jobs[1].id == jobs[0].id
+        handed = broker.get_jobs_from_queue("q", 10)
+        assert self.ids(handed) == [jobs[0].id, jobs[2].id, jobs[3].id]
+
+    def test_started_job_no_longer_holds_its_key(self, broker: Broker, clock: ManualClock) -> None:
+        """Once handed out (and when it is retried), a job holds its key no more."""
+        first = self.unique_job(clock)
+        broker.enqueue_jobs([first])
+        (running,) = broker.get_jobs_from_queue("q", 1)
+        second = self.unique_job(clock)
+        second_id = second.id
+        broker.enqueue_jobs([second])
+        assert second.id == second_id != first.id
+        running.status, running.retries = JobStatus.QUEUED, 1
+        broker.retry_job(running)
+        third = self.unique_job(clock)
+        third_id = third.id
+        broker.enqueue_jobs([third])
+        assert third.id == second_id != third_id
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [second_id, first.id]
+
+    def test_unique_key_resent_call_gives_the_same_id(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Enqueuing a unique job again (a retried call) keeps its id and stores
+        nothing new, at-most-once or not."""
+        for max_retries in (0, 1):
+            job = self.unique_job(clock)
+            job.max_retries = max_retries
+            job_id = job.id
+            broker.enqueue_jobs([job])
+            broker.enqueue_jobs([job])
+            assert job.id == job_id
+            assert broker.count_jobs().queued == {"q": 1}
+            broker.flush()
+
+    def test_racing_unique_jobs_store_one(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Equal unique jobs enqueued at once by several brokers store exactly one,
+        and every caller gets its id."""
+        brokers = [make_broker(broker.namespace) for _ in range(4)]
+        jobs = [[self.unique_job(clock) for _ in range(25)] for _ in brokers]
+        start = threading.Barrier(len(brokers))
+
+        def enqueue(index: int) -> None:
+            start.wait()
+            for job in jobs[index]:
+                brokers[index].enqueue_jobs([job])
+
+        threads = [threading.Thread(target=enqueue, args=(i,)) for i in range(len(brokers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert broker.count_jobs().queued == {"q": 1}
+        (stored,) = broker.get_jobs_from_queue("q", 10)
+        assert {job.id for row in jobs for job in row} == {stored.id}
 
 
 class GetJobsFromQueueContract(_Base):
@@ -1173,6 +1260,158 @@ class WatchJobContract(_Base):
             broker.stop()
 
 
+class CancelJobContract(_Base):
+    """:meth:`Broker.cancel_job`."""
+
+    OUTCOME = '{"status":6,"started":null,"ended":1790000000.5,"error":null}'
+
+    def cancel(self, broker: Broker, job: Job, keep: float = 60.0) -> Job | None:
+        return broker.cancel_job(str(job.id), self.OUTCOME, keep)
+
+    def assert_cancelled(self, broker: Broker, job: Job) -> None:
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert (info.status, info.task_name, info.task_args) == (
+            JobStatus.CANCELLED,
+            job.task_name,
+            job.task_args,
+        )
+        assert info.ended_at is not None
+        assert info.ended_at.timestamp() == pytest.approx(1_790_000_000.5)
+
+    def test_queued_job_never_runs(self, broker: Broker, clock: ManualClock) -> None:
+        """A queued job is cancelled: returned QUEUED as stored, recorded CANCELLED,
+        never handed out, no longer counted; the jobs around it keep their order."""
+        jobs = [self.job(clock, args=(i,)) for i in range(3)]
+        broker.enqueue_jobs(jobs)
+        got = self.cancel(broker, jobs[1])
+        assert got is not None
+        assert (got.id, got.status, got.task_args) == (jobs[1].id, JobStatus.QUEUED, (1,))
+        self.assert_cancelled(broker, jobs[1])
+        assert broker.count_jobs().queued == {"q": 2}
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [jobs[0].id, jobs[2].id]
+        assert broker.is_queue_empty("q")
+        assert broker.count_jobs().queued == {}
+
+    def test_future_job_never_runs(self, broker: Broker, clock: ManualClock) -> None:
+        """A future job is cancelled WAITING, and is not moved once due."""
+        job = self.job(clock, delay=30)
+        broker.enqueue_jobs([job])
+        got = self.cancel(broker, job)
+        assert got is not None
+        assert got.status is JobStatus.WAITING
+        assert broker.count_jobs().future == 0
+        clock.advance(31)
+        assert broker.move_future_jobs() is None
+        assert broker.get_jobs_from_queue("q", 10) == []
+        self.assert_cancelled(broker, job)
+
+    def test_running_job_is_no_longer_its_workers(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A running job is cancelled RUNNING: its worker's outcome changes nothing,
+        its slot is free at once, and started brokers of the namespace are told."""
+        told: list[list[str]] = []
+        arrived = threading.Event()
+        listener = make_broker(broker.namespace)
+
+        def tell(job_ids: list[str]) -> None:
+            told.append(job_ids)
+            arrived.set()
+
+        listener.on_jobs_cancelled(tell)
+        listener.start()
+        try:
+            broker.set_concurrency_limits([self.task("task", max_concurrency=1)])
+            running = self.hand_out(broker, clock, max_retries=1)
+            waiting = self.job(clock, max_retries=1)
+            broker.enqueue_jobs([waiting])
+            assert broker.get_jobs_from_queue("q", 1) == []
+            got = self.cancel(broker, running)
+            assert got is not None
+            assert got.status is JobStatus.RUNNING
+            assert arrived.wait(10), "no started broker was told of the cancel"
+            assert told == [[str(running.id)]]
+            assert broker.record_outcomes([self.fail(running, clock)]) == [RunningJobState.NOT_OURS]
+            assert broker.failed_jobs(10) == []
+            self.assert_cancelled(broker, running)
+            assert self.ids(broker.get_jobs_from_queue("q", 1)) == [waiting.id]
+            assert broker.count_jobs().running == 1
+        finally:
+            listener.stop()
+
+    def test_blocked_job_is_dropped_where_it_waits(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A job set aside behind a concurrency limit is cancelled and never runs;
+        the others keep their order."""
+        broker.set_concurrency_limits([self.task("limited", max_concurrency=1)])
+        first = self.hand_out(broker, clock, task_name="limited", max_retries=1)
+        blocked = [self.job(clock, "limited", max_retries=1) for _ in range(2)]
+        free = self.job(clock, "free")
+        broker.enqueue_jobs([*blocked, free])
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [free.id]
+        assert self.cancel(broker, blocked[0]) is not None
+        assert broker.count_jobs().queued == {"q": 1}
+        first.status = JobStatus.SUCCEEDED
+        broker.record_outcomes([first])
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [blocked[1].id]
+        assert broker.failed_jobs(10) == []
+
+    def test_unknown_or_ended_job_is_left_alone(self, broker: Broker, clock: ManualClock) -> None:
+        """None for an unknown id, a job ended (failed, or succeeded keeping its
+        result) and a second cancel; their records stay as they were."""
+        assert broker.cancel_job(str(uuid.uuid4()), self.OUTCOME, 60) is None
+        failed = self.failed_job(broker, clock)
+        kept = self.succeeded_job(broker, clock)
+        assert self.cancel(broker, failed) is None
+        assert self.cancel(broker, kept) is None
+        assert self.info_ids(broker.failed_jobs(10)) == [failed.id]
+        assert (info := broker.get_job(str(kept.id))) is not None
+        assert info.status is JobStatus.SUCCEEDED
+        queued = self.job(clock)
+        broker.enqueue_jobs([queued])
+        assert self.cancel(broker, queued) is not None
+        assert self.cancel(broker, queued) is None
+        self.assert_cancelled(broker, queued)
+
+    def test_cancelled_unique_job_frees_its_key(self, broker: Broker, clock: ManualClock) -> None:
+        """A cancelled waiting unique job no longer blocks an equal one."""
+        first = EnqueueJobsContract.unique_job(clock)
+        broker.enqueue_jobs([first])
+        self.cancel(broker, first)
+        second = EnqueueJobsContract.unique_job(clock)
+        second_id = second.id
+        broker.enqueue_jobs([second])
+        assert second.id == second_id != first.id
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [second_id]
+
+    def test_watchers_are_told(self, broker: Broker, clock: ManualClock) -> None:
+        """Cancelling a job sets the events of its watchers."""
+        job = self.job(clock)
+        broker.enqueue_jobs([job])
+        try:
+            with broker.watch_job(str(job.id)) as ended:
+                ended.clear()
+                self.cancel(broker, job)
+                assert ended.wait(10), "cancelling a watched job set no event"
+        finally:
+            broker.stop()
+
+    def test_record_expires(self, broker: Broker, clock: ManualClock) -> None:
+        """The record is gone after its keep seconds (on the server's clock for Redis,
+        hence real time passes too)."""
+        job = self.job(clock)
+        broker.enqueue_jobs([job])
+        self.cancel(broker, job, keep=0.05)
+        clock.advance(1)
+        deadline = time.monotonic() + 10
+        pause = threading.Event()
+        while broker.get_job(str(job.id)) is not None:
+            assert time.monotonic() < deadline, "the record outlived its keep seconds"
+            pause.wait(0.02)
+
+
 class CountJobsContract(_Base):
     """:meth:`Broker.count_jobs` and :meth:`Broker.is_queue_empty`."""
 
@@ -1336,6 +1575,7 @@ class BrokerContract(
     FailedJobsContract,
     RequeueFailedContract,
     PurgeFailedContract,
+    CancelJobContract,
     WatchJobContract,
     CountJobsContract,
     FlushContract,

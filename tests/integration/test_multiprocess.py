@@ -19,7 +19,7 @@ import redis
 from spinach import Batch, Engine, Tasks
 from spinach import _lifecycle as lifecycle
 from spinach.brokers.redis import RedisBroker
-from spinach.exc import JobFailedError
+from spinach.exc import JobCancelledError, JobFailedError
 from spinach.job import JobStatus
 from spinach.testing import wait_for
 
@@ -81,6 +81,10 @@ def producer(redis_url: str, namespace: str) -> Engine:
     for name in ("square", "hold_kept"):
         tasks.add(_noop, name, keep_result=timedelta(hours=1))
     tasks.add(_noop, "spin_limited", time_limit=timedelta(seconds=1))
+    tasks.add(_noop, "sleeper", max_retries=2)
+    tasks.add(_noop, "aio_sleeper", queue="aio", max_retries=2)
+    tasks.add(_noop, "aio_record", queue="aio")
+    tasks.add(_noop, "unique_record", unique=True)
     engine = Engine(RedisBroker.from_url(redis_url), namespace)
     engine.attach_tasks(tasks)
     return engine
@@ -248,3 +252,95 @@ def test_time_limit_stops_a_cpu_bound_job_in_another_process(
     assert info.ended_at is not None
     assert 1.0 <= (info.ended_at - info.started_at).total_seconds() < 2.0
     assert workers.list("failed") == ["spin_limited:1:JobTimeLimitExceeded"]
+
+
+@pytest.mark.parametrize("kind", ["threads", "asyncio"])
+def test_cancel_stops_a_running_job_in_another_process(
+    make_producer: Callable[[], Engine], workers: Workers, kind: str
+) -> None:
+    """Cancelling a job sleeping in a worker process stops it there: a thread job
+    gets JobCancelled, an asyncio job's task is cancelled; it is recorded
+    CANCELLED, never retried, and its worker runs the next job."""
+    asyncio_workers = kind == "asyncio"
+    workers.start(1, threads=1, asyncio=asyncio_workers)
+    engine = make_producer()
+    sleeper, record = ("aio_sleeper", "aio_record") if asyncio_workers else ("sleeper", "record")
+    job = engine.schedule(sleeper, 1)
+    wait_for(lambda: workers.list("started"), timeout=30)
+    engine.schedule(record, 2)
+    assert engine.cancel(job.id)
+    wait_for(lambda: workers.list("runs") == ["2"], timeout=30)
+    assert workers.list("cancelled") == [f"{sleeper}:1"]
+    info = engine.get_job(job.id)
+    assert info is not None
+    assert info.status is JobStatus.CANCELLED
+    with pytest.raises(JobCancelledError):
+        engine.get_result(job.id, timeout=0)
+    assert workers.list("failed") == []
+    assert len(workers.list("started")) == 1  # not retried
+    assert not engine.cancel(job.id)
+
+
+UNIQUE_PRODUCER = """
+import sys, threading
+import redis
+from spinach import Engine, Tasks
+from spinach.brokers.redis import RedisBroker
+
+url, namespace, calls = sys.argv[1], sys.argv[2], int(sys.argv[3])
+tasks = Tasks()
+tasks.add(lambda *args, **kwargs: None, "unique_record", unique=True)
+engine = Engine(RedisBroker.from_url(url), namespace)
+engine.attach_tasks(tasks)
+r = redis.Redis.from_url(url)
+r.rpush(f"test:{namespace}:ready", 1)
+r.blpop([f"test:{namespace}:go"], timeout=60)
+ids = []
+
+def schedule(count):
+    for _ in range(count):
+        ids.append(str(engine.schedule("unique_record", 7, note="same").id))
+
+threads = [threading.Thread(target=schedule, args=(calls // 10,)) for _ in range(10)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print(" ".join(sorted(set(ids))), len(ids))
+"""
+
+
+def test_concurrent_unique_schedules_from_processes_store_one(
+    make_producer: Callable[[], Engine], redis_url: str, namespace: str
+) -> None:
+    """1,000 schedule() calls of one unique job at once, from 4 processes (10
+    threads each), store exactly one job, and every call returns its id."""
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", UNIQUE_PRODUCER, redis_url, namespace, "250"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    try:
+        wait_for(lambda: r.llen(f"test:{namespace}:ready") == 4, timeout=60)
+        r.rpush(f"test:{namespace}:go", *[1] * 4)
+        outputs = [process.communicate(timeout=120)[0].split() for process in processes]
+    finally:
+        for process in processes:
+            process.kill()
+        r.close()
+    ids = {output[0] for output in outputs}
+    assert [output[1:] for output in outputs] == [["250"]] * 4
+    assert len(ids) == 1
+    engine = make_producer()
+    assert engine.broker.count_jobs().queued == {"spinach": 1}
+    info = engine.get_job(ids.pop())
+    assert info is not None
+    assert (info.status, info.task_args, info.task_kwargs) == (
+        JobStatus.QUEUED,
+        (7,),
+        {"note": "same"},
+    )

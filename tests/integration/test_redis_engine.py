@@ -407,8 +407,7 @@ def test_scripts_run_again_by_the_client_hand_out_nothing_new(
     jobs = [engine.schedule("record", i) for i in range(4)]
     k = broker._keys
     prefix = broker._token_prefix()
-    fetch_keys = [k.ready("spinach"), k.parked("spinach"), k.payloads, k.running, k.limits,
-                  k.in_flight, k.failed, k.calls]  # fmt: skip
+    fetch_keys = broker._fetch_keys("spinach")
     args = [2, prefix, broker.now().timestamp()]
     first = broker._scripts["get_jobs_from_queue"](keys=fetch_keys, args=args)
     again = broker._scripts["get_jobs_from_queue"](keys=fetch_keys, args=args)

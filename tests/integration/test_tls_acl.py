@@ -378,7 +378,7 @@ def test_documented_acl_allows_every_command_of_the_scripts() -> None:
     allowed = {rule[1:] for rule in _documented_rules("ACL SETUSER") if rule.startswith("+")}
     called = {
         command.lower()
-        for script in lua_dir().glob("*.lua")
+        for script in lua_dir().rglob("*.lua")
         for command in re.findall(
             r"redis\.p?call\(\s*[\"'](\w+)[\"']", script.read_text(encoding="utf-8")
         )

@@ -2,11 +2,13 @@
 
 Its tasks record what they do in Redis lists prefixed by the namespace, so the
 test reads the outcome from the same server. OPTIONS is JSON: ``threads``,
-``dead_worker_timeout``, ``periodic`` (register the periodic task).
+``dead_worker_timeout``, ``periodic`` (register the periodic task), ``asyncio``
+(run asyncio workers on the queue ``aio``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -16,7 +18,7 @@ from typing import Any
 
 import redis
 
-from spinach import Engine, Tasks, signals
+from spinach import AsyncioWorkers, Engine, Tasks, ThreadWorkers, signals
 from spinach.brokers.redis import RedisBroker
 from spinach.job import Job
 
@@ -80,6 +82,24 @@ def spin_limited(i: int) -> None:
         turns += 1
 
 
+@tasks.task(name="sleeper", max_retries=2)
+def sleeper(i: int) -> None:
+    r.rpush(key("started"), f"sleeper:{i}:{os.getpid()}")
+    while True:  # sleeps, waking up now and then: only a cancel stops it
+        time.sleep(0.05)
+
+
+@tasks.task(name="aio_sleeper", queue="aio", max_retries=2)
+async def aio_sleeper(i: int) -> None:
+    r.rpush(key("started"), f"aio_sleeper:{i}:{os.getpid()}")
+    await asyncio.sleep(3600)
+
+
+@tasks.task(name="aio_record", queue="aio")
+async def aio_record(i: int) -> None:
+    r.rpush(key("runs"), i)
+
+
 if options.get("periodic"):
 
     @tasks.task(name="tick", periodicity=timedelta(seconds=1))
@@ -96,11 +116,17 @@ def on_failed(sender: str, job: Job, err: BaseException) -> None:
     r.rpush(key("failed"), f"{job.task_name}:{job.task_args[0]}:{type(err).__name__}")
 
 
+def on_finished(sender: str, job: Job) -> None:
+    if job.status.name == "CANCELLED":
+        r.rpush(key("cancelled"), f"{job.task_name}:{job.task_args[0]}")
+
+
 def on_worker_started(sender: str, worker_name: str) -> None:
     r.rpush(key("workers"), f"{os.getpid()}:{worker_name}")
 
 
-receivers: list[Any] = [on_started, on_failed, on_worker_started]
+receivers: list[Any] = [on_started, on_failed, on_finished, on_worker_started]
+signals.job_finished.connect(on_finished, sender=namespace)
 signals.job_started.connect(on_started, sender=namespace)
 signals.job_failed.connect(on_failed, sender=namespace)
 signals.worker_started.connect(on_worker_started, sender=namespace)
@@ -112,5 +138,10 @@ engine = Engine(
     dead_worker_timeout=options.get("dead_worker_timeout", 10.0),
 )
 engine.attach_tasks(tasks)
-engine.start_workers(number=options.get("threads", 4), block=True)
+engine.start_workers(
+    number=options.get("threads", 4),
+    queue="aio" if options.get("asyncio") else "spinach",
+    workers_class=AsyncioWorkers if options.get("asyncio") else ThreadWorkers,
+    block=True,
+)
 r.rpush(key("exited"), os.getpid())

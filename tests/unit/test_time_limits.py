@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from spinach import AsyncioWorkers, Engine, MemoryBroker
-from spinach._time_limits import TimeLimits
+from spinach._interrupts import Interrupts
 from spinach.clock import ManualClock
 from spinach.exc import InvalidTaskError, JobTimeLimitExceeded
 from spinach.job import JobInfo
@@ -229,7 +229,7 @@ class TestWatcher:
     def test_no_exception_escapes_with_threads_switching_all_the_time(self) -> None:
         """With threads switching every bytecode or so, jobs ending right at their
         limit never let the exception out of run(): it lands in the job or not at all."""
-        limits = TimeLimits("test-time-limits")
+        limits = Interrupts("test-time-limits")
         escaped: list[BaseException] = []
         counts: list[int] = []
 
@@ -237,7 +237,7 @@ class TestWatcher:
             ended = 0
             for _ in range(1_500):
                 try:
-                    limits.run(0.001, lambda: spin(0.001))
+                    limits.run(object(), 0.001, spin, (0.001,), {})
                     ended += 1
                 except BaseException as e:
                     escaped.append(e)
@@ -265,10 +265,10 @@ class TestWatcher:
     def test_jobs_ended_early_leave_the_watcher(self) -> None:
         """Jobs ending long before their limit do not pile up in the watcher: it holds
         about the jobs running, not every job of the last limit's length."""
-        limits = TimeLimits("test-time-limits")
+        limits = Interrupts("test-time-limits")
         try:
             for _ in range(10_000):
-                limits.run(3600, lambda: None)
+                limits.run(object(), 3600, lambda: None, (), {})
             assert len(limits._heap) < 200
         finally:
             limits.stop()
@@ -276,12 +276,12 @@ class TestWatcher:
     def test_no_exception_escapes_after_the_task(self) -> None:
         """Jobs ending right at their limit get the limit's exception as their outcome
         or end normally; it never lands in the code that runs after them."""
-        limits = TimeLimits("test-time-limits")
+        limits = Interrupts("test-time-limits")
         outcomes = {"ok": 0, "limit": 0}
         try:
             for _ in range(1_000):
                 try:
-                    _, err = limits.run(0.001, lambda: spin(0.001))
+                    _, err = limits.run(object(), 0.001, spin, (0.001,), {})
                     outcomes["limit" if isinstance(err, JobTimeLimitExceeded) else "ok"] += 1
                     spin(0.0001)  # the worker's own code, after the job
                 except JobTimeLimitExceeded:

@@ -65,10 +65,13 @@ _SCRIPTS = (
     "failed_jobs",
     "requeue_failed",
     "purge_failed",
+    "cancel_job",
 )
 #: Seconds a marker is kept: a little longer than the window of its call.
 _ENQUEUE_MARKER_SECONDS = ENQUEUE_WINDOW + 5
 _STATES = {int(state): state for state in RunningJobState}
+#: The status a job had when cancel_job cancelled it, by the script's number.
+_CANCELLED_FROM = {1: JobStatus.WAITING, 2: JobStatus.QUEUED, 3: JobStatus.RUNNING}
 #: Most bytes of jobs packed in one argument of the enqueue_jobs script.
 _PART_BYTES = 64 * 1024 * 1024
 #: Tries of a script whose queue list turned out stale before giving up for this round.
@@ -260,7 +263,8 @@ class RedisBroker(JobRecords, Broker):
         marker_seconds = _ENQUEUE_MARKER_SECONDS if any(j.max_retries == 0 for j in jobs) else 0
         # A late run is told apart on the server's clock, which a test clock is not.
         late_after = ENQUEUE_WINDOW if isinstance(self._clock, ServerClock) else ""
-        keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id), k.future, *queue_keys]
+        keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id), k.future, k.unique]
+        keys += [k.running, *queue_keys]
         # Jobs packed in parts of at most _PART_BYTES (and whole jobs): Redis
         # refuses an argument over proto-max-bulk-len (512 MB by default).
         parts: list[bytes] = []
@@ -269,7 +273,8 @@ class RedisBroker(JobRecords, Broker):
         for job in jobs:
             name, payload = _utf8(job.task_name), pack(job)
             at, queue_number = job.at.timestamp(), number[job.queue]
-            header = f"{job.id}{queue_number} {at!r} {len(name)} {len(payload)}\n".encode()
+            unique = "" if job.unique_key is None else f" {job.unique_key}"
+            header = f"{job.id}{queue_number} {at!r} {len(name)} {len(payload)}{unique}\n".encode()
             job_size = len(header) + len(name) + len(payload)
             if packed and size + job_size > _PART_BYTES:
                 parts.append(b"".join(packed))
@@ -293,7 +298,13 @@ class RedisBroker(JobRecords, Broker):
         resynced = False
         for attempt in itertools.count():
             try:
-                if self._run("enqueue_jobs", keys, args) != -1:
+                reply = self._run("enqueue_jobs", keys, args)
+                if isinstance(reply, list):
+                    # Unique jobs not stored: each takes the id of the job holding its key.
+                    for i in range(1, len(reply), 2):
+                        jobs[int(reply[i]) - 1].id = uuid.UUID(_text(reply[i + 1]))
+                    return
+                if reply != -1:
                     return
                 # Refused as late on the first try, well within its window by this
                 # host's clock: the clock offset was off, and nothing was stored. So
@@ -356,6 +367,8 @@ class RedisBroker(JobRecords, Broker):
             k.in_flight,
             k.failed,
             k.calls,
+            k.cancelled(queue),
+            k.unique,
         ]
 
     @override
@@ -610,12 +623,31 @@ class RedisBroker(JobRecords, Broker):
         return jobs
 
     @override
+    def cancel_job(self, job_id: str, outcome: str, keep: float) -> Job | None:
+        k = self._keys
+        keys = [k.payloads, k.running, k.in_flight, k.future, k.unique, k.result(job_id)]
+        args = [job_id, outcome, max(1, round(keep * 1000)), k.channel, k.ended_channel, k.prefix]
+        reply = self._run("cancel_job", keys, args)
+        if reply is None:
+            return None
+        status, payload = reply
+        try:
+            job = unpack(job_id, payload)
+        except ValueError:
+            task_name, queue = salvage(payload)
+            job = Job.could_not_read(job_id, "", self.now(), task_name, queue)
+        job.status = _CANCELLED_FROM[int(status)]
+        return job
+
+    @override
     def is_queue_empty(self, queue: str) -> bool:
         k = self._keys
         pipe = self._redis.pipeline(transaction=False)
         pipe.llen(k.ready(queue))
         pipe.zcard(k.parked(queue))
-        return not any(pipe.execute())
+        pipe.scard(k.cancelled(queue))
+        ready, parked, cancelled = pipe.execute()
+        return bool(ready + parked <= cancelled)
 
     @override
     def count_jobs(self) -> JobCounts:
@@ -625,12 +657,17 @@ class RedisBroker(JobRecords, Broker):
         for queue in queues:
             pipe.llen(k.ready(queue))
             pipe.zcard(k.parked(queue))
+            pipe.scard(k.cancelled(queue))
         pipe.zcard(k.future)
         pipe.hlen(k.running)
         pipe.zcard(k.failed_index)
         pipe.get(k.failed_dropped)
         *counts, future, running, failed, dropped = pipe.execute()
-        queued = {q: counts[2 * i] + counts[2 * i + 1] for i, q in enumerate(queues)}
+        # Cancelled jobs whose entries are still in line (see lua/cancel_job.lua) are not counted.
+        queued = {
+            q: max(0, counts[3 * i] + counts[3 * i + 1] - counts[3 * i + 2])
+            for i, q in enumerate(queues)
+        }
         return JobCounts(
             queued={q: n for q, n in queued.items() if n},
             future=future,
@@ -643,7 +680,7 @@ class RedisBroker(JobRecords, Broker):
     def flush(self) -> None:
         k = self._keys
         queues = self._known_queues(refresh=True)
-        per_queue = [key for q in queues for key in (k.ready(q), k.parked(q))]
+        per_queue = [key for q in queues for key in (k.ready(q), k.parked(q), k.cancelled(q))]
         self._redis.delete(
             k.payloads,
             k.seq,
@@ -660,6 +697,7 @@ class RedisBroker(JobRecords, Broker):
             k.failed_jobs,
             k.failed_index,
             k.failed_dropped,
+            k.unique,
             *per_queue,
         )
         # Kept results are keys of their own, one per job: found by their prefix.
@@ -705,6 +743,10 @@ class RedisBroker(JobRecords, Broker):
 
     def _on_event(self, data: bytes | str | None) -> None:
         self.wake_up()
+        if data is not None:
+            text = _text(data)
+            if text.startswith("cancel "):
+                self._jobs_cancelled([text[7:]])
 
     def _on_ended(self, data: bytes | str | None) -> None:
         # None: (re)subscribed, ends may have been missed meanwhile.

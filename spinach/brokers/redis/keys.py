@@ -81,6 +81,10 @@ class Keys:
         return self.prefix + "failed_dropped"
 
     @property
+    def unique(self) -> str:
+        return self.prefix + "unique"
+
+    @property
     def future(self) -> str:
         return self.prefix + "future"
 
@@ -119,3 +123,6 @@ class Keys:
 
     def parked(self, queue: str) -> str:
         return f"{self.prefix}parked:{queue}"
+
+    def cancelled(self, queue: str) -> str:
+        return f"{self.prefix}cancelled:{queue}"
