@@ -14,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import attrs
 import pytest
@@ -80,6 +80,8 @@ class Account:
     stored: set[str]
     #: the failed store: error type (the class name) by job id
     failed_store: dict[str, str] = attrs.Factory(dict)
+    #: jobs that Engine.cancel() cancelled (it returned True)
+    cancelled: set[str] = attrs.Factory(set)
 
     @property
     def succeeded(self) -> set[str]:
@@ -94,7 +96,7 @@ class Account:
     def unkept_failures(self) -> set[str]:
         """Jobs reported failed, neither run to their end nor stored, that are not
         in the failed store: a failure recorded nowhere."""
-        return self.failed - self.stored - set(self.failed_store)
+        return self.failed - self.stored - set(self.failed_store) - self.cancelled
 
     @property
     def kept_unreported(self) -> set[str]:
@@ -107,7 +109,7 @@ class Account:
 
     @property
     def lost(self) -> set[str]:
-        return self.accepted - self.succeeded - self.failed - self.stored
+        return self.accepted - self.succeeded - self.failed - self.stored - self.cancelled
 
     @property
     def duplicated(self) -> set[str]:
@@ -132,6 +134,7 @@ class Account:
             f"stored={len(self.still_stored)} lost={len(self.lost)} "
             f"duplicate_runs={self.duplicate_runs} reported_failed={len(self.reported_failed)} "
             f"failed_store={len(self.failed_store)}"
+            + (f" cancelled={len(self.cancelled)}" if self.cancelled else "")
         )
 
 
@@ -249,6 +252,7 @@ def make_producer() -> Iterator[Callable[[str, str], Engine]]:
         tasks = Tasks()
         tasks.add(_noop, "least", max_retries=3)
         tasks.add(_noop, "most", max_retries=0)
+        tasks.add(_noop, "limited", max_retries=1)
         engine = Engine(broker, namespace)
         engine.attach_tasks(tasks)
         return engine
@@ -258,7 +262,8 @@ def make_producer() -> Iterator[Callable[[str, str], Engine]]:
         broker.close()
 
 
-CloseBooks = Callable[[str, "set[str]"], Account]
+class CloseBooks(Protocol):
+    def __call__(self, scenario: str, accepted: set[str], cancelled: set[str] = ...) -> Account: ...
 
 
 @pytest.fixture
@@ -267,13 +272,14 @@ def close_books(
 ) -> CloseBooks:
     """Account for every accepted job of a scenario, and print its summary line."""
 
-    def close(scenario: str, accepted: set[str]) -> Account:
+    def close(scenario: str, accepted: set[str], cancelled: set[str] = frozenset()) -> Account:
         account = Account(
             scenario,
             accepted,
             Records.read(log_dir),
             stored_ids(server.url, namespace),
             failed_store(server.url, namespace),
+            set(cancelled),
         )
         with capsys.disabled():
             print(f"\n{account.summary()}")

@@ -7,6 +7,8 @@ the job goes on, so the record survives the process being killed:
 OPTIONS is JSON: ``threads``, ``queue``, ``heartbeat_interval``,
 ``dead_worker_timeout``, ``socket_timeout``, ``skew`` (seconds added to this
 process' clock), ``work_ms`` (range of a job's duration), ``grace_period``.
+The task ``limited`` spins in pure Python for its duration, under a time limit
+of ``time_limit_ms`` (200 by default).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import random
 import sys
 import threading
 import time
+from datetime import timedelta
 from typing import Any
 
 from spinach import Engine, Tasks, signals
@@ -45,9 +48,18 @@ def work(i: int) -> None:
     time.sleep(random.uniform(low_ms, high_ms) / 1000)  # the job's work
 
 
+def spin_work(i: int) -> None:
+    record(f"start {current.job_id} {time.time()}")
+    end = time.monotonic() + random.uniform(low_ms, high_ms) / 1000
+    while time.monotonic() < end:  # pure Python: a time limit or a cancel stops it
+        pass
+
+
 tasks = Tasks()
 tasks.add(work, "least", max_retries=3)
 tasks.add(work, "most", max_retries=0)
+limit = timedelta(milliseconds=options.get("time_limit_ms", 200))
+tasks.add(spin_work, "limited", max_retries=1, time_limit=limit)
 
 
 def on_started(sender: str, job: Job) -> None:

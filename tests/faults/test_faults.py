@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Callable
@@ -17,10 +18,10 @@ from typing import Callable
 import pytest
 import redis
 
-from spinach import Batch, Engine
+from spinach import Batch, Engine, signals
 from spinach.brokers.redis import RedisBroker
 from spinach.exc import BrokerConnectionError
-from spinach.job import Job
+from spinach.job import Job, JobStatus
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer
 
@@ -76,6 +77,93 @@ def test_worker_sigkill(
     else:
         assert account.duplicate_runs == 0
         assert {account.records.failed[j] for j in account.failed} <= {"WorkerDiedError"}
+
+
+class Canceller(threading.Thread):
+    """Cancels random accepted jobs until told to stop, keeping those cancelled: the
+    time after each cancel returned, and the status the job had."""
+
+    def __init__(self, engine: Engine, accepted: set[str], share: float) -> None:
+        super().__init__(name="canceller", daemon=True)
+        self.engine, self.candidates = engine, sorted(accepted)
+        self.most = int(len(accepted) * share)
+        self.cancelled: dict[str, tuple[float, JobStatus]] = {}
+        self.stop = threading.Event()
+        statuses: dict[str, JobStatus] = {}
+        self.statuses = statuses
+
+        def note(sender: str, job: Job) -> None:
+            statuses[str(job.id)] = job.status
+
+        self.note = note
+        signals.job_cancelled.connect(note, sender=engine.namespace, weak=False)
+
+    def run(self) -> None:
+        try:
+            while not self.stop.wait(0.02) and len(self.cancelled) < self.most:
+                job_id = random.choice(self.candidates)
+                if job_id not in self.cancelled and self.engine.cancel(job_id):
+                    self.cancelled[job_id] = (time.time(), self.statuses[job_id])
+        finally:
+            signals.job_cancelled.disconnect(self.note, sender=self.engine.namespace)
+
+
+def test_cancel_and_time_limits_under_worker_kills(
+    server: RedisServer,
+    namespace: str,
+    log_dir: Path,
+    make_fleet: MakeFleet,
+    make_producer: Callable[[str, str], Engine],
+    close_books: CloseBooks,
+) -> None:
+    """Jobs cancelled at random while time limits stop some of them and workers are
+    SIGKILLed lose nothing: every job succeeded, failed (its time limit, twice, or
+    its worker's death), was cancelled, or is still stored; a job cancelled before
+    it started never starts after its cancel; every cancelled job reads CANCELLED."""
+    server.start()
+    fleet = make_fleet(server.url)
+    options = {"threads": 4, "work_ms": [5, 300], "time_limit_ms": 200}
+    for _ in range(3):
+        fleet.start(**options)
+    producer = make_producer(server.url, namespace)
+    accepted = schedule_batches(producer, "limited", scale(1500))
+    canceller = Canceller(producer, accepted, share=0.25)
+    canceller.start()
+    step = max(1, len(accepted) // 10)
+    kills, pace = 0, threading.Event()
+
+    def ended() -> set[str]:
+        records = Records.read(log_dir)
+        return records.succeeded | set(records.failed) | set(canceller.cancelled)
+
+    while not accepted <= ended() and kills < 50:
+        if len(Records.read(log_dir).started_in) >= (kills + 1) * step and fleet.ready:
+            fleet.kill(random.choice(fleet.ready))
+            kills += 1
+            fleet.start(wait=False, **options)
+        pace.wait(0.05)
+    wait_for(lambda: accepted <= ended(), timeout=180)
+    canceller.stop.set()
+    canceller.join(30)
+    wait_for(lambda: len(fleet.ready) == len(fleet.alive), timeout=60)
+    fleet.stop()
+    cancelled = set(canceller.cancelled)
+    account = close_books("cancel-time-limits-kills", accepted, cancelled)
+    assert kills >= 2
+    assert cancelled, "nothing was cancelled"
+    assert account.lost == set()
+    assert account.still_stored == set()
+    assert set(account.records.failed.values()) <= {"JobTimeLimitExceeded", "WorkerDiedError"}
+    assert "JobTimeLimitExceeded" in account.records.failed.values()
+    for job_id, (after, status) in canceller.cancelled.items():
+        if status is not JobStatus.RUNNING:
+            late = [
+                when for j, _, when in account.records.start_log if j == job_id and when > after
+            ]
+            assert late == [], f"{job_id} was cancelled {status.name} and started after"
+        info = producer.get_job(job_id)
+        assert info is not None, job_id
+        assert info.status is JobStatus.CANCELLED, job_id
 
 
 class Producer(threading.Thread):
