@@ -69,8 +69,9 @@ if marker_seconds > 0 then
     if not redis.call("SET", marker, "1", "NX", "PX", keep_ms) then
         local first = redis.call("GET", marker)
         if first and first ~= "1" then
-            local held = cjson.decode(first)
-            return {0, unpack(held)}
+            local reply = cjson.decode(first)
+            table.insert(reply, 1, 0)
+            return reply
         end
         return 0
     end
@@ -143,4 +144,6 @@ if marker_ms then
     -- A call sent again replies as this one.
     redis.call("SET", marker, cjson.encode(held), "PX", marker_ms)
 end
-return {stored, unpack(held)}
+-- Not unpack(): it fails beyond a few thousand values, after the jobs were stored.
+table.insert(held, 1, stored)
+return held

@@ -55,6 +55,8 @@ _START_TRIES = 5
 _JOIN_POLL = 0.1
 #: Seconds between two recordings of outcomes while stopping.
 _DRAIN_POLL = 0.1
+#: Seconds a cancelled job's id is remembered, for a hand-out that crossed the news.
+_REMEMBER_CANCELLED = 60.0
 #: Seconds between two purges of the jobs older than keep_failed.
 _PURGE_INTERVAL = 60.0
 
@@ -132,6 +134,10 @@ class Engine(JobLifecycle):
         self._grace_period: float | None = None
         # Moves of future jobs that failed in a row.
         self._move_failures = 0
+        # Ids of jobs cancelled lately, until when (time.monotonic()) they are
+        # remembered: a job whose hand-out crossed the news is not started.
+        self._recently_cancelled: dict[str, float] = {}
+        self._cancel_lock = threading.Lock()
         broker.on_jobs_cancelled(self._stop_cancelled)
 
     @property
@@ -175,8 +181,8 @@ class Engine(JobLifecycle):
         """Schedule a job to run as soon as possible.
 
         For a task with ``unique=True``, while a job of the task with equal
-        arguments waits (queued, or waiting for its time), nothing is stored:
-        the job returned has that job's id.
+        arguments waits to start for the first time (queued, or waiting for
+        its time), nothing is stored: the job returned has that job's id.
         """
         job = self._build_job(task, None, args, kwargs)
         self._broker.enqueue_jobs([job])
@@ -536,8 +542,18 @@ class Engine(JobLifecycle):
             else:
                 settle(self._namespace, job, None, error, self._broker.now())
                 self._to_record.append(job)
-        if runnable:
+        if not runnable:
+            return
+        if not self._recently_cancelled:
             self._workers.submit_jobs(runnable, handed_out)
+            return
+        # Under the lock of _stop_cancelled: a cancel heard meanwhile finds the
+        # jobs submitted, or is seen here.
+        with self._cancel_lock:
+            cancelled = self._recently_cancelled
+            runnable = [job for job in runnable if job.id_text not in cancelled]
+            if runnable:
+                self._workers.submit_jobs(runnable, handed_out)
 
     def _record_outcomes(self) -> None:
         assert self._workers is not None
@@ -656,10 +672,29 @@ class Engine(JobLifecycle):
         self._to_record.extend(started + waiting)
 
     def _stop_cancelled(self, job_ids: list[str]) -> None:
-        """Stop the jobs of these ids that the workers run or hold: they were cancelled."""
+        """Stop the jobs of these ids that the workers run or hold: they were
+        cancelled. Remembered a while, for jobs whose hand-out is not submitted yet."""
+        with self._cancel_lock:
+            now = time.monotonic()
+            recent = self._recently_cancelled
+            for job_id in [job_id for job_id, until in recent.items() if until <= now]:
+                del recent[job_id]
+            for job_id in job_ids:
+                recent[job_id] = now + _REMEMBER_CANCELLED
+            workers = self._workers
+            if workers is not None:
+                workers.cancel(job_ids)
+
+    def _heartbeat(self, liveness: Liveness) -> None:
+        """Heartbeat with the jobs the workers run: one of them no longer this
+        worker's and recorded CANCELLED was cancelled while the news was lost
+        (a dropped subscription), and is stopped now."""
         workers = self._workers
-        if workers is not None:
-            workers.cancel(job_ids)
+        beat = liveness.heartbeat(workers.started_jobs() if workers is not None else ())
+        for job in beat.lost:
+            info = self._broker.get_job(job.id_text)
+            if info is not None and info.status is JobStatus.CANCELLED:
+                self._stop_cancelled([job.id_text])
 
     def _maintain(self) -> None:
         """Heartbeat, and take over the jobs of dead workers, until told to stop.
@@ -678,7 +713,7 @@ class Engine(JobLifecycle):
             try:
                 if not reachable:
                     self._register_tasks()
-                liveness.heartbeat()
+                self._heartbeat(liveness)
                 if not reachable:
                     reachable = True
                     logger.info("The broker is reachable again")

@@ -91,7 +91,8 @@ class Task:
         default=None, validator=_duration_or_none("time_limit", "for no limit")
     )
     #: Whether scheduling stores no second job of this task with equal arguments
-    #: while one waits (queued or waiting for its time).
+    #: while one that has not started yet waits (queued, or waiting for its
+    #: time); a job put back for a retry no longer counts.
     unique: bool = False
 
     def __attrs_post_init__(self) -> None:

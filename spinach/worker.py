@@ -192,6 +192,11 @@ class Workers(ABC):
             self._handed_out.clear()
         return started, waiting
 
+    def started_jobs(self) -> list[Job]:
+        """The jobs submitted that started and are not done yet."""
+        with self._lock:
+            return [job for job in self._unfinished.values() if id(job) in self._taken]
+
     def waiting_jobs(self) -> list[Job]:
         """The jobs submitted that did not start yet."""
         with self._lock:
@@ -266,6 +271,7 @@ class Workers(ABC):
             if self._unfinished.pop(id(job), None) is not None:
                 self._in_flight -= 1
             self._taken.discard(id(job))
+            self._cancelled.pop(id(job), None)
             self._handed_out.pop(id(job), None)
         logger.warning(
             "%s was taken over by another worker while this one was unresponsive, "
@@ -572,7 +578,9 @@ async def _limited(coroutine: Any, limit: float) -> Any:
     try:
         done, _ = await asyncio.wait({task}, timeout=limit)
     except asyncio.CancelledError:
+        # Cancelled itself (the job was): the job's task ends before the worker goes on.
         task.cancel()
+        await asyncio.wait({task})
         raise
     if task in done:
         result, err = task.result()

@@ -304,6 +304,17 @@ class EnqueueJobsContract(_Base):
             assert broker.count_jobs().queued == {"q": 1}
             broker.flush()
 
+    def test_many_unique_jobs_blocked_in_one_call(self, broker: Broker, clock: ManualClock) -> None:
+        """A call with thousands of unique jobs whose keys are held takes every
+        holder's id, and stores the others."""
+        first = [self.unique_job(clock, f"{i:032x}") for i in range(5000)]
+        broker.enqueue_jobs(first)
+        again = [self.unique_job(clock, f"{i:032x}") for i in range(5000)]
+        free = self.job(clock)
+        broker.enqueue_jobs([*again, free])
+        assert [job.id for job in again] == [job.id for job in first]
+        assert broker.count_jobs().queued == {"q": 5001}
+
     def test_racing_unique_jobs_store_one(
         self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
     ) -> None:

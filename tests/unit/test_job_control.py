@@ -162,6 +162,88 @@ class TestCancelRunning:
         assert status(engine, job) is JobStatus.CANCELLED
         assert engine.failed_jobs() == []
 
+    def test_cancelled_time_limited_asyncio_job_ends_before_the_next(self, engine: Engine) -> None:
+        """A cancelled asyncio job under a time limit finishes its clean-up before
+        its worker takes the next job."""
+        started = threading.Event()
+        events: list[str] = []
+
+        @engine.task(name="cleans_up", time_limit=timedelta(minutes=1))
+        async def cleans_up() -> None:
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            finally:
+                await asyncio.sleep(0.1)
+                events.append("cleaned up")
+
+        @engine.task(name="next")
+        async def next_one() -> None:
+            events.append("next")
+
+        job = engine.schedule(cleans_up)
+        engine.start_workers(number=1, block=False, workers_class=AsyncioWorkers)
+        assert started.wait(10)
+        engine.schedule(next_one)
+        assert engine.cancel(job)
+        wait_for(lambda: len(events) == 2, timeout=10)
+        assert events == ["cleaned up", "next"]
+
+    def test_cancel_crossing_the_hand_out_is_not_started(self, namespace: str) -> None:
+        """A job cancelled after the broker handed it out, before the engine gave it
+        to its workers, never starts."""
+        ran: list[str] = []
+
+        class CancellingBroker(MemoryBroker):
+            def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
+                jobs = super().get_jobs_from_queue(queue, max_jobs)
+                for job in jobs:
+                    if job.task_name == "victim":
+                        assert engine.cancel(job)
+                return jobs
+
+        engine = Engine(CancellingBroker(), namespace)
+        engine.task(lambda: ran.append("victim"), name="victim")
+        engine.task(lambda: ran.append("other"), name="other")
+        victim = engine.schedule("victim")
+        engine.schedule("other")
+        engine.start_workers(number=2, stop_when_queue_empty=True)
+        assert ran == ["other"]
+        assert status(engine, victim) is JobStatus.CANCELLED
+
+    def test_lost_news_is_made_up_by_the_heartbeat(self, namespace: str) -> None:
+        """When the news of a cancel does not reach the worker (a dropped
+        subscription), its next heartbeat finds the job no longer its own and
+        CANCELLED, and stops it."""
+        started = threading.Event()
+        stopped: list[BaseException] = []
+
+        class DeafBroker(MemoryBroker):
+            def _jobs_cancelled(self, job_ids: list[str]) -> None:
+                pass  # the news is lost
+
+        engine = Engine(DeafBroker(), namespace, heartbeat_interval=0.05, dead_worker_timeout=10)
+
+        @engine.task(name="sleepy")
+        def sleepy() -> None:
+            started.set()
+            try:
+                while True:
+                    time.sleep(0.01)
+            except BaseException as e:
+                stopped.append(e)
+                raise
+
+        job = engine.schedule(sleepy)
+        engine.start_workers(number=1, block=False)
+        try:
+            assert started.wait(10)
+            assert engine.cancel(job)
+            wait_for(lambda: stopped, timeout=10)
+        finally:
+            engine.stop_workers()
+        assert [type(e) for e in stopped] == [JobCancelled]
+
 
 class TestCancelWaiting:
     def test_queued_and_future_jobs_never_run(
