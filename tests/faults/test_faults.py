@@ -13,7 +13,7 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 import redis
@@ -25,10 +25,44 @@ from spinach.job import Job, JobStatus
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer
 
-from .accounting import CloseBooks, MakeFleet, Records, scale, schedule_batches, settled, stored_ids
+from .accounting import (
+    CloseBooks,
+    Fleet,
+    MakeFleet,
+    Records,
+    scale,
+    schedule_batches,
+    settled,
+    stored_ids,
+)
 from .proxy import ChaosProxy
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
+
+
+def kill_as_jobs_start(
+    fleet: Fleet, log_dir: Path, jobs: int, done: Callable[[], bool], **options: Any
+) -> int:
+    """SIGKILL a worker of ``fleet`` each time another tenth of ``jobs`` has started,
+    starting a replacement (with ``options``), until ``done()``; return the kills.
+
+    Kills paced by the work, not by the clock, land while jobs run however fast
+    the machine is: paced by the clock, the jobs of a reduced run could all be
+    done before the second kill (a loaded machine scheduling slowly while the
+    workers kept up). A replacement is started without waiting for it: on a
+    loaded machine a start takes longer than a reduced run's jobs, which would
+    all be done before the next kill. Victims are picked among the workers that
+    run.
+    """
+    step = max(1, jobs // 10)
+    kills, pace = 0, threading.Event()
+    while not done() and kills < 50:
+        if len(Records.read(log_dir).started_in) >= (kills + 1) * step and fleet.ready:
+            fleet.kill(random.choice(fleet.ready))
+            kills += 1
+            fleet.start(wait=False, **options)
+        pace.wait(0.05)
+    return kills
 
 
 @pytest.mark.parametrize("task", ["least", "most"])
@@ -48,21 +82,9 @@ def test_worker_sigkill(
         fleet.start(threads=4)
     producer = make_producer(server.url, namespace)
     accepted = schedule_batches(producer, task, scale(3000))
-    # Kills paced by the work, not by the clock: one each time another tenth of the
-    # jobs has started, so that they land while jobs run however fast the machine
-    # is. Paced by the clock, the jobs of a reduced run could all be done before the
-    # second kill (a loaded machine scheduling slowly while the workers kept up).
-    # A replacement is started without waiting for it: on a loaded machine a start
-    # takes longer than a reduced run's jobs, which would all be done before the
-    # next kill. Victims are picked among the workers that run.
-    step = max(1, len(accepted) // 10)
-    kills, pace = 0, threading.Event()
-    while not settled(log_dir, accepted) and kills < 50:
-        if len(Records.read(log_dir).started_in) >= (kills + 1) * step and fleet.ready:
-            fleet.kill(random.choice(fleet.ready))
-            kills += 1
-            fleet.start(wait=False, threads=4)
-        pace.wait(0.05)
+    kills = kill_as_jobs_start(
+        fleet, log_dir, len(accepted), lambda: settled(log_dir, accepted), threads=4
+    )
     wait_for(lambda: settled(log_dir, accepted), timeout=120)
     # A worker stopped before it installed its signal handlers would not exit cleanly.
     wait_for(lambda: len(fleet.ready) == len(fleet.alive), timeout=60)
@@ -129,19 +151,14 @@ def test_cancel_and_time_limits_under_worker_kills(
     accepted = schedule_batches(producer, "limited", scale(1500))
     canceller = Canceller(producer, accepted, share=0.25)
     canceller.start()
-    step = max(1, len(accepted) // 10)
-    kills, pace = 0, threading.Event()
 
     def ended() -> set[str]:
         records = Records.read(log_dir)
         return records.succeeded | set(records.failed) | set(canceller.cancelled)
 
-    while not accepted <= ended() and kills < 50:
-        if len(Records.read(log_dir).started_in) >= (kills + 1) * step and fleet.ready:
-            fleet.kill(random.choice(fleet.ready))
-            kills += 1
-            fleet.start(wait=False, **options)
-        pace.wait(0.05)
+    kills = kill_as_jobs_start(
+        fleet, log_dir, len(accepted), lambda: accepted <= ended(), **options
+    )
     wait_for(lambda: accepted <= ended(), timeout=180)
     canceller.stop.set()
     canceller.join(30)
