@@ -55,7 +55,11 @@ else
         status = 1
     else
         status = 2
-        redis.call("SADD", prefix .. "cancelled:" .. queue, id)
+        if queue ~= "" then
+            redis.call("SADD", prefix .. "cancelled:" .. queue, id)
+        end
+        -- Else the payload cannot be read: the fetch that reaches its entry sets the
+        -- entry aside in the failed list, as for any entry without a payload.
     end
 end
 redis.call("HDEL", payloads, id)

@@ -544,14 +544,12 @@ class Engine(JobLifecycle):
                 self._to_record.append(job)
         if not runnable:
             return
-        if not self._recently_cancelled:
-            self._workers.submit_jobs(runnable, handed_out)
-            return
-        # Under the lock of _stop_cancelled: a cancel heard meanwhile finds the
-        # jobs submitted, or is seen here.
+        # Under the lock of _stop_cancelled (once per fetch): a cancel heard
+        # meanwhile finds the jobs submitted, or is seen here.
         with self._cancel_lock:
             cancelled = self._recently_cancelled
-            runnable = [job for job in runnable if job.id_text not in cancelled]
+            if cancelled:
+                runnable = [job for job in runnable if job.id_text not in cancelled]
             if runnable:
                 self._workers.submit_jobs(runnable, handed_out)
 

@@ -607,3 +607,24 @@ def test_requeue_all_drops_index_entries_without_a_record(redis_url: str, namesp
     finally:
         broker.flush()
         broker.close()
+
+
+def test_cancelled_job_whose_payload_cannot_be_read_is_set_aside(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """Cancelling a queued job whose stored payload is damaged succeeds; with no
+    queue to read, its entry then goes to the failed list when a fetch reaches
+    it, like any entry without a payload, and no stray key is left."""
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, [])
+    job = engine.schedule("record", 1)
+    k = broker._keys
+    redis_client.hset(k.payloads, str(job.id), "{not a job")
+    assert engine.cancel(job)
+    info = engine.get_job(job.id)
+    assert info is not None
+    assert info.status is JobStatus.CANCELLED
+    assert broker.get_jobs_from_queue("spinach", 10) == []
+    assert redis_client.llen(k.failed) == 1
+    assert not redis_client.exists(k.cancelled(""), k.cancelled("spinach"))
+    broker.flush()
