@@ -41,6 +41,9 @@ class Records:
     start_log: list[tuple[str, int, float]] = attrs.Factory(list)
     succeeded: set[str] = attrs.Factory(set)
     failed: dict[str, str] = attrs.Factory(dict)
+    #: every failure reported, by job id: a job failing in a worker that is then
+    #: killed before recording it is failed again by the worker adopting it
+    failed_reasons: dict[str, set[str]] = attrs.Factory(dict)
     #: time of the failure, by this host's clock
     fail_times: dict[str, float] = attrs.Factory(dict)
 
@@ -65,6 +68,7 @@ class Records:
                 elif kind == "fail":
                     job_id, reason, when = rest.split(" ")
                     records.failed[job_id] = reason
+                    records.failed_reasons.setdefault(job_id, set()).add(reason)
                     records.fail_times[job_id] = float(when)
         return records
 
@@ -288,7 +292,7 @@ def close_books(
         assert account.unkept_failures == set(), account.unkept_failures
         assert account.kept_unreported == set(), account.kept_unreported
         for job_id, error_type in account.failed_store.items():
-            assert account.records.failed[job_id] == error_type, job_id
+            assert error_type in account.records.failed_reasons[job_id], job_id
         return account
 
     return close
