@@ -1344,6 +1344,9 @@ class CancelJobContract(_Base):
             running = self.hand_out(broker, clock, max_retries=1)
             waiting = self.job(clock, max_retries=1)
             broker.enqueue_jobs([waiting])
+            # Its notifications are live (a Redis broker subscribes in a thread of
+            # its own): woken by these jobs, or by its own wake-up once subscribed.
+            assert listener.wait_for_event(10)
             assert broker.get_jobs_from_queue("q", 1) == []
             got = self.cancel(broker, running)
             assert got is not None
