@@ -1,8 +1,8 @@
--- get_jobs_from_queue: hand out up to N ready jobs of one queue, oldest first, within concurrency limits.
+-- get_jobs_from_queue: hand out up to N ready jobs of one queue, oldest first, within concurrency and rate limits.
 --
 -- KEYS[1]  ready list of the queue (step ready_entry)
 -- KEYS[2]  parked sorted set of the queue: ready entries set aside while their task is at
---          its limit (step parked_member)
+--          its concurrency or rate limit (step held_back)
 -- KEYS[3]  payloads: hash, job id -> stored job (compact JSON array, see spinach/brokers/redis/payload.py)
 -- KEYS[4]  running: hash, job id -> its record (step running_record)
 -- KEYS[5]  limits: hash, task name -> max concurrency
@@ -14,9 +14,16 @@
 --          (see cancel_job); such an entry is dropped when reached
 -- KEYS[10] unique: the unique keys of waiting jobs (step unique_key); a job handed out
 --          frees its key
+-- KEYS[11] rate_limits: hash, task name -> its rate limit (step rate_limit)
+-- KEYS[12] rate_wake: sorted set, the ready list (KEYS[1]) of each queue holding jobs
+--          back by a rate limit, scored by when the first of them may start (see
+--          move_future_jobs, which wakes the workers then)
 -- ARGV[1]  N, the most jobs to hand out
 -- ARGV[2]  token prefix, unique to this call (worker id, then a call number)
--- ARGV[3]  now, POSIX seconds: when the jobs are handed out
+-- ARGV[3]  now, POSIX seconds: when the jobs are handed out, and the time of the starts
+--          counted against rate limits
+-- ARGV[4]  the prefix of the namespace's keys, "spinach:{<namespace>}:": the rate log of
+--          each rate-limited task is built from it (step rate_limit)
 -- A parked entry is always older than every entry of the ready list: it was the head
 -- of the list when it was parked. So parked jobs whose task has a free slot go first,
 -- and a fetch costs the jobs it hands out plus the jobs it parks, never the jobs
@@ -33,9 +40,10 @@
 -- a lost reply) hands out nothing new and returns the jobs of the first run.
 
 --- @include "ready_entry"
---- @include "parked_member"
+--- @include "held_back"
 --- @include "running_record"
 --- @include "unique_key"
+--- @include "rate_limit"
 
 local ready, parked, payloads, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local limits_key, in_flight_key, failed, calls = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -64,27 +72,53 @@ local cancelled, unique = KEYS[9], KEYS[10]
 -- One look per call: what a fetch costs when no task is unique does not grow.
 local any_unique = redis.call("EXISTS", unique) == 1
 
+-- Every task with a limit of either kind.
+local limited_names = {}
 local limit_pairs = redis.call("HGETALL", limits_key)
 for i = 1, #limit_pairs, 2 do
     limits[limit_pairs[i]] = tonumber(limit_pairs[i + 1])
+    table.insert(limited_names, limit_pairs[i])
 end
-local limited = next(limits) ~= nil
-if limited then
+if next(limits) ~= nil then
     local count_pairs = redis.call("HGETALL", in_flight_key)
     for i = 1, #count_pairs, 2 do
         in_flight[count_pairs[i]] = tonumber(count_pairs[i + 1])
     end
 end
+-- Rate-limited tasks: task name -> {starts, period, log key, count}; count is the
+-- number of starts within the period, read once per call when first needed.
+local rates = {}
+local rate_pairs = redis.call("HGETALL", KEYS[11])
+for i = 1, #rate_pairs, 2 do
+    local starts, period = parse_rate_limit(rate_pairs[i + 1])
+    if starts then
+        local task_name = rate_pairs[i]
+        rates[task_name] = {starts = starts, period = period, log = rate_log_key(ARGV[4], task_name)}
+        if limits[task_name] == nil then
+            table.insert(limited_names, task_name)
+        end
+    end
+end
+local limited = #limited_names > 0
+local now_seconds = tonumber(now)
+
+local function rate_full(rate)
+    if rate.count == nil then
+        redis.call("ZREMRANGEBYSCORE", rate.log, "-inf", now_seconds - rate.period)
+        rate.count = redis.call("ZCARD", rate.log)
+    end
+    return rate.count >= rate.starts
+end
 
 local function at_limit(task_name)
-    local limit = limits[task_name]
-    return limit ~= nil and (in_flight[task_name] or 0) >= limit
+    local limit, rate = limits[task_name], rates[task_name]
+    return (limit ~= nil and (in_flight[task_name] or 0) >= limit) or (rate ~= nil and rate_full(rate))
 end
 
 -- The oldest parked entry of a task with a free slot, removed from the parked set.
 local function pop_parked()
     local best, best_prefix
-    for task_name, _ in pairs(limits) do
+    for _, task_name in ipairs(limited_names) do
         if not at_limit(task_name) then
             local prefix = task_prefix(task_name)
             local member = redis.call("ZRANGEBYLEX", parked, "[" .. prefix, "(" .. prefix .. "\255", "LIMIT", 0, 1)[1]
@@ -140,8 +174,32 @@ while handed < max_jobs do
             in_flight[task_name] = (in_flight[task_name] or 0) + 1
             redis.call("HINCRBY", in_flight_key, task_name, 1)
         end
+        local rate = rates[task_name]
+        if rate then
+            rate_full(rate)
+            redis.call("ZADD", rate.log, now_seconds, token)
+            rate.count, rate.started = rate.count + 1, true
+        end
         table.insert(jobs, id .. #payload .. ":" .. payload)
         table.insert(handed_ids, id)
+    end
+end
+-- A rate-limited task held back with jobs parked here: the workers are woken (by
+-- move_future_jobs) when its oldest start within the period leaves it.
+for task_name, rate in pairs(rates) do
+    if rate.started then
+        redis.call("PEXPIRE", rate.log, math.ceil(rate.period * 1000) + 1000)
+    end
+    if rate.count ~= nil and rate.count >= rate.starts then
+        local prefix = task_prefix(task_name)
+        if redis.call("ZRANGEBYLEX", parked, "[" .. prefix, "(" .. prefix .. "\255", "LIMIT", 0, 1)[1] then
+            local rank = rate.count - rate.starts
+            local free_at = tonumber(redis.call("ZRANGE", rate.log, rank, rank, "WITHSCORES")[2]) + rate.period
+            local wake = redis.call("ZSCORE", KEYS[12], ready)
+            if wake == false or free_at < tonumber(wake) then
+                redis.call("ZADD", KEYS[12], free_at, ready)
+            end
+        end
     end
 end
 local more = park_budget == 0 and 1 or 0

@@ -7,6 +7,8 @@
 -- KEYS[5]  queues: set of the namespace's queue names
 -- KEYS[6]  future: sorted set of the future jobs of every queue (step future_member)
 -- KEYS[7]  failed: list of entries that are not jobs
+-- KEYS[8]  rate_wake: sorted set of the ready lists of queues holding jobs back by a
+--          rate limit, scored by when the first of them may start (see get_jobs_from_queue)
 -- ARGV[1]  now, POSIX seconds
 -- ARGV[2]  notification channel
 -- ARGV[3]  namespace (to derive the ids of periodic jobs)
@@ -24,8 +26,11 @@
 -- future, due again in 60 s; a periodic task whose definition is not valid JSON leaves
 -- the schedule (the engine registering it again puts it back). A place counter that is
 -- not a number fails the call, before any write.
--- Returns: {seconds until the next due future job or periodic run, as a string (0 when
---          it stopped early), or "" when there is none; then one line per problem found}.
+-- The workers are woken (a message on the channel) when a rate limit's hold is over, as
+-- when jobs were moved; a wake is due once, then the fetch sets the next one if needed.
+-- Returns: {seconds until the next due future job, periodic run or end of a rate limit's
+--          hold, as a string (0 when it stopped early), or "" when there is none; then
+--          one line per problem found}.
 -- Safe to retry.
 
 --- @include "place_counter"
@@ -34,7 +39,7 @@
 --- @include "payload"
 
 local payloads, seq, periodic, periodic_next = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local queues, future, failed = KEYS[5], KEYS[6], KEYS[7]
+local queues, future, failed, rate_wake = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
 local now = tonumber(ARGV[1])
 local channel, namespace, prefix = ARGV[2], ARGV[3], ARGV[4]
 check_place_counter(seq)
@@ -67,6 +72,9 @@ local function push_ready_here(queue, id, task_name)
     return true
 end
 
+-- First: a removal, as a full Redis (noeviction) refuses a script whose first write
+-- adds data.
+local woken = redis.call("ZREMRANGEBYSCORE", rate_wake, "-inf", now)
 local moved, more = 0, false
 local due = redis.call("ZRANGEBYSCORE", future, "-inf", now, "LIMIT", 0, max_moves)
 for k, member in ipairs(due) do
@@ -122,12 +130,12 @@ for j = 1, #due_tasks, 2 do
 end
 more = more or #due_tasks == 2 * max_periodic
 
-if moved > 0 then
+if moved + woken > 0 then
     redis.call("PUBLISH", channel, "due")
 end
 
 local next_time
-for _, key in ipairs({future, periodic_next}) do
+for _, key in ipairs({future, periodic_next, rate_wake}) do
     local first = redis.call("ZRANGE", key, 0, 0, "WITHSCORES")
     if first[2] ~= nil and (next_time == nil or tonumber(first[2]) < next_time) then
         next_time = tonumber(first[2])

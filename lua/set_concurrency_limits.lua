@@ -4,23 +4,24 @@
 -- KEYS[2]       in_flight: hash, task name -> running jobs of that limited task
 -- KEYS[3]       running: hash, job id -> its record (step running_record)
 -- KEYS[4]       queues: set of the namespace's queue names
--- KEYS[3+2i]    ready list of the i-th queue (i = 1..Q)
--- KEYS[4+2i]    parked sorted set of the i-th queue
+-- KEYS[5]       rate_limits: hash, task name -> its rate limit (step rate_limit)
+-- KEYS[4+2i]    ready list of the i-th queue (i = 1..Q)
+-- KEYS[5+2i]    parked sorted set of the i-th queue
 -- ARGV[1]       Q, the number of queues passed: every queue of the namespace
 -- ARGV[2..1+Q]  the queue names, in the order of their keys
 -- ARGV[2+Q..]   two values per task: name, max concurrency (0: the task has no limit)
 -- Tasks not given keep their limits: engines with different registries share a namespace.
--- Parked entries of tasks that lost their limit go back to the head of their ready list,
--- in their order: they are older than every entry of that list.
+-- Parked entries of tasks left with neither a concurrency nor a rate limit go back to
+-- the head of their ready list, in their order: they are older than every entry of it.
 -- Returns: -1 when the queues passed are not all the namespace's queues (nothing
 --          changed: call again with all of them); else the number of limited tasks.
 -- Safe to retry.
 
 --- @include "running_record"
---- @include "parked_member"
+--- @include "held_back"
 --- @include "queue_set"
 
-local limits, in_flight, running, queues = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local limits, in_flight, running, queues, rate_limits = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local queue_count = tonumber(ARGV[1])
 
 if not all_queues_given(queues, 2, queue_count) then
@@ -52,19 +53,8 @@ for _, record in ipairs(records) do
     end
 end
 
+local held_back = limited_tasks(limits, rate_limits)
 for i = 1, queue_count do
-    local ready, parked = KEYS[3 + 2 * i], KEYS[4 + 2 * i]
-    local released = {}
-    for _, member in ipairs(redis.call("ZRANGE", parked, 0, -1)) do
-        local task_name, entry = parse_parked_member(member)
-        if not limited[task_name] then
-            redis.call("ZREM", parked, member)
-            table.insert(released, entry)
-        end
-    end
-    table.sort(released)
-    for k = #released, 1, -1 do
-        redis.call("LPUSH", ready, released[k])
-    end
+    release_parked(KEYS[4 + 2 * i], KEYS[5 + 2 * i], held_back)
 end
 return count

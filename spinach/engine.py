@@ -645,9 +645,10 @@ class Engine(JobLifecycle):
                 self._must_stop.wait(wait)
 
     def _register_tasks(self) -> None:
-        """Store the concurrency limits and periodic tasks of the namespace in the broker."""
+        """Store the namespace's concurrency and rate limits and periodic tasks in the broker."""
         tasks = list(self._tasks.tasks.values())
         self._broker.set_concurrency_limits(tasks)
+        self._broker.set_rate_limits(tasks)
         self._broker.register_periodic_tasks(tasks)
 
     def _give_up(self, workers: Workers) -> None:

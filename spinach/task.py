@@ -60,6 +60,34 @@ def _duration_or_none(
     return check
 
 
+#: A rate limit: at most ``count`` job starts within any ``period``.
+RateLimit = tuple[int, timedelta]
+
+
+def _rate_limit(value: Any) -> RateLimit | None:
+    """A rate limit as a tuple (a list given in a settings file works too)."""
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _check_rate_limit(instance: Task, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and _is_int(value[0])
+        and value[0] >= 1
+        and isinstance(value[1], timedelta)
+        and value[1].total_seconds() >= 0.001
+    ):
+        return
+    raise InvalidTaskError(
+        f"Task {instance.name!r}: rate_limit must be (starts, period), an int of 1 or more "
+        f"and a timedelta of 1 ms or more, such as (100, timedelta(minutes=1)), or None "
+        f"for no limit; got {value!r}"
+    )
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -94,6 +122,11 @@ class Task:
     #: while one that has not started yet waits (queued, or waiting for its
     #: time); a job put back for a retry no longer counts.
     unique: bool = False
+    #: At most this many starts of its jobs within any such period, across the
+    #: namespace: ``(100, timedelta(minutes=1))``; None for no limit.
+    rate_limit: RateLimit | None = attrs.field(
+        default=None, converter=_rate_limit, validator=_check_rate_limit
+    )
 
     def __attrs_post_init__(self) -> None:
         where = f"Task {self.name!r}"
@@ -226,6 +259,7 @@ class Tasks:
         keep_result: timedelta | None = None,
         time_limit: timedelta | None = None,
         unique: bool = False,
+        rate_limit: RateLimit | None = None,
     ) -> F: ...
 
     @overload
@@ -241,6 +275,7 @@ class Tasks:
         keep_result: timedelta | None = None,
         time_limit: timedelta | None = None,
         unique: bool = False,
+        rate_limit: RateLimit | None = None,
     ) -> Callable[[F], F]: ...
 
     def task(
@@ -255,6 +290,7 @@ class Tasks:
         keep_result: timedelta | None = None,
         time_limit: timedelta | None = None,
         unique: bool = False,
+        rate_limit: RateLimit | None = None,
     ) -> F | Callable[[F], F]:
         """Register a function as a task; use as ``@tasks.task(name='x')``.
 
@@ -264,7 +300,10 @@ class Tasks:
         must then be plain JSON, like arguments. With ``time_limit``, a job
         running longer is interrupted with ``JobTimeLimitExceeded``. With
         ``unique=True``, scheduling a job while one with equal arguments waits
-        stores nothing and returns the waiting job's id.
+        stores nothing and returns the waiting job's id. With
+        ``rate_limit=(100, timedelta(minutes=1))``, at most 100 jobs of the task
+        start within any minute across the namespace; the jobs held back keep
+        their place in their queue.
         """
 
         def register(func: F) -> F:
@@ -278,6 +317,7 @@ class Tasks:
                 keep_result,
                 time_limit,
                 unique,
+                rate_limit,
             )
             try:
                 func.task_name = name  # type: ignore[attr-defined]  # documented marker attribute
@@ -302,6 +342,7 @@ class Tasks:
         keep_result: timedelta | None = None,
         time_limit: timedelta | None = None,
         unique: bool = False,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         """Register a function as a task without decorating it.
 
@@ -333,6 +374,7 @@ class Tasks:
             keep_result,
             time_limit,
             unique,
+            rate_limit,
         )
 
     def _require_engine(self) -> _Scheduler:

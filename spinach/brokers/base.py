@@ -257,11 +257,15 @@ class Broker(ABC):
     def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
         """Hand out up to ``max_jobs`` ready jobs of ``queue``, oldest first.
 
-        Jobs of a task at its concurrency limit are skipped: they keep their
-        place and do not hold back jobs of other tasks. Each job handed out is
-        recorded as running under :attr:`worker_id` with a fresh
-        :attr:`Job.handout_token`, counts against its task's concurrency
-        limit, and has status ``RUNNING``.
+        Jobs of a task at its concurrency limit, or at its rate limit (as
+        many starts within the last period as it allows, by the broker's
+        clock), are held back: they keep their place and do not hold back
+        jobs of other tasks. Each job handed out is recorded as running under
+        :attr:`worker_id` with a fresh :attr:`Job.handout_token`, counts
+        against its task's concurrency limit and as a start against its rate
+        limit, and has status ``RUNNING``. When jobs are held back by a rate
+        limit, :meth:`move_future_jobs` counts the time their task may start
+        again as a due time, and wakes the namespace's workers then.
 
         Atomic: a job is handed out to exactly one caller. An empty list means
         no job of this queue can start now. Not safe to retry blindly: jobs of
@@ -336,8 +340,12 @@ class Broker(ABC):
         if that is later: time lost while nobody called this is not made up,
         and a task never gets two jobs within one period.
 
-        Returns the seconds until the next future job or periodic run is due
-        (0 or more), or ``None`` when there is neither. Atomic; safe to retry.
+        It also wakes the namespace's workers (as :meth:`wait_for_event`
+        sees it) once jobs held back by a rate limit may start.
+
+        Returns the seconds until the next future job, periodic run or end of
+        a rate limit's hold is due (0 or more), or ``None`` when there is
+        none. Atomic; safe to retry.
         """
 
     @abstractmethod
@@ -359,6 +367,16 @@ class Broker(ABC):
         not in ``tasks`` keep theirs (engines with different registries share
         a namespace). Running jobs count against their task's limit. Atomic;
         safe to retry.
+        """
+
+    @abstractmethod
+    def set_rate_limits(self, tasks: Collection[Task]) -> None:
+        """Store the ``rate_limit`` of ``tasks`` as the namespace's rate limits.
+
+        A task of ``tasks`` without ``rate_limit`` loses its limit, and its
+        held-back jobs may start; tasks not in ``tasks`` keep theirs (engines
+        with different registries share a namespace). Starts already counted
+        within the period count against a changed limit. Atomic; safe to retry.
         """
 
     @abstractmethod

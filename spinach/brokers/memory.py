@@ -64,14 +64,21 @@ class _Namespace:
     payloads: dict[str, str] = attrs.Factory(dict)
     #: ready jobs by queue, oldest first
     queues: dict[str, deque[_Queued]] = attrs.Factory(dict)
-    #: ready jobs set aside while their task is at its concurrency limit,
-    #: by queue then task, oldest first
+    #: ready jobs set aside while their task is at its concurrency or rate
+    #: limit, by queue then task, oldest first
     parked: dict[str, dict[str, deque[_Queued]]] = attrs.Factory(dict)
     #: heap of (at, seq, job id, queue, task name) of future jobs
     future: list[tuple[float, int, str, str, str]] = attrs.Factory(list)
     running: dict[str, _Running] = attrs.Factory(dict)
     limits: dict[str, int] = attrs.Factory(dict)
     in_flight: dict[str, int] = attrs.Factory(dict)
+    #: task name -> (starts, period in seconds)
+    rate_limits: dict[str, tuple[int, float]] = attrs.Factory(dict)
+    #: task name -> the times of its starts within the period, oldest first;
+    #: kept when its limit is lifted, so that they count if it comes back
+    rate_logs: dict[str, deque[float]] = attrs.Factory(dict)
+    #: queue -> when a job it holds back by a rate limit may start
+    rate_wake: dict[str, float] = attrs.Factory(dict)
     periodic: dict[str, _Periodic] = attrs.Factory(dict)
     #: last heartbeat time by worker id
     workers: dict[str, float] = attrs.Factory(dict)
@@ -87,9 +94,22 @@ class _Namespace:
     unique: dict[str, str] = attrs.Factory(dict)
     unique_of: dict[str, str] = attrs.Factory(dict)
 
-    def at_limit(self, task_name: str) -> bool:
+    def at_limit(self, task_name: str, now: float) -> bool:
         limit = self.limits.get(task_name)
-        return limit is not None and self.in_flight.get(task_name, 0) >= limit
+        if limit is not None and self.in_flight.get(task_name, 0) >= limit:
+            return True
+        return self.rate_free_at(task_name, now) is not None
+
+    def rate_free_at(self, task_name: str, now: float) -> float | None:
+        """When a job of a rate-limited task may start, if it may not now."""
+        rate = self.rate_limits.get(task_name)
+        if rate is None:
+            return None
+        starts, period = rate
+        log = self.rate_logs.setdefault(task_name, deque())
+        while log and log[0] <= now - period:
+            log.popleft()
+        return log[len(log) - starts] + period if len(log) >= starts else None
 
     def holder(self, unique_key: str) -> str | None:
         """The id of the waiting job holding ``unique_key``, if one does."""
@@ -229,12 +249,13 @@ class MemoryBroker(Broker):
         handed: list[Job] = []
         with self._store.lock:
             ns = self._ns()
+            now = self._now()
             ready = ns.queues.get(queue)
             parked = ns.parked.setdefault(queue, {})
             while len(handed) < max_jobs:
                 # Park the blocked jobs at the head of the queue, so that the
                 # cost of a fetch does not grow with blocked work.
-                while ready and ns.at_limit(ready[0].task_name):
+                while ready and ns.at_limit(ready[0].task_name, now):
                     head = ready.popleft()
                     parked.setdefault(head.task_name, deque()).append(head)
                 source: deque[_Queued] | None = ready if ready else None
@@ -242,20 +263,28 @@ class MemoryBroker(Broker):
                     if (
                         waiting
                         and (source is None or waiting[0].seq < source[0].seq)
-                        and not ns.at_limit(task_name)
+                        and not ns.at_limit(task_name, now)
                     ):
                         source = waiting
                 if source is None:
                     break
                 entry = source.popleft()
-                handed.append(self._hand_out(ns, entry, queue))
+                handed.append(self._hand_out(ns, entry, queue, now))
             for task_name in [name for name, waiting in parked.items() if not waiting]:
                 del parked[task_name]
+            # Jobs held back by a rate limit: move_future_jobs wakes the workers
+            # when their task may start again.
+            for task_name in parked:
+                free_at = ns.rate_free_at(task_name, now)
+                if free_at is not None:
+                    ns.rate_wake[queue] = min(ns.rate_wake.get(queue, free_at), free_at)
         return handed
 
-    def _hand_out(self, ns: _Namespace, entry: _Queued, queue: str) -> Job:
+    def _hand_out(self, ns: _Namespace, entry: _Queued, queue: str, now: float) -> Job:
         token = f"{self.worker_id}:{next(self._tokens)}"
-        ns.running[entry.job_id] = _Running(self.worker_id, token, entry.task_name, self._now())
+        ns.running[entry.job_id] = _Running(self.worker_id, token, entry.task_name, now)
+        if entry.task_name in ns.rate_limits:
+            ns.rate_logs.setdefault(entry.task_name, deque()).append(now)
         if entry.task_name in ns.limits:
             ns.in_flight[entry.task_name] = ns.in_flight.get(entry.task_name, 0) + 1
         if ns.unique_of:
@@ -356,7 +385,12 @@ class MemoryBroker(Broker):
                 if periodic.next_run <= now:
                     self._run_periodic(ns, periodic, now)
                     moved = True
+            for queue, wake in list(ns.rate_wake.items()):
+                if wake <= now:
+                    del ns.rate_wake[queue]
+                    moved = True
             next_times = [p.next_run for p in ns.periodic.values()]
+            next_times += ns.rate_wake.values()
             if ns.future:
                 next_times.append(ns.future[0][0])
         if moved:
@@ -406,6 +440,18 @@ class MemoryBroker(Broker):
                 if running.task_name in ns.limits:
                     in_flight[running.task_name] = in_flight.get(running.task_name, 0) + 1
             ns.in_flight = in_flight
+        self._store.notify(self.namespace)
+
+    @override
+    def set_rate_limits(self, tasks: Collection[Task]) -> None:
+        with self._store.lock:
+            ns = self._ns()
+            for task in tasks:
+                if task.rate_limit is None:
+                    ns.rate_limits.pop(task.name, None)
+                else:
+                    starts, period = task.rate_limit
+                    ns.rate_limits[task.name] = (starts, period.total_seconds())
         self._store.notify(self.namespace)
 
     @override

@@ -59,6 +59,7 @@ __all__ = [
     "RequeueFailedContract",
     "RetryJobContract",
     "SetConcurrencyLimitsContract",
+    "SetRateLimitsContract",
     "WaitForEventContract",
     "WatchJobContract",
 ]
@@ -829,6 +830,204 @@ class SetConcurrencyLimitsContract(_Base):
         assert len(broker.get_jobs_from_queue("q", 10)) == 2
 
 
+class SetRateLimitsContract(_Base):
+    """:meth:`Broker.set_rate_limits`, and the rate limits that
+    :meth:`Broker.get_jobs_from_queue` keeps."""
+
+    @classmethod
+    def limit(cls, broker: Broker, starts: int, seconds: float, name: str = "task") -> None:
+        broker.set_rate_limits([cls.task(name, rate_limit=(starts, timedelta(seconds=seconds)))])
+
+    def test_limit_holds(self, broker: Broker, clock: ManualClock) -> None:
+        """No more jobs of a task start within the period than its limit; the rest wait."""
+        self.limit(broker, 3, 60)
+        broker.enqueue_jobs([self.job(clock) for _ in range(5)])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 3
+        assert broker.get_jobs_from_queue("q", 10) == []
+        assert broker.count_jobs().queued == {"q": 2}
+        assert not broker.is_queue_empty("q")
+
+    def test_limit_counts_the_starts_of_every_broker(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """The starts are counted across the namespace, not per worker."""
+        self.limit(broker, 2, 60)
+        broker.enqueue_jobs([self.job(clock) for _ in range(4)])
+        other = make_broker(broker.namespace)
+        assert len(broker.get_jobs_from_queue("q", 1)) == 1
+        assert len(other.get_jobs_from_queue("q", 10)) == 1
+        assert broker.get_jobs_from_queue("q", 10) == []
+
+    def test_window_slides_on_the_broker_clock(self, broker: Broker, clock: ManualClock) -> None:
+        """A start counts for exactly one period after it: the window slides with each start."""
+        self.limit(broker, 2, 10)
+        broker.enqueue_jobs([self.job(clock) for _ in range(5)])
+        assert len(broker.get_jobs_from_queue("q", 1)) == 1  # t=0
+        clock.advance(4)
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1  # t=4
+        clock.advance(5.9)
+        assert broker.get_jobs_from_queue("q", 10) == []  # t=9.9: both count
+        clock.advance(0.1)
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1  # t=10: the first left
+        clock.advance(3.9)
+        assert broker.get_jobs_from_queue("q", 10) == []  # t=13.9
+        clock.advance(0.1)
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1  # t=14: the second left
+
+    def test_ended_jobs_do_not_give_starts_back(self, broker: Broker, clock: ManualClock) -> None:
+        """Unlike a concurrency slot, a start counts whether its job ended or not."""
+        self.limit(broker, 1, 60)
+        broker.enqueue_jobs([self.job(clock), self.job(clock)])
+        (job,) = broker.get_jobs_from_queue("q", 10)
+        job.status = JobStatus.SUCCEEDED
+        broker.remove_job_from_running(job)
+        assert broker.get_jobs_from_queue("q", 10) == []
+
+    def test_a_retry_is_a_new_start(self, broker: Broker, clock: ManualClock) -> None:
+        """A job handed out again for a retry counts again."""
+        self.limit(broker, 2, 60)
+        broker.enqueue_jobs([self.job(clock, max_retries=2), self.job(clock)])
+        first, _ = broker.get_jobs_from_queue("q", 10)
+        first.retries += 1
+        first.at = clock.now()
+        broker.retry_job(first)
+        assert broker.get_jobs_from_queue("q", 10) == []
+        clock.advance(60)
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [first.id]
+
+    def test_held_back_jobs_keep_order_and_do_not_block_others(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Jobs held back keep their order; other tasks' jobs pass them."""
+        self.limit(broker, 1, 60, "a")
+        a1, a2, b1, a3, b2 = (self.job(clock, name) for name in ["a", "a", "b", "a", "b"])
+        broker.enqueue_jobs([a1, a2, b1, a3, b2])
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [a1.id, b1.id, b2.id]
+        c1 = self.job(clock, "a")
+        broker.enqueue_jobs([c1])
+        clock.advance(60)
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [a2.id]
+        clock.advance(60)
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [a3.id]
+
+    def test_held_back_job_keeps_its_place_among_others(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Once its task may start again, a held-back job goes before later jobs of other tasks."""
+        self.limit(broker, 1, 60, "a")
+        a1, a2 = self.job(clock, "a"), self.job(clock, "a")
+        broker.enqueue_jobs([a1, a2])
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [a1.id]
+        b1 = self.job(clock, "b")
+        broker.enqueue_jobs([b1])
+        clock.advance(60)
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [a2.id, b1.id]
+
+    def test_many_held_back_jobs_do_not_hide_others(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Thousands of held-back jobs in front of another task's job do not hide it."""
+        self.limit(broker, 1, 60, "a")
+        blocked = [self.job(clock, "a") for _ in range(2500)]
+        other = self.job(clock, "b")
+        broker.enqueue_jobs([*blocked, other])
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == [blocked[0].id, other.id]
+        assert broker.count_jobs().queued == {"q": 2499}
+
+    def test_move_future_jobs_tells_when_held_back_jobs_may_start(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """The end of a hold is a due time of move_future_jobs, as a future job's is."""
+        self.limit(broker, 2, 10)
+        broker.enqueue_jobs([self.job(clock) for _ in range(3)])
+        assert len(broker.get_jobs_from_queue("q", 1)) == 1
+        clock.advance(3)
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+        assert broker.move_future_jobs() == pytest.approx(7)
+        clock.advance(7)
+        assert broker.move_future_jobs() is None
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+
+    def test_end_of_a_hold_wakes_waiting_workers(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Workers waiting for an event are woken when held-back jobs may start."""
+        self.limit(broker, 1, 10)
+        waiter = make_broker(broker.namespace)
+        waiter.start()
+        try:
+            broker.enqueue_jobs([self.job(clock), self.job(clock)])
+            # The enqueue's news, or the broker's own once its notifications are live.
+            assert waiter.wait_for_event(10)
+            assert len(waiter.get_jobs_from_queue("q", 10)) == 1
+            assert waiter.get_jobs_from_queue("q", 10) == []
+            while waiter.wait_for_event(0.05):
+                pass  # anything that was on its way
+            clock.advance(10)
+            broker.move_future_jobs()
+            assert waiter.wait_for_event(10), "the end of a hold woke nobody"
+            assert len(waiter.get_jobs_from_queue("q", 10)) == 1
+        finally:
+            waiter.stop()
+
+    def test_tasks_not_given_keep_their_limits(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """An engine registering other tasks leaves the limits of tasks it does not know."""
+        self.limit(broker, 1, 60)
+        make_broker(broker.namespace).set_rate_limits([self.task("other")])
+        broker.enqueue_jobs([self.job(clock), self.job(clock)])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+
+    def test_removing_a_limit_releases_held_back_jobs(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Limits not given again are lifted, and the held-back jobs start, in order."""
+        self.limit(broker, 1, 60)
+        jobs = [self.job(clock) for _ in range(3)]
+        broker.enqueue_jobs(jobs)
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+        broker.set_rate_limits([self.task("task")])
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == self.ids(jobs[1:])
+
+    def test_starts_count_against_a_changed_limit(self, broker: Broker, clock: ManualClock) -> None:
+        """The starts within the period count against a new limit, as against the old."""
+        self.limit(broker, 3, 60)
+        broker.enqueue_jobs([self.job(clock) for _ in range(5)])
+        assert len(broker.get_jobs_from_queue("q", 2)) == 2
+        self.limit(broker, 2, 60)
+        assert broker.get_jobs_from_queue("q", 10) == []
+        self.limit(broker, 4, 60)
+        assert len(broker.get_jobs_from_queue("q", 10)) == 2
+
+    def test_lifting_a_concurrency_limit_keeps_the_rate_limit(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Both limits hold a task's jobs together; lifting one leaves the other."""
+        task = self.task("task", max_concurrency=1, rate_limit=(2, timedelta(seconds=60)))
+        broker.set_concurrency_limits([task])
+        broker.set_rate_limits([task])
+        broker.enqueue_jobs([self.job(clock) for _ in range(4)])
+        (job,) = broker.get_jobs_from_queue("q", 10)
+        job.status = JobStatus.SUCCEEDED
+        broker.remove_job_from_running(job)
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+        broker.set_concurrency_limits([self.task("task", rate_limit=task.rate_limit)])
+        assert broker.get_jobs_from_queue("q", 10) == []
+        broker.set_rate_limits([self.task("task")])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 2
+
+    def test_flush_forgets_the_starts(self, broker: Broker, clock: ManualClock) -> None:
+        """A flushed namespace starts counting again."""
+        self.limit(broker, 1, 60)
+        broker.enqueue_jobs([self.job(clock)])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+        broker.flush()
+        self.limit(broker, 1, 60)
+        broker.enqueue_jobs([self.job(clock)])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+
+
 class AdoptJobsOfDeadWorkersContract(_Base):
     """:meth:`Broker.heartbeat`, :meth:`Broker.deregister_worker` and
     :meth:`Broker.adopt_jobs_of_dead_workers`."""
@@ -1585,6 +1784,7 @@ class BrokerContract(
     MoveFutureJobsContract,
     RegisterPeriodicTasksContract,
     SetConcurrencyLimitsContract,
+    SetRateLimitsContract,
     HeartbeatContract,
     AdoptJobsOfDeadWorkersContract,
     GetJobContract,

@@ -85,6 +85,7 @@ def producer(redis_url: str, namespace: str) -> Engine:
     tasks.add(_noop, "aio_sleeper", queue="aio", max_retries=2)
     tasks.add(_noop, "aio_record", queue="aio")
     tasks.add(_noop, "unique_record", unique=True)
+    tasks.add(_noop, "rated")
     engine = Engine(RedisBroker.from_url(redis_url), namespace)
     engine.attach_tasks(tasks)
     return engine
@@ -344,3 +345,17 @@ def test_concurrent_unique_schedules_from_processes_store_one(
         (7,),
         {"note": "same"},
     )
+
+
+def test_rate_limit_holds_across_processes(
+    make_producer: Callable[[], Engine], workers: Workers
+) -> None:
+    """A task limited to 50 starts a second, drained by 4 worker processes (16
+    threads) from a backlog, starts 500 jobs within 10% over 10 s."""
+    workers.start(4)
+    schedule_many(make_producer(), "rated", 650)
+    # 550 starts: 11 s or more at the limit; the backlog lasts past the 10 s measured.
+    wait_for(lambda: len(workers.list("rated")) >= 550, timeout=60)
+    starts = sorted(float(t) for t in workers.list("rated"))
+    within = [t for t in starts if t < starts[0] + 10]
+    assert 450 <= len(within) <= 550, f"{len(within)} starts in 10 s"

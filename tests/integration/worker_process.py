@@ -82,6 +82,11 @@ def spin_limited(i: int) -> None:
         turns += 1
 
 
+@tasks.task(name="rated", rate_limit=(50, timedelta(seconds=1)))
+def rated(i: int) -> None:
+    r.rpush(key("rated"), time.time())
+
+
 @tasks.task(name="sleeper", max_retries=2)
 def sleeper(i: int) -> None:
     r.rpush(key("started"), f"sleeper:{i}:{os.getpid()}")

@@ -1,4 +1,4 @@
-"""Cancelling jobs and unique jobs, through the engine, on the MemoryBroker."""
+"""Cancelling jobs, unique jobs and rate limits, through the engine, on the MemoryBroker."""
 
 from __future__ import annotations
 
@@ -381,3 +381,53 @@ class TestUnique:
     def test_periodic_task_cannot_be_unique(self) -> None:
         with pytest.raises(InvalidTaskError, match="periodic task cannot be unique"):
             Tasks().task(lambda: None, name="t", unique=True, periodicity=timedelta(seconds=5))
+
+
+class TestRateLimit:
+    def test_held_back_jobs_do_not_hold_back_others(self, engine: Engine) -> None:
+        """Jobs past the limit wait; a later job of another task passes them."""
+        ran: list[str] = []
+        done = threading.Event()
+        engine.task(lambda: ran.append("a"), name="a", rate_limit=(2, timedelta(hours=1)))
+        engine.task(lambda: done.set(), name="b")
+        for _ in range(4):
+            engine.schedule("a")
+        engine.schedule("b")
+        engine.start_workers(number=2, block=False)
+        # The jobs are handed out in order: once b ran, every a was handed out
+        # or held back.
+        assert done.wait(10)
+        wait_for(lambda: not engine.broker.count_jobs().running, 10, "the jobs to end")
+        assert ran == ["a", "a"]
+        assert engine.broker.count_jobs().queued == {"spinach": 2}
+
+    def test_every_held_back_job_runs_once_its_period_allows(self, engine: Engine) -> None:
+        """Held-back jobs start as the starts leave the period, and an engine told
+        to stop when its queue is empty waits for them."""
+        ran: list[int] = []
+        engine.task(lambda i: ran.append(i), name="a", rate_limit=(2, timedelta(milliseconds=200)))
+        for i in range(6):
+            engine.schedule("a", i)
+        engine.start_workers(number=2, stop_when_queue_empty=True)
+        assert sorted(ran) == list(range(6))
+
+    @pytest.mark.parametrize(
+        "bad",
+        [
+            5,
+            (0, timedelta(seconds=1)),
+            (True, timedelta(seconds=1)),
+            (5, 60),
+            (5,),
+            (5, timedelta(0)),
+            "5/m",
+        ],
+    )
+    def test_rate_limit_must_be_starts_and_a_period(self, bad: Any) -> None:
+        with pytest.raises(InvalidTaskError, match=r"rate_limit must be \(starts, period\)"):
+            Tasks().task(lambda: None, name="t", rate_limit=bad)
+
+    def test_rate_limit_given_as_a_list_is_a_tuple(self) -> None:
+        tasks = Tasks()
+        tasks.task(lambda: None, name="t", rate_limit=[5, timedelta(seconds=1)])  # type: ignore[arg-type]
+        assert tasks.get("t").rate_limit == (5, timedelta(seconds=1))

@@ -58,6 +58,7 @@ _SCRIPTS = (
     "move_future_jobs",
     "register_periodic_tasks",
     "set_concurrency_limits",
+    "set_rate_limits",
     "heartbeat",
     "adopt_jobs_of_dead_workers",
     "requeue_lost_handouts",
@@ -345,7 +346,9 @@ class RedisBroker(JobRecords, Broker):
             while more and len(jobs) < max_jobs:
                 prefixes.append(self._token_prefix())
                 reply = self._run(
-                    "get_jobs_from_queue", keys, [max_jobs - len(jobs), prefixes[-1], self._now()]
+                    "get_jobs_from_queue",
+                    keys,
+                    self._fetch_args(max_jobs - len(jobs), prefixes[-1]),
                 )
                 more = int(reply[0]) == 1
                 jobs += self._jobs_of(queue, prefixes[-1], reply)
@@ -369,7 +372,12 @@ class RedisBroker(JobRecords, Broker):
             k.calls,
             k.cancelled(queue),
             k.unique,
+            k.rate_limits,
+            k.rate_wake,
         ]
+
+    def _fetch_args(self, max_jobs: int, token_prefix: str) -> list[Any]:
+        return [max_jobs, token_prefix, self._now(), self._keys.prefix]
 
     @override
     def record_outcomes_and_get_jobs(
@@ -383,7 +391,7 @@ class RedisBroker(JobRecords, Broker):
         record_keys, record_args = self._record_arguments(jobs, kinds)
         prefix = self._token_prefix()
         fetch_keys = self._fetch_keys(queue)
-        fetch_args = [max_jobs, prefix, self._now()]
+        fetch_args = self._fetch_args(max_jobs, prefix)
         # Both scripts in one round trip. A script the server lost (a restart
         # without persistence) did not run: it runs again the usual way, which loads it.
         pipe = self._redis.pipeline(transaction=False)
@@ -542,6 +550,7 @@ class RedisBroker(JobRecords, Broker):
     def move_future_jobs(self) -> float | None:
         k = self._keys
         keys = [k.payloads, k.seq, k.periodic, k.periodic_next, k.queues, k.future, k.failed]
+        keys.append(k.rate_wake)
         result = self._run(
             "move_future_jobs", keys, [self._now(), k.channel, self.namespace, k.prefix]
         )
@@ -568,7 +577,7 @@ class RedisBroker(JobRecords, Broker):
             limits += [task.name, task.max_concurrency or 0]
         result = self._run_on_all_queues(
             "set_concurrency_limits",
-            [k.limits, k.in_flight, k.running, k.queues],
+            [k.limits, k.in_flight, k.running, k.queues, k.rate_limits],
             [],
             limits,
             ("ready", "parked"),
@@ -576,6 +585,22 @@ class RedisBroker(JobRecords, Broker):
         if result is None:
             raise ConfigurationError(
                 "Could not set the concurrency limits: queues kept being created meanwhile; "
+                "start the workers again"
+            )
+
+    @override
+    def set_rate_limits(self, tasks: Collection[Task]) -> None:
+        k = self._keys
+        limits: list[Any] = []
+        for task in tasks:
+            rate = task.rate_limit
+            limits += [task.name, "" if rate is None else f"{rate[0]} {rate[1].total_seconds()!r}"]
+        result = self._run_on_all_queues(
+            "set_rate_limits", [k.rate_limits, k.limits, k.queues], [], limits, ("ready", "parked")
+        )
+        if result is None:
+            raise ConfigurationError(
+                "Could not set the rate limits: queues kept being created meanwhile; "
                 "start the workers again"
             )
 
@@ -688,6 +713,8 @@ class RedisBroker(JobRecords, Broker):
             k.running,
             k.limits,
             k.in_flight,
+            k.rate_limits,
+            k.rate_wake,
             k.failed,
             k.periodic,
             k.periodic_next,
@@ -700,16 +727,17 @@ class RedisBroker(JobRecords, Broker):
             k.unique,
             *per_queue,
         )
-        # Kept results are keys of their own, one per job: found by their prefix.
-        pattern = _glob_escape(k.result("")) + "*"
-        batch: list[Any] = []
-        for key in self._redis.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) == 1000:
+        # Kept results (one key per job) and rate logs (one per task) are found
+        # by their prefix.
+        for head in (k.result(""), k.rate_log("")):
+            batch: list[Any] = []
+            for key in self._redis.scan_iter(match=_glob_escape(head) + "*", count=1000):
+                batch.append(key)
+                if len(batch) == 1000:
+                    self._redis.delete(*batch)
+                    batch = []
+            if batch:
                 self._redis.delete(*batch)
-                batch = []
-        if batch:
-            self._redis.delete(*batch)
         self._queues = None
 
     def close(self) -> None:

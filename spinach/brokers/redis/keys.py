@@ -61,6 +61,14 @@ class Keys:
         return self.prefix + "limits"
 
     @property
+    def rate_limits(self) -> str:
+        return self.prefix + "rate_limits"
+
+    @property
+    def rate_wake(self) -> str:
+        return self.prefix + "rate_wake"
+
+    @property
     def in_flight(self) -> str:
         return self.prefix + "in_flight"
 
@@ -117,6 +125,10 @@ class Keys:
 
     def result(self, job_id: str) -> str:
         return f"{self.prefix}result:{job_id}"
+
+    def rate_log(self, task_name: str) -> str:
+        """The starts of a rate-limited task within its period (lua/include/rate_limit.lua)."""
+        return f"{self.prefix}rate:{task_name}"
 
     def ready(self, queue: str) -> str:
         return f"{self.prefix}queue:{queue}"
