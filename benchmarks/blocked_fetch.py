@@ -1,15 +1,18 @@
-"""Fetch cost with 100,000 jobs blocked by a concurrency limit.
+"""Fetch cost with 100,000 jobs held back by a concurrency limit or a rate limit.
 
 Prints the Redis time (from INFO commandstats) and the round-trip time of a
-fetch that hands out one job of another task, and the longest single call
+fetch that hands out one job of another task, and the Redis time per call
 while the blocked jobs were being parked.
+
+    python benchmarks/blocked_fetch.py [--limit concurrency|rate|both] [--blocked N]
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import redis
@@ -29,20 +32,34 @@ def evalsha_usec(client: redis.Redis) -> tuple[int, int]:
 
 
 def measure(
-    url: str, blocked: int = BLOCKED, samples: int = SAMPLES, quiet: bool = False
+    url: str,
+    blocked: int = BLOCKED,
+    samples: int = SAMPLES,
+    quiet: bool = False,
+    limit: str = "concurrency",
 ) -> dict[str, Any]:
-    """Park ``blocked`` jobs behind a limit, then time ``samples`` fetches of another task."""
+    """Park ``blocked`` jobs behind a limit (``"concurrency"``: one at a time;
+    ``"rate"``: one start an hour), then time ``samples`` fetches of another task
+    (itself under a concurrency limit, or a rate limit, it does not reach)."""
     out = print if not quiet else (lambda *a, **k: None)
     client = redis.Redis.from_url(url)
     broker = RedisBroker(client)
     broker.namespace = "bench-blocked"
     broker.flush()
-    broker.set_concurrency_limits(
-        [
+    if limit == "rate":
+        hour = timedelta(hours=1)
+        tasks = [
+            Task(print, "blocked", "q", 1, None, rate_limit=(1, hour)),
+            Task(print, "other", "q", 1, None, rate_limit=(10 * samples, hour)),
+        ]
+        broker.set_rate_limits(tasks)
+    else:
+        tasks = [
             Task(print, "blocked", "q", 1, None, max_concurrency=1),
             Task(print, "other", "q", 1, None, max_concurrency=1000),
         ]
-    )
+        broker.set_concurrency_limits(tasks)
+    out(f"{blocked} jobs held back by a {limit} limit")
     now = datetime.now(timezone.utc)
     for start in range(0, blocked, 1000):
         broker.enqueue_jobs([Job("blocked", "q", now, 1, (i,)) for i in range(start, start + 1000)])
@@ -83,18 +100,24 @@ def measure(
     broker.close()
     return {
         "blocked": blocked,
+        "limit": limit,
         "samples": samples,
         "parking_calls": calls,
         "fetch_median_ms": round(statistics.median(server_times), 4),
         "fetch_p99_ms": round(percentile(server_times, 0.99), 4),
         "round_trip_median_ms": round(statistics.median(round_trips), 4),
     }
-    return None
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", choices=["concurrency", "rate", "both"], default="both")
+    parser.add_argument("--blocked", type=int, default=BLOCKED)
+    args = parser.parse_args()
+    limits = ["concurrency", "rate"] if args.limit == "both" else [args.limit]
     with redis_url() as url:
-        measure(url)
+        for limit in limits:
+            measure(url, args.blocked, limit=limit)
 
 
 if __name__ == "__main__":

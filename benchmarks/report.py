@@ -42,7 +42,7 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
             unit = "bytes/job"
         elif key.startswith("memory_per_"):
             unit = "bytes each (record bytes)"
-        elif key.startswith("blocked_fetch"):
+        elif key.startswith(("blocked_fetch", "rate_fetch")):
             unit = "ms median (p99)"
         out.append((key, f"{key} ({unit})"))
         if key.startswith(("drain", "memory:drain")):

@@ -121,9 +121,11 @@ def main() -> None:
                     client.flushall()
                     blocked = 10_000 if args.quick else 100_000
                     print("  blocked fetch...", file=sys.stderr, flush=True)
-                    results[name][f"blocked_fetch_{blocked}"] = measure_blocked_fetch(
-                        server.url, blocked, 100 if args.quick else 300, quiet=True
-                    )
+                    for limit, row in (("concurrency", "blocked_fetch"), ("rate", "rate_fetch")):
+                        client.flushall()
+                        results[name][f"{row}_{blocked}"] = measure_blocked_fetch(
+                            server.url, blocked, 100 if args.quick else 300, True, limit
+                        )
     meta = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{os.cpu_count()} cores, {platform.machine()}, {platform.platform()}",

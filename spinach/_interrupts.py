@@ -12,6 +12,9 @@ An exception is set at most once per job, and only while the job is armed;
 disarming clears it if it is still pending. So it lands inside the task, or
 in the few bytecodes between the task's return and the disarming, where
 :meth:`Interrupts.run` catches it too: never later, in the worker's own code.
+
+A job without a time limit (most jobs) is armed without the lock, in a slot
+its thread reuses: it costs one lock round trip, to disarm it.
 """
 
 from __future__ import annotations
@@ -53,6 +56,18 @@ class _Watch:
         self.in_heap = False
 
 
+class _Slot:
+    """The job without a time limit that a worker thread runs: its key while it
+    is armed (else None), and the exception set in the thread, if one was."""
+
+    __slots__ = ("fired", "key", "thread_id")
+
+    def __init__(self, thread_id: int) -> None:
+        self.thread_id = thread_id
+        self.key: object = None
+        self.fired: type[BaseException] | None = None
+
+
 class Interrupts:
     """Interrupts the jobs of thread workers that run past their time limit,
     or that are cancelled.
@@ -71,8 +86,11 @@ class Interrupts:
         # once they are most of it, so that the heap holds about the jobs running.
         self._stale = 0
         self._order = itertools.count()
-        # The jobs armed, by key, for interrupt().
+        # The jobs with a time limit armed, by key, for interrupt().
         self._armed: dict[object, _Watch] = {}
+        # The slot of each thread that ran a job without a time limit.
+        self._local = threading.local()
+        self._slots: list[_Slot] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -94,6 +112,8 @@ class Interrupts:
         (:class:`JobTimeLimitExceeded` at the limit, :class:`JobCancelled`
         when interrupted).
         """
+        if limit is None:
+            return self._run_unlimited(key, func, args, kwargs, cancelled)
         watch = _Watch(threading.get_ident(), None if limit is None else time.monotonic() + limit)
         result: Any = None
         err: BaseException | None = None
@@ -118,13 +138,76 @@ class Interrupts:
             result, err = None, fired()
         return result, err
 
+    def _run_unlimited(
+        self,
+        key: object,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        cancelled: Container[object],
+    ) -> tuple[Any, BaseException | None]:
+        """:meth:`run` without a time limit."""
+        try:
+            slot: _Slot = self._local.slot
+        except AttributeError:
+            slot = self._local.slot = _Slot(threading.get_ident())
+            with self._lock:
+                self._slots.append(slot)
+        result: Any = None
+        err: BaseException | None = None
+        try:
+            slot.fired = None
+            # Armed: interrupt() may raise from here on. An interrupt that came
+            # before it put the key in cancelled first, so one of the two sees
+            # the other.
+            slot.key = key
+            if key in cancelled:
+                self._cancel_at_arming(slot)
+            try:
+                result = func(*args, **kwargs)
+            except BaseException as e:
+                err = e
+            finally:
+                self._disarm_slot(slot)
+        except (JobTimeLimitExceeded, JobCancelled) as e:
+            # Interrupted outside the task, before it was disarmed: at most
+            # once, so this disarming cannot be interrupted.
+            self._disarm_slot(slot)
+            result, err = None, e
+        fired = slot.fired
+        if fired is not None and not isinstance(err, fired):
+            # Set as the task ended (or swallowed by it): the job was stopped all the same.
+            result, err = None, fired()
+        return result, err
+
+    def _cancel_at_arming(self, slot: _Slot) -> None:
+        """Raise JobCancelled for a job found cancelled as it was armed: once,
+        whether or not interrupt() also saw it armed and set it already."""
+        with self._lock:
+            if slot.fired is not None:
+                _clear_async_exc(slot.thread_id, None)
+            slot.fired = JobCancelled
+        raise JobCancelled()
+
+    def _disarm_slot(self, slot: _Slot) -> None:
+        with self._lock:
+            if slot.key is None:
+                return
+            slot.key = None
+            if slot.fired is not None:
+                # Not raised yet: it never will be.
+                _clear_async_exc(slot.thread_id, None)
+
     def interrupt(self, key: object) -> None:
         """Raise :class:`JobCancelled` in the thread of the job armed with
         ``key``, unless it is not armed or was already interrupted."""
         with self._lock:
-            watch = self._armed.get(key)
-            if watch is not None and watch.fired is None:
-                self._raise(watch, JobCancelled)
+            target: _Watch | _Slot | None = self._armed.get(key)
+            if target is None:
+                # Jobs without a time limit: one slot per worker thread.
+                target = next((slot for slot in self._slots if slot.key == key), None)
+            if target is not None and target.fired is None:
+                self._raise(target, JobCancelled)
 
     def stop(self) -> None:
         """Stop the watcher thread; jobs watched meanwhile are no longer interrupted
@@ -135,13 +218,13 @@ class Interrupts:
         if self._thread is not None:
             self._thread.join()
 
-    def _raise(self, watch: _Watch, exception: type[BaseException]) -> None:
-        """Set ``exception`` in the thread of ``watch``; with the lock held."""
-        modified = _set_async_exc(watch.thread_id, exception)
+    def _raise(self, target: _Watch | _Slot, exception: type[BaseException]) -> None:
+        """Set ``exception`` in the thread of ``target``; with the lock held."""
+        modified = _set_async_exc(target.thread_id, exception)
         if modified > 1:  # never expected; CPython's docs say to undo it
-            _clear_async_exc(watch.thread_id, None)
+            _clear_async_exc(target.thread_id, None)
         if modified == 1:
-            watch.fired = exception
+            target.fired = exception
 
     def _arm(self, key: object, watch: _Watch, cancelled: Container[object]) -> None:
         with self._lock:

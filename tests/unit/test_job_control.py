@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 import uuid
@@ -333,6 +334,61 @@ class TestInterrupts:
         assert isinstance(err, JobCancelled)
         interrupts.interrupt(key)  # no longer armed: nothing happens
         assert interrupts.run(key, None, lambda: 7, (), {}) == (7, None)
+
+    def test_no_cancel_escapes_with_threads_switching_all_the_time(self) -> None:
+        """Jobs without a time limit cancelled at random, around their arming and
+        their end, with threads switching every bytecode or so: the exception
+        lands in the job or not at all, and only cancelled jobs get it."""
+        interrupts = Interrupts("test")
+        cancelled: set[object] = set()
+        current: list[object] = [None, None, None]
+        escaped: list[BaseException] = []
+        outcomes: list[tuple[object, BaseException | None]] = []
+        done = threading.Event()
+
+        def work() -> int:
+            return sum(range(50))
+
+        def worker(index: int) -> None:
+            for i in range(10_000):
+                key = (index, i)
+                current[index] = key
+                try:
+                    _, err = interrupts.run(key, None, work, (), {}, cancelled)
+                    outcomes.append((key, err))
+                    sum(range(50))  # the worker's own code, after the job
+                except BaseException as e:
+                    escaped.append(e)
+
+        def canceller() -> None:
+            turn = 0
+            while not done.is_set():
+                key = current[turn % 3]
+                turn += 1
+                if key is not None and turn % 7 == 0:
+                    cancelled.add(key)
+                    interrupts.interrupt(key)
+
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
+            stopper = threading.Thread(target=canceller)
+            stopper.start()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(120)
+            done.set()
+            stopper.join(10)
+        finally:
+            sys.setswitchinterval(interval)
+        assert escaped == []
+        assert len(outcomes) == 30_000
+        stopped = [key for key, err in outcomes if isinstance(err, JobCancelled)]
+        assert stopped, "no job was interrupted: the test did not test anything"
+        assert all(key in cancelled for key in stopped)
+        assert all(err is None or isinstance(err, JobCancelled) for _, err in outcomes)
 
 
 class TestUnique:
