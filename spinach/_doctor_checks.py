@@ -317,10 +317,9 @@ def _scan(client: redis.Redis) -> _Sample:
                 sample.foreign.append(text)
                 to_time.append(text)
                 continue
-            namespace = parsed[0]
+            namespace, rest = parsed
             sample.namespaces[namespace] = sample.namespaces.get(namespace, 0) + 1
-            # The markers of at-most-once scheduling calls expire by design.
-            if not text.startswith(Keys.of(namespace).enqueue_marker("")):
+            if not Keys.expires_by_design(rest):
                 to_time.append(text)
         if cursor == 0 or sample.scanned >= SCAN_LIMIT:
             break

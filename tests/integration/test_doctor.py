@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -249,15 +250,26 @@ def test_a_foreign_key_with_a_ttl_is_a_warning(start_redis: Callable[..., RedisS
 def test_spinach_keys_and_their_expiring_markers_are_not_foreign(
     start_redis: Callable[..., RedisServer],
 ) -> None:
-    """Keys of a namespace, including the enqueued markers that expire, pass the dedicated check."""
+    """Keys of a namespace, including those that expire by design (the enqueued
+    markers, kept results, rate logs), pass the dedicated check."""
     server = start_redis()
     broker = RedisBroker.from_url(server.url)
     engine = Engine(broker, "shop")
     engine.task(lambda greeting: None, name="at_most_once", max_retries=0)
+    engine.task(
+        lambda: 7,
+        name="kept",
+        keep_result=timedelta(hours=1),
+        rate_limit=(10, timedelta(hours=1)),
+    )
     engine.schedule("at_most_once", "hello")
-    markers = list(broker.redis.scan_iter(match="spinach:{shop}:enqueued:*"))
-    assert len(markers) == 1
-    assert broker.redis.ttl(markers[0]) > 0
+    job = engine.schedule("kept")
+    engine.start_workers(number=1, queue="spinach", stop_when_queue_empty=True)
+    assert engine.get_result(job, timeout=0) == 7
+    for kind in ("enqueued", "result", "rate"):
+        keys = set(broker.redis.scan_iter(match=f"spinach:{{shop}}:{kind}:*"))
+        assert keys, kind
+        assert all(broker.redis.ttl(key) > 0 for key in keys), keys
     report = diagnose(server.url)
     checks = {c.name: c for c in report.checks}
     assert checks["dedicated-server"].status == "pass", checks["dedicated-server"].detail

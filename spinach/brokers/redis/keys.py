@@ -40,6 +40,13 @@ class Keys:
             return None
         return namespace, rest
 
+    @staticmethod
+    def expires_by_design(rest: str) -> bool:
+        """Whether the key of a namespace whose name ends with ``rest`` (as
+        :meth:`parse` gives it) has a TTL by design: the markers of scheduling
+        calls, kept results and rate logs."""
+        return rest.startswith(("enqueued:", "result:", "rate:"))
+
     @property
     def payloads(self) -> str:
         return self.prefix + "payloads"
