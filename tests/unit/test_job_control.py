@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sys
 import threading
 import time
@@ -370,6 +371,11 @@ class TestInterrupts:
                     interrupts.interrupt(key)
 
         interval = sys.getswitchinterval()
+        # Objects of earlier tests collected meanwhile would run their finalizers
+        # (or weakref callbacks) in these threads, where the exception may land
+        # and be swallowed, as the docs say.
+        gc.collect()
+        gc.disable()
         sys.setswitchinterval(1e-6)
         try:
             threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
@@ -383,6 +389,7 @@ class TestInterrupts:
             stopper.join(10)
         finally:
             sys.setswitchinterval(interval)
+            gc.enable()
         assert escaped == []
         assert len(outcomes) == 30_000
         stopped = [key for key, err in outcomes if isinstance(err, JobCancelled)]
@@ -453,7 +460,7 @@ class TestRateLimit:
         # The jobs are handed out in order: once b ran, every a was handed out
         # or held back.
         assert done.wait(10)
-        wait_for(lambda: not engine.broker.count_jobs().running, 10, "the jobs to end")
+        wait_for(lambda: not engine.broker.count_jobs().running, timeout=10)
         assert ran == ["a", "a"]
         assert engine.broker.count_jobs().queued == {"spinach": 2}
 
