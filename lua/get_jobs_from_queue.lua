@@ -17,7 +17,8 @@
 -- KEYS[11] rate_limits: hash, task name -> its rate limit (step rate_limit)
 -- KEYS[12] rate_wake: sorted set, the ready list (KEYS[1]) of each queue holding jobs
 --          back by a rate limit, scored by when the first of them may start (see
---          move_future_jobs, which wakes the workers then)
+--          move_future_jobs, which wakes the workers then); set by the fetch, which
+--          keeps the earliest time not yet due
 -- ARGV[1]  N, the most jobs to hand out
 -- ARGV[2]  token prefix, unique to this call (worker id, then a call number)
 -- ARGV[3]  now, POSIX seconds: when the jobs are handed out, and the time of the starts
@@ -90,13 +91,15 @@ end
 local rates = {}
 local rate_pairs = redis.call("HGETALL", KEYS[11])
 for i = 1, #rate_pairs, 2 do
+    local task_name = rate_pairs[i]
     local starts, period = parse_rate_limit(rate_pairs[i + 1])
+    -- A value that is not a limit (no Spinach code writes one) limits nothing, but
+    -- the task's parked jobs must still be reached.
     if starts then
-        local task_name = rate_pairs[i]
         rates[task_name] = {starts = starts, period = period, log = rate_log_key(ARGV[4], task_name)}
-        if limits[task_name] == nil then
-            table.insert(limited_names, task_name)
-        end
+    end
+    if limits[task_name] == nil then
+        table.insert(limited_names, task_name)
     end
 end
 local limited = #limited_names > 0
@@ -184,19 +187,25 @@ while handed < max_jobs do
         table.insert(handed_ids, id)
     end
 end
--- A rate-limited task held back with jobs parked here: the workers are woken (by
--- move_future_jobs) when its oldest start within the period leaves it.
+-- A rate-limited task held back with jobs parked here (whatever else holds them):
+-- the workers are woken (by move_future_jobs) when its oldest start within the
+-- period leaves it, a microsecond past the period so that it has left it whatever
+-- the rounding of the times.
 for task_name, rate in pairs(rates) do
     if rate.started then
         redis.call("PEXPIRE", rate.log, math.ceil(rate.period * 1000) + 1000)
     end
-    if rate.count ~= nil and rate.count >= rate.starts then
+    if rate_full(rate) then
         local prefix = task_prefix(task_name)
         if redis.call("ZRANGEBYLEX", parked, "[" .. prefix, "(" .. prefix .. "\255", "LIMIT", 0, 1)[1] then
             local rank = rate.count - rate.starts
-            local free_at = tonumber(redis.call("ZRANGE", rate.log, rank, rank, "WITHSCORES")[2]) + rate.period
-            local wake = redis.call("ZSCORE", KEYS[12], ready)
-            if wake == false or free_at < tonumber(wake) then
+            local oldest = tonumber(redis.call("ZRANGE", rate.log, rank, rank, "WITHSCORES")[2])
+            local free_at = oldest + rate.period + 0.000001
+            -- The earliest is kept, but for one already due: this fetch is what it
+            -- woke the workers for.
+            local score = redis.call("ZSCORE", KEYS[12], ready)
+            local wake = score and tonumber(score) or nil
+            if wake == nil or wake <= now_seconds or free_at < wake then
                 redis.call("ZADD", KEYS[12], free_at, ready)
             end
         end

@@ -109,7 +109,10 @@ class _Namespace:
         log = self.rate_logs.setdefault(task_name, deque())
         while log and log[0] <= now - period:
             log.popleft()
-        return log[len(log) - starts] + period if len(log) >= starts else None
+        if len(log) < starts:
+            return None
+        # A microsecond past the period: the start has left it, whatever the rounding.
+        return log[len(log) - starts] + period + 1e-6
 
     def holder(self, unique_key: str) -> str | None:
         """The id of the waiting job holding ``unique_key``, if one does."""
@@ -274,10 +277,13 @@ class MemoryBroker(Broker):
                 del parked[task_name]
             # Jobs held back by a rate limit: move_future_jobs wakes the workers
             # when their task may start again.
+            # The earliest time is kept, but for one already due: this fetch is
+            # what it woke the workers for.
             for task_name in parked:
                 free_at = ns.rate_free_at(task_name, now)
-                if free_at is not None:
-                    ns.rate_wake[queue] = min(ns.rate_wake.get(queue, free_at), free_at)
+                wake = ns.rate_wake.get(queue)
+                if free_at is not None and (wake is None or wake <= now or free_at < wake):
+                    ns.rate_wake[queue] = free_at
         return handed
 
     def _hand_out(self, ns: _Namespace, entry: _Queued, queue: str, now: float) -> Job:

@@ -943,10 +943,43 @@ class SetRateLimitsContract(_Base):
         assert len(broker.get_jobs_from_queue("q", 1)) == 1
         clock.advance(3)
         assert len(broker.get_jobs_from_queue("q", 10)) == 1
-        assert broker.move_future_jobs() == pytest.approx(7)
-        clock.advance(7)
+        delay = broker.move_future_jobs()
+        assert delay == pytest.approx(7)
+        clock.advance(delay)
         assert broker.move_future_jobs() is None
         assert len(broker.get_jobs_from_queue("q", 10)) == 1
+
+    @pytest.mark.parametrize("period", [0.2, 0.3, 0.7, 1 / 3])
+    def test_held_back_job_starts_at_the_time_told(
+        self, broker: Broker, clock: ManualClock, period: float
+    ) -> None:
+        """Once the clock reaches the time move_future_jobs told, the held-back job
+        starts: the hold and the wake-up agree, whatever the rounding of the times."""
+        self.limit(broker, 1, period)
+        broker.enqueue_jobs([self.job(clock)])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+        for k in range(40):
+            clock.advance(0.0137 * k % period)  # starts at times of many roundings
+            broker.enqueue_jobs([self.job(clock)])
+            assert broker.get_jobs_from_queue("q", 10) == []
+            delay = broker.move_future_jobs()
+            assert delay is not None
+            assert delay > 0
+            clock.advance(delay)
+            assert len(broker.get_jobs_from_queue("q", 10)) == 1, f"not at {k}"
+
+    def test_end_of_a_hold_is_told_whatever_else_holds_the_job(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A job held back by both limits of its task: the end of the rate limit's
+        hold is a due time all the same."""
+        task = self.task("task", max_concurrency=1, rate_limit=(1, timedelta(seconds=10)))
+        broker.set_concurrency_limits([task])
+        broker.set_rate_limits([task])
+        broker.enqueue_jobs([self.job(clock), self.job(clock)])
+        assert len(broker.get_jobs_from_queue("q", 10)) == 1
+        assert broker.get_jobs_from_queue("q", 10) == []
+        assert broker.move_future_jobs() == pytest.approx(10)
 
     def test_end_of_a_hold_wakes_waiting_workers(
         self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
@@ -963,7 +996,9 @@ class SetRateLimitsContract(_Base):
             assert waiter.get_jobs_from_queue("q", 10) == []
             while waiter.wait_for_event(0.05):
                 pass  # anything that was on its way
-            clock.advance(10)
+            delay = broker.move_future_jobs()
+            assert delay == pytest.approx(10)
+            clock.advance(delay)
             broker.move_future_jobs()
             assert waiter.wait_for_event(10), "the end of a hold woke nobody"
             assert len(waiter.get_jobs_from_queue("q", 10)) == 1

@@ -257,6 +257,7 @@ def make_producer() -> Iterator[Callable[[str, str], Engine]]:
         tasks.add(_noop, "least", max_retries=3)
         tasks.add(_noop, "most", max_retries=0)
         tasks.add(_noop, "limited", max_retries=1)
+        tasks.add(_noop, "rated", max_retries=3)
         engine = Engine(broker, namespace)
         engine.attach_tasks(tasks)
         return engine

@@ -60,6 +60,7 @@ tasks.add(work, "least", max_retries=3)
 tasks.add(work, "most", max_retries=0)
 limit = timedelta(milliseconds=options.get("time_limit_ms", 200))
 tasks.add(spin_work, "limited", max_retries=1, time_limit=limit)
+tasks.add(work, "rated", max_retries=3, rate_limit=(50, timedelta(seconds=1)))
 
 
 def on_started(sender: str, job: Job) -> None:

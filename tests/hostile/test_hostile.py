@@ -386,12 +386,14 @@ def test_full_redis(
     make_producer: MakeProducer,
     close_books: CloseBooks,
 ) -> None:
-    """Redis at maxmemory with noeviction: new workers start and drain the queues, and
-    scheduling raises BrokerFullError naming the task and saying what to do."""
+    """Redis at maxmemory with noeviction: new workers start (storing a rate limit)
+    and drain the queues (counting a rate-limited task's starts), and scheduling
+    raises BrokerFullError naming the task and saying what to do."""
     server.start("--maxmemory-policy", "noeviction")
     client = redis.Redis.from_url(server.url)
     producer = make_producer(server.url, namespace)
     accepted = schedule_batches(producer, "least", 200) | schedule_batches(producer, "most", 200)
+    accepted |= schedule_batches(producer, "rated", 100)
     junk = "x" * 100_000
     for i in range(50):
         client.set(f"junk:{i}", junk)

@@ -21,6 +21,7 @@ from spinach.brokers.redis import broker as redis_broker
 from spinach.clock import Clock
 from spinach.exc import BrokerConnectionError, ConfigurationError
 from spinach.job import Job, JobStatus
+from spinach.task import Task
 from spinach.testing import wait_for
 from spinach.testing.redis_server import RedisServer, free_port
 
@@ -628,3 +629,45 @@ def test_cancelled_job_whose_payload_cannot_be_read_is_set_aside(
     assert redis_client.llen(k.failed) == 1
     assert not redis_client.exists(k.cancelled(""), k.cancelled("spinach"))
     broker.flush()
+
+
+def test_a_longer_rate_period_keeps_the_starts_counted(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """A rate log expires a period after its last start; a limit given a longer
+    period makes it live that long, so that its starts still count (the
+    MemoryBroker keeps them for good)."""
+    broker = RedisBroker(redis_client)
+    broker.namespace = namespace
+    log = f"spinach:{{{namespace}}}:rate:task"
+    short = Task(print, "task", "q", 0, None, rate_limit=(1, timedelta(seconds=2)))
+    broker.set_rate_limits([short])
+    broker.enqueue_jobs([Job("task", "q", broker.now(), 0), Job("task", "q", broker.now(), 0)])
+    assert len(broker.get_jobs_from_queue("q", 10)) == 1
+    assert 0 < redis_client.pttl(log) <= 3_000
+    broker.set_rate_limits([Task(print, "task", "q", 0, None, rate_limit=(1, timedelta(hours=1)))])
+    assert redis_client.pttl(log) > 3_600_000
+    assert broker.get_jobs_from_queue("q", 10) == []
+    broker.flush()
+
+
+def test_workers_of_rate_limited_tasks_start_on_a_full_redis(own_server: RedisServer) -> None:
+    """Redis at maxmemory with noeviction: an engine whose only task is rate-limited
+    stores its limit, starts and drains its queue (every script's first write is a
+    removal)."""
+    own_server.start("--maxmemory-policy", "noeviction")
+    client = redis.Redis(port=own_server.port)
+    broker = RedisBroker.from_url(own_server.url)
+    engine = Engine(broker, "full")
+    ran: list[int] = []
+    engine.task(lambda i: ran.append(i), name="rated", rate_limit=(5, timedelta(seconds=1)))
+    for i in range(7):
+        engine.schedule("rated", i)
+    for i in range(50):
+        client.set(f"junk:{i}", "x" * 100_000)
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"] * 0.9))
+    engine.start_workers(number=2, stop_when_queue_empty=True)
+    assert sorted(ran) == list(range(7))
+    assert client.info("memory")["used_memory"] > int(client.config_get("maxmemory")["maxmemory"])
+    broker.close()
+    client.close()

@@ -596,7 +596,11 @@ class RedisBroker(JobRecords, Broker):
             rate = task.rate_limit
             limits += [task.name, "" if rate is None else f"{rate[0]} {rate[1].total_seconds()!r}"]
         result = self._run_on_all_queues(
-            "set_rate_limits", [k.rate_limits, k.limits, k.queues], [], limits, ("ready", "parked")
+            "set_rate_limits",
+            [k.rate_limits, k.limits, k.queues, k.rate_wake],
+            [k.prefix],
+            limits,
+            ("ready", "parked"),
         )
         if result is None:
             raise ConfigurationError(
