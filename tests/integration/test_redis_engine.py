@@ -671,3 +671,19 @@ def test_workers_of_rate_limited_tasks_start_on_a_full_redis(own_server: RedisSe
     assert client.info("memory")["used_memory"] > int(client.config_get("maxmemory")["maxmemory"])
     broker.close()
     client.close()
+
+
+def test_a_damaged_rate_limit_strands_no_held_back_job(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """A rate_limits value that is not a limit (no Spinach code writes one) limits
+    nothing: the jobs it held back are handed out."""
+    broker = RedisBroker(redis_client)
+    broker.namespace = namespace
+    broker.set_rate_limits([Task(print, "task", "q", 0, None, rate_limit=(1, timedelta(hours=1)))])
+    broker.enqueue_jobs([Job("task", "q", broker.now(), 0) for _ in range(2)])
+    assert len(broker.get_jobs_from_queue("q", 10)) == 1
+    assert broker.get_jobs_from_queue("q", 10) == []
+    redis_client.hset(f"spinach:{{{namespace}}}:rate_limits", "task", "a lot")
+    assert len(broker.get_jobs_from_queue("q", 10)) == 1
+    broker.flush()
