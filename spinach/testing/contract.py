@@ -944,6 +944,7 @@ class SetRateLimitsContract(_Base):
         clock.advance(3)
         assert len(broker.get_jobs_from_queue("q", 10)) == 1
         delay = broker.move_future_jobs()
+        assert delay is not None
         assert delay == pytest.approx(7)
         clock.advance(delay)
         assert broker.move_future_jobs() is None
@@ -997,6 +998,7 @@ class SetRateLimitsContract(_Base):
             while waiter.wait_for_event(0.05):
                 pass  # anything that was on its way
             delay = broker.move_future_jobs()
+            assert delay is not None
             assert delay == pytest.approx(10)
             clock.advance(delay)
             broker.move_future_jobs()
