@@ -1,33 +1,43 @@
-"""The ``spinach`` command (also ``python -m spinach``).
+"""The ``spinach`` command (also ``python -m spinach``), built with Click.
 
-``spinach doctor TARGET [--json]`` checks a Redis server (every master of a
-Redis Cluster, the master of a Sentinel service), and an engine's tasks,
-against the production checklist. TARGET is a Redis URL of any form that
-``RedisBroker.from_url`` takes (``redis://``, ``rediss://``, ``unix://``,
-``redis+cluster://``, ``redis+sentinel://``...) or the import path of an
-:class:`~spinach.engine.Engine` (``myapp.tasks:spin``). Exit status: 0 when no
-check fails (warnings allowed), 1 when a check fails, 2 when TARGET cannot be
-used.
+- ``spinach doctor TARGET [--json]`` checks a Redis server (every master of a
+  Redis Cluster, the master of a Sentinel service), and an engine's tasks,
+  against the production checklist. Exit status: 0 when no check fails
+  (warnings allowed), 1 when a check fails, 2 when TARGET cannot be used.
+- ``spinach worker TARGET [--threads N] [--asyncio] [--queue Q] [--processes N]
+  [--stop-when-empty] [--grace-period S] [--log-level L]`` runs the workers of
+  an engine, in this process or under a supervisor of N worker processes (see
+  :mod:`spinach._worker_command`). Exit status: 0 after a graceful stop, 1
+  when the workers could not start or were stopped at once, 2 when TARGET
+  cannot be used.
+
+TARGET is a Redis URL of any form that ``RedisBroker.from_url`` takes
+(``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+``redis+sentinel://``...) or the import path of an
+:class:`~spinach.engine.Engine` (``myapp.tasks:spin``); ``worker`` needs an
+engine. The command needs the ``cli`` extra (``pip install 'spinach[cli]'``).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
+import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .brokers.redis.url import SCHEMES
 from .doctor import Target, TargetError, diagnose
 from .engine import Engine
 
-__all__ = ["main"]
+__all__ = ["load_target", "main"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNUSABLE = 2
 _URL_FORMS = ", ".join(f"{scheme}://" for scheme in SCHEMES)
+_LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
 
 def load_target(text: str) -> Target:
@@ -66,20 +76,20 @@ def load_target(text: str) -> Target:
     if not isinstance(value, Engine):
         raise TargetError(
             f"{text!r} is a {type(value).__name__}, not a spinach Engine: name the Engine "
-            "whose tasks and namespace to check"
+            "whose tasks and namespace to use"
         )
     return value
 
 
-def _doctor(args: argparse.Namespace) -> int:
+def _doctor(target: str, as_json: bool) -> int:
     try:
-        report = diagnose(load_target(args.target))
+        report = diagnose(load_target(target))
     except TargetError as e:
         # The message names the target, without the password a URL may hold.
         print(f"spinach doctor: {e}", file=sys.stderr)
         return EXIT_UNUSABLE
     try:
-        print(report.to_json() if args.json else report.to_text(), flush=True)
+        print(report.to_json() if as_json else report.to_text(), flush=True)
     except BrokenPipeError:
         # The reader left early (`| head`): keep the exit status, and silence
         # the flush at exit as the Python documentation advises.
@@ -87,31 +97,145 @@ def _doctor(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.failed else EXIT_OK
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spinach", description="Spinach task queue tools.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    doctor = commands.add_parser(
-        "doctor",
-        help="check a Redis server and an engine against the production checklist",
-        description=(
+def _worker(target: str, options: dict[str, Any]) -> int:
+    from . import _worker_command as command
+
+    logging.basicConfig(
+        level=options["log_level"].upper(),
+        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        engine = load_target(target)
+        if not isinstance(engine, Engine):
+            raise TargetError(
+                f"a worker runs an engine's tasks: give its import path (myapp.tasks:spin), "
+                f"not a Redis URL ({target.partition('://')[0]}://...)"
+            )
+    except TargetError as e:
+        print(f"spinach worker: {e}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    processes = options["processes"]
+    if processes > 1 and options["supervised"] is None:
+        argv = ["worker", target, "--processes", "1", "--log-level", options["log_level"]]
+        argv += ["--threads", str(options["threads"]), "--queue", options["queue"]]
+        if options["use_asyncio"]:
+            argv.append("--asyncio")
+        if options["stop_when_empty"]:
+            argv.append("--stop-when-empty")
+        if options["grace_period"] is not None:
+            argv += ["--grace-period", repr(options["grace_period"])]
+        supervisor = command.Supervisor(
+            command.worker_command(argv), processes, stop_when_empty=options["stop_when_empty"]
+        )
+        return supervisor.run()
+    ready_fd = lifeline_fd = None
+    if options["supervised"] is not None:
+        ready_fd, lifeline_fd = (int(fd) for fd in options["supervised"].split(","))
+    command.run_worker(
+        engine,
+        threads=options["threads"],
+        use_asyncio=options["use_asyncio"],
+        queue=options["queue"],
+        stop_when_empty=options["stop_when_empty"],
+        grace_period=options["grace_period"],
+        ready_fd=ready_fd,
+        lifeline_fd=lifeline_fd,
+    )
+    return EXIT_OK
+
+
+def _commands() -> Any:
+    """The Click group of the command (Click is imported only when it runs)."""
+    import click
+
+    from . import const
+
+    target_help = f"a Redis URL ({_URL_FORMS}) or an Engine's import path (myapp.tasks:spin)"
+
+    @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+    def spinach() -> None:
+        """Spinach task queue tools."""
+
+    @spinach.command(
+        help=(
             "Check a Redis server (every master of a Redis Cluster, the master of a "
-            "Sentinel service), and an engine's tasks, against the production "
-            "checklist. Exit status: 0 when no check fails (warnings allowed), 1 when "
-            "a check fails, 2 when TARGET cannot be used."
-        ),
+            "Sentinel service), and an engine's tasks, against the production checklist. "
+            "Exit status: 0 when no check fails (warnings allowed), 1 when a check fails, "
+            "2 when TARGET cannot be used.\n\nTARGET: " + target_help + "."
+        )
     )
-    doctor.add_argument(
-        "target",
-        metavar="TARGET",
-        help=f"a Redis URL ({_URL_FORMS}) or an Engine's import path (myapp.tasks:spin)",
+    @click.argument("target")
+    @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+    def doctor(target: str, as_json: bool) -> int:
+        return _doctor(target, as_json)
+
+    @spinach.command(
+        help=(
+            "Run the workers of an engine until SIGINT or SIGTERM (a second signal stops "
+            "at once). With --processes N, N worker processes run under a supervisor that "
+            "restarts one that dies. Exit status: 0 after a graceful stop, 1 when the "
+            "workers could not start or were stopped at once, 2 when TARGET cannot be "
+            "used.\n\nTARGET: an Engine's import path (myapp.tasks:spin)."
+        )
     )
-    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
-    doctor.set_defaults(run=_doctor)
-    return parser
+    @click.argument("target")
+    @click.option(
+        "--threads",
+        type=click.IntRange(min=1),
+        default=const.DEFAULT_WORKER_NUMBER,
+        show_default=True,
+        help="Workers per process: threads, or concurrent jobs with --asyncio.",
+    )
+    @click.option("--asyncio", "use_asyncio", is_flag=True, help="Run AsyncioWorkers.")
+    @click.option("--queue", default=const.DEFAULT_QUEUE, show_default=True, help="The queue.")
+    @click.option(
+        "--processes",
+        type=click.IntRange(min=1),
+        default=1,
+        show_default=True,
+        help="Worker processes; above 1, this process supervises them.",
+    )
+    @click.option("--stop-when-empty", is_flag=True, help="Stop once the queue is empty.")
+    @click.option(
+        "--grace-period",
+        type=click.FloatRange(min=0),
+        default=None,
+        help="Seconds a stop waits for running jobs before giving them up (default: no end).",
+    )
+    @click.option(
+        "--log-level",
+        type=click.Choice(_LOG_LEVELS, case_sensitive=False),
+        default="INFO",
+        show_default=True,
+    )
+    @click.option("--supervised", hidden=True, default=None)
+    def worker(target: str, **options: Any) -> int:
+        return _worker(target, options)
+
+    return spinach
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``spinach`` command; return its exit status."""
-    args = _parser().parse_args(argv)
-    status: int = args.run(args)
-    return status
+    try:
+        import click
+    except ImportError:
+        print(
+            "spinach: the spinach command needs Click: pip install 'spinach[cli]'",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE
+    try:
+        result = _commands().main(
+            args=list(sys.argv[1:] if argv is None else argv),
+            prog_name="spinach",
+            standalone_mode=False,
+        )
+    except click.exceptions.Exit as e:
+        return int(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        return int(e.exit_code)
+    except click.Abort:
+        return EXIT_FAILED
+    return int(result) if isinstance(result, int) else EXIT_OK

@@ -1,0 +1,92 @@
+"""Drain throughput of ``spinach worker --processes N``: one process against two.
+
+Stores JOBS no-op jobs, runs ``spinach worker app:spin --processes N
+--threads T --stop-when-empty`` (as a user runs it), and times the drain from
+the first job taken to the command's exit. Prints jobs/s for each process
+count, per round and as medians, and the ratio of two processes to one.
+
+    python benchmarks/worker_processes.py [--jobs 100000] [--rounds 3] [--threads 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+
+import redis
+from _server import redis_url
+
+from spinach.brokers.redis import RedisBroker
+from spinach.brokers.redis.keys import Keys
+from spinach.job import Job
+
+APP = """
+import os
+
+from spinach import Engine, RedisBroker
+
+spin = Engine(RedisBroker.from_url(os.environ["BENCH_REDIS_URL"]), "bench-processes")
+spin.task(lambda i: None, name="noop", max_retries=1)
+"""
+
+
+def drain(url: str, directory: str, processes: int, jobs: int, threads: int) -> float:
+    """Jobs per second of one drain of ``jobs`` jobs by ``processes`` worker processes."""
+    client = redis.Redis.from_url(url)
+    broker = RedisBroker(client)
+    broker.namespace = "bench-processes"
+    broker.flush()
+    now = datetime.now(timezone.utc)
+    for start in range(0, jobs, 1000):
+        part = range(start, min(jobs, start + 1000))
+        broker.enqueue_jobs([Job("noop", "spinach", now, 1, (i,)) for i in part])
+    ready = Keys.of("bench-processes").ready("spinach")
+    command = [sys.executable, "-m", "spinach", "worker", "app:spin", "--processes"]
+    command += [str(processes), "--threads", str(threads), "--stop-when-empty"]
+    command += ["--log-level", "warning"]
+    env = dict(os.environ, BENCH_REDIS_URL=url)
+    process = subprocess.Popen(command, cwd=directory, env=env)
+    # The drain starts with the first job taken: process start-up is not counted.
+    while client.llen(ready) == jobs and process.poll() is None:
+        time.sleep(0.001)
+    started, left = time.perf_counter(), client.llen(ready)
+    if process.wait(timeout=600) != 0:
+        raise RuntimeError(f"spinach worker exited with {process.returncode}")
+    elapsed = time.perf_counter() - started
+    assert broker.count_jobs().queued == {}, "jobs were left"
+    broker.flush()
+    broker.close()
+    return left / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=8)
+    args = parser.parse_args()
+    results: dict[int, list[float]] = {1: [], 2: []}
+    with redis_url() as url, tempfile.TemporaryDirectory() as directory:
+        with open(os.path.join(directory, "app.py"), "w") as app:
+            app.write(APP)
+        for round_ in range(args.rounds):
+            order = [1, 2] if round_ % 2 == 0 else [2, 1]
+            for processes in order:
+                rate = drain(url, directory, processes, args.jobs, args.threads)
+                results[processes].append(rate)
+                print(f"round {round_ + 1}, {processes} process(es): {rate:,.0f} jobs/s")
+    one, two = (statistics.median(results[n]) for n in (1, 2))
+    print(f"{args.jobs:,} no-op jobs, {args.threads} threads per process, {os.cpu_count()} cores")
+    print(f"  1 process:   {one:,.0f} jobs/s (median of {args.rounds})")
+    print(f"  2 processes: {two:,.0f} jobs/s (median of {args.rounds})")
+    print(f"  ratio: {two / one:.2f} (target: at least 1.6)")
+
+
+if __name__ == "__main__":
+    main()
