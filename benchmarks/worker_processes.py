@@ -1,8 +1,10 @@
 """Drain throughput of ``spinach worker --processes N``: one process against two.
 
 Stores JOBS no-op jobs, runs ``spinach worker app:spin --processes N
---threads T --stop-when-empty`` (as a user runs it), and times the drain from
-the first job taken to the command's exit. Prints jobs/s for each process
+--threads T --stop-when-empty`` (as a user runs it), and times the drain in
+its steady state: from when 10% of the jobs were taken to when 90% were, by
+the length of the queue, so that neither the start-up of the processes (each
+imports the application) nor the tail counts. Prints jobs/s for each process
 count, per round and as medians, and the ratio of two processes to one.
 
     python benchmarks/worker_processes.py [--jobs 100000] [--rounds 3] [--threads 8]
@@ -52,17 +54,23 @@ def drain(url: str, directory: str, processes: int, jobs: int, threads: int) -> 
     command += ["--log-level", "warning"]
     env = dict(os.environ, BENCH_REDIS_URL=url)
     process = subprocess.Popen(command, cwd=directory, env=env)
-    # The drain starts with the first job taken: process start-up is not counted.
-    while client.llen(ready) == jobs and process.poll() is None:
-        time.sleep(0.001)
-    started, left = time.perf_counter(), client.llen(ready)
+    first_mark, last_mark = jobs * 9 // 10, jobs // 10
+    started = ended = None
+    while ended is None and process.poll() is None:
+        left = client.llen(ready)
+        if started is None and left <= first_mark:
+            started = time.perf_counter(), left
+        if started is not None and left <= last_mark:
+            ended = time.perf_counter(), left
+        time.sleep(0.002)
     if process.wait(timeout=600) != 0:
         raise RuntimeError(f"spinach worker exited with {process.returncode}")
-    elapsed = time.perf_counter() - started
+    if started is None or ended is None:
+        raise RuntimeError("the drain was too quick to sample: give more --jobs")
     assert broker.count_jobs().queued == {}, "jobs were left"
     broker.flush()
     broker.close()
-    return left / elapsed
+    return (started[1] - ended[1]) / (ended[0] - started[0])
 
 
 def main() -> None:

@@ -64,14 +64,17 @@ def run_worker(
     empty queue); under a supervisor, tell it once they started, and stop if
     it goes away."""
     if ready_fd is not None:
-        fd = ready_fd
+        fd: int | None = ready_fd
+        lock = threading.Lock()
 
         def started(sender: str, worker_name: str) -> None:
+            # Sent by each worker thread as it starts: the first one tells.
             nonlocal fd
-            if fd is not None:
-                os.write(fd, b"1")
-                os.close(fd)
-                fd = None
+            with lock:
+                if fd is not None:
+                    os.write(fd, b"1")
+                    os.close(fd)
+                    fd = None
 
         signals.worker_started.connect(started, sender=engine.namespace, weak=False)
     if lifeline_fd is not None:
