@@ -11,22 +11,29 @@
   when the workers could not start or were stopped at once, 2 when TARGET
   cannot be used.
 
+- ``spinach jobs show|failed|requeue|cancel|purge TARGET ...`` looks at jobs by
+  id and at the failed store, and steers them (see :mod:`spinach._jobs_command`).
+  Exit status: 0 when done, 1 when a job is not found, 2 when TARGET cannot be
+  used.
+
 TARGET is a Redis URL of any form that ``RedisBroker.from_url`` takes
 (``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
-``redis+sentinel://``...) or the import path of an
-:class:`~spinach.engine.Engine` (``myapp.tasks:spin``); ``worker`` needs an
-engine. The command needs the ``cli`` extra (``pip install 'spinach[cli]'``).
+``redis+sentinel://``...), with ``--namespace`` for ``jobs``, or the import
+path of an :class:`~spinach.engine.Engine` (``myapp.tasks:spin``); ``worker``
+needs an engine. The command needs the ``cli`` extra (``pip install 'spinach[cli]'``).
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from . import const
 from .brokers.redis.url import SCHEMES
 from .doctor import Target, TargetError, diagnose
 from .engine import Engine
@@ -144,11 +151,58 @@ def _worker(target: str, options: dict[str, Any]) -> int:
     return EXIT_OK
 
 
+def _engine_of(target: str, namespace: str | None) -> Engine:
+    """The engine of a ``jobs`` command: one on the broker of a URL, or the
+    application's.
+
+    Raises:
+        TargetError: TARGET cannot be used, or ``namespace`` comes with an engine.
+    """
+    from .brokers.redis import RedisBroker
+    from .exc import ConfigurationError
+
+    if "://" in target:
+        try:
+            broker = RedisBroker.from_url(target)
+        except (ConfigurationError, ValueError) as e:
+            raise TargetError(str(e)) from None
+        return Engine(broker, namespace or const.DEFAULT_NAMESPACE)
+    engine = load_target(target)
+    assert isinstance(engine, Engine)
+    if namespace is not None and namespace != engine.namespace:
+        raise TargetError(
+            f"--namespace {namespace!r} is for a Redis URL: the engine {target} has its own "
+            f"namespace, {engine.namespace!r}"
+        )
+    return engine
+
+
+def _jobs(command: str, target: str, namespace: str | None, run: Any) -> int:
+    """Run ``run(engine)`` for ``spinach jobs COMMAND``; its errors become exit statuses."""
+    from .brokers.redis import RedisBroker
+    from .exc import SpinachError
+
+    try:
+        engine = _engine_of(target, namespace)
+    except TargetError as e:
+        print(f"spinach jobs {command}: {e}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        status: int = run(engine)
+        return status
+    except SpinachError as e:
+        print(f"spinach jobs {command}: {e}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    finally:
+        if isinstance(engine.broker, RedisBroker) and "://" in target:
+            engine.broker.close()
+
+
 def _commands() -> Any:
     """The Click group of the command (Click is imported only when it runs)."""
     import click
 
-    from . import const
+    from . import _jobs_command as jobs_text
 
     target_help = f"a Redis URL ({_URL_FORMS}) or an Engine's import path (myapp.tasks:spin)"
 
@@ -211,6 +265,127 @@ def _commands() -> Any:
     @click.option("--supervised", hidden=True, default=None)
     def worker(target: str, **options: Any) -> int:
         return _worker(target, options)
+
+    namespace_option = click.option(
+        "--namespace",
+        default=None,
+        help=f"The namespace, with a Redis URL TARGET (default: {const.DEFAULT_NAMESPACE}).",
+    )
+    json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+    @spinach.group(
+        help=(
+            "Look at jobs by id and at the failed store, and steer them. TARGET: a Redis "
+            f"URL ({_URL_FORMS}) with --namespace, or an Engine's import path "
+            "(myapp.tasks:spin)."
+        )
+    )
+    def jobs() -> None:
+        pass
+
+    @jobs.command(help="Show a job: status, arguments, error with its traceback, result.")
+    @click.argument("target")
+    @click.argument("job_id")
+    @namespace_option
+    @json_option
+    def show(target: str, job_id: str, namespace: str | None, as_json: bool) -> int:
+        def run(engine: Engine) -> int:
+            info = engine.get_job(job_id)
+            if info is None:
+                print(
+                    f"spinach jobs show: no job {job_id} in namespace {engine.namespace!r} "
+                    "(ended jobs are kept only while their result or failure is)",
+                    file=sys.stderr,
+                )
+                return EXIT_FAILED
+            text = jobs_text.info_json(info) if as_json else jobs_text.info_text(info)
+            click.echo(json.dumps(text) if as_json else text, nl=as_json)
+            return EXIT_OK
+
+        return _jobs("show", target, namespace, run)
+
+    @jobs.command(help="List the failed jobs, the latest failure first.")
+    @click.argument("target")
+    @namespace_option
+    @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+    @click.option("--offset", type=click.IntRange(min=0), default=0, show_default=True)
+    @json_option
+    def failed(target: str, namespace: str | None, limit: int, offset: int, as_json: bool) -> int:
+        def run(engine: Engine) -> int:
+            infos = engine.failed_jobs(limit, offset)
+            if as_json:
+                click.echo(json.dumps([jobs_text.info_json(info) for info in infos]))
+                return EXIT_OK
+            total = engine.broker.count_jobs().failed
+            rows = [jobs_text.failed_row(info) for info in infos]
+            click.echo(jobs_text.table(jobs_text.FAILED_HEADERS, rows))
+            click.echo(f"{len(rows)} shown of {total} failed job(s)")
+            return EXIT_OK
+
+        return _jobs("failed", target, namespace, run)
+
+    def every_failed(
+        engine: Engine, action: str, operate: Any, label: str
+    ) -> int:  # with a progress bar on a terminal
+        total = engine.broker.count_jobs().failed
+        with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+            done = jobs_text.on_every_failed(lambda n: engine.failed_jobs(n), operate, bar.update)
+        click.echo(f"{action} {done} job(s)")
+        return EXIT_OK
+
+    def some_or_all(job_ids: tuple[str, ...], every: bool) -> None:
+        if bool(job_ids) == every:
+            raise click.UsageError("give job ids, or --all (not both)")
+
+    @jobs.command(help="Queue failed jobs again (same ids, retries reset).")
+    @click.argument("target")
+    @click.argument("job_ids", nargs=-1)
+    @click.option("--all", "every", is_flag=True, help="Every failed job.")
+    @namespace_option
+    def requeue(target: str, job_ids: tuple[str, ...], every: bool, namespace: str | None) -> int:
+        some_or_all(job_ids, every)
+
+        def run(engine: Engine) -> int:
+            if every:
+                return every_failed(engine, "Requeued", engine.requeue_failed, "Requeuing")
+            click.echo(f"Requeued {engine.requeue_failed(job_ids)} job(s)")
+            return EXIT_OK
+
+        return _jobs("requeue", target, namespace, run)
+
+    @jobs.command(help="Forget failed jobs.")
+    @click.argument("target")
+    @click.argument("job_ids", nargs=-1)
+    @click.option("--all", "every", is_flag=True, help="Every failed job.")
+    @namespace_option
+    def purge(target: str, job_ids: tuple[str, ...], every: bool, namespace: str | None) -> int:
+        some_or_all(job_ids, every)
+
+        def run(engine: Engine) -> int:
+            if every:
+                return every_failed(engine, "Purged", engine.purge_failed, "Purging")
+            click.echo(f"Purged {engine.purge_failed(job_ids)} job(s)")
+            return EXIT_OK
+
+        return _jobs("purge", target, namespace, run)
+
+    @jobs.command(help="Cancel a waiting, queued or running job.")
+    @click.argument("target")
+    @click.argument("job_id")
+    @namespace_option
+    def cancel(target: str, job_id: str, namespace: str | None) -> int:
+        def run(engine: Engine) -> int:
+            if engine.cancel(job_id):
+                click.echo(f"Cancelled {job_id}")
+                return EXIT_OK
+            print(
+                f"spinach jobs cancel: no job {job_id} to cancel in namespace "
+                f"{engine.namespace!r}: unknown, or already ended",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+
+        return _jobs("cancel", target, namespace, run)
 
     return spinach
 
