@@ -102,21 +102,32 @@ FAILED_HEADERS = ["ID", "TASK", "QUEUE", "FAILED AT (UTC)", "RETRIES", "ERROR"]
 
 
 def on_every_failed(
-    read_page: Callable[[int], list[JobInfo]],
+    read_page: Callable[[int, int], list[JobInfo]],
     operate: Callable[[list[str]], int],
     progress: Callable[[int], object],
+    total: int,
 ) -> int:
     """Apply ``operate`` (requeue, purge: it takes jobs out of the failed store)
-    to every failed job, a page at a time, telling ``progress`` how many each
-    page did; return how many in all. Stops at a page it could do nothing with
-    (its jobs were taken out meanwhile by someone else, or cannot be)."""
-    done = 0
-    while True:
-        page = read_page(PAGE)
-        if not page:
-            return done
-        count = operate([str(info.id) for info in page])
+    once to each of the ``total`` jobs the failed store held when the walk
+    began, a page at a time (``read_page(limit, offset)``), telling
+    ``progress`` how many each page did; return how many in all.
+
+    Jobs that fail again meanwhile come back at the head of the store: each id
+    is taken once, those seen are stepped over, and the walk ends at the end
+    of the store or once ``total`` were done."""
+    seen: set[str] = set()
+    done = skip = 0
+    while done < total:
+        ids = [str(info.id) for info in read_page(PAGE, skip)]
+        if not ids:
+            break
+        fresh = [job_id for job_id in ids if job_id not in seen][: total - done]
+        skip += len(ids) - len(fresh)  # seen ones stay in the store, ahead
+        if not fresh:
+            continue
+        seen.update(fresh)
+        count = operate(fresh)
         done += count
         progress(count)
-        if count == 0:
-            return done
+        # Those it could not do (taken out by someone else meanwhile) are gone too.
+    return done

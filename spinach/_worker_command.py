@@ -4,18 +4,21 @@ With ``--processes N`` above 1, this process is a supervisor: it starts N
 worker processes (``python -m spinach worker ... --processes 1``, each a fresh
 interpreter that imports the application), restarts one that dies, with a
 back-off when it keeps dying, and stops them on SIGINT or SIGTERM: the first
-signal is passed on for a graceful stop, a second kills them at once.
+signal asks them for a graceful stop, a second kills them at once.
 
 Each child is told two pipes: it writes a byte to the first once its workers
 started (so that the supervisor tells a child that cannot start from one that
-died after running), and reads the second, which the supervisor holds open:
-if the supervisor dies, the child sees its end and stops gracefully. Children
-run in their own session, so that a Ctrl-C in a terminal reaches the
-supervisor only, which passes it on once.
+died after running), and reads the second, the lifeline, which the supervisor
+holds open: a byte on it asks for a graceful stop, and its end (the
+supervisor died) does too. A stop is asked this way rather than by a signal,
+so that a child that also got the signal itself (systemd signals every
+process of its unit) sees one signal, not two. Children run in their own
+session, so that a Ctrl-C in a terminal reaches the supervisor only.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import selectors
@@ -61,25 +64,32 @@ def run_worker(
     lifeline_fd: int | None = None,
 ) -> None:
     """Run ``engine``'s workers in this process until SIGINT or SIGTERM (or an
-    empty queue); under a supervisor, tell it once they started, and stop if
-    it goes away."""
+    empty queue); under a supervisor, tell it once they started, and stop
+    gracefully when it asks (a byte on the lifeline) or goes away (its end)."""
+    started = threading.Event()
     if ready_fd is not None:
+        os.set_inheritable(ready_fd, False)  # no process this one starts holds it
         fd: int | None = ready_fd
         lock = threading.Lock()
 
-        def started(sender: str, worker_name: str) -> None:
+        def on_started(sender: str, worker_name: str) -> None:
             # Sent by each worker thread as it starts: the first one tells.
             nonlocal fd
             with lock:
+                started.set()
                 if fd is not None:
                     os.write(fd, b"1")
                     os.close(fd)
                     fd = None
 
-        signals.worker_started.connect(started, sender=engine.namespace, weak=False)
+        signals.worker_started.connect(on_started, sender=engine.namespace, weak=False)
     if lifeline_fd is not None:
+        os.set_inheritable(lifeline_fd, False)
         watch = threading.Thread(
-            target=_stop_when_closed, args=(lifeline_fd,), name="supervisor-watch", daemon=True
+            target=_stop_when_told,
+            args=(engine, lifeline_fd, started),
+            name="supervisor-watch",
+            daemon=True,
         )
         watch.start()
     engine.start_workers(
@@ -92,20 +102,22 @@ def run_worker(
     )
 
 
-def _stop_when_closed(fd: int) -> None:
-    """Read the supervisor's pipe until its end: the supervisor is gone, so
-    stop gracefully (as on SIGTERM)."""
-    while True:
-        try:
-            data = os.read(fd, 64)
-        except InterruptedError:
-            continue
-        except OSError:
-            break
-        if not data:
-            break
-    logger.warning("The supervisor is gone: stopping gracefully")
-    os.kill(os.getpid(), signal.SIGTERM)
+def _stop_when_told(engine: Engine, fd: int, started: threading.Event) -> None:
+    """Read the supervisor's lifeline until it asks for a stop (a byte) or is
+    gone (the pipe's end), then stop the workers gracefully, once they started
+    (a stop asked for earlier would be lost in the start). Not a signal: a
+    signal the process got as well (systemd signals every process of its unit)
+    would make it a second one, which stops at once."""
+    try:
+        data = os.read(fd, 1)
+    except OSError:
+        data = b""
+    if data:
+        logger.info("The supervisor asks for a stop: stopping gracefully")
+    else:
+        logger.warning("The supervisor is gone: stopping gracefully")
+    started.wait()
+    engine.stop_workers()
 
 
 @attrs.define
@@ -173,27 +185,32 @@ class Supervisor:
         while not all(child.done for child in self._children):
             if self._signals > forwarded:
                 forwarded = self._signals
-                self._pass_on(forwarded)
+                self._pass_on(forwarded, gave_up)
             self._wait(self._next_timeout())
             now = time.monotonic()
             for child in self._children:
+                # A signal taken meanwhile counts: no restart once a stop was asked.
+                stopping = self._signals > 0
                 if child.process is not None and child.process.poll() is not None:
-                    outcome = self._reap(child, now, stopping=forwarded > 0)
+                    outcome = self._reap(child, now, stopping=stopping)
                     if outcome == "cannot start":
                         gave_up = True
                         self._signals = max(self._signals, 1)  # stop the others
                     failed_stop = failed_stop or outcome == "failed"
-                if child.restart_at is not None and now >= child.restart_at and not forwarded:
+                if child.restart_at is not None and now >= child.restart_at and not stopping:
                     self._spawn(child)
         if gave_up:
             return EXIT_NO_START
         return EXIT_FORCED if forwarded > 1 or failed_stop else 0
 
-    def _pass_on(self, signals_received: int) -> None:
-        """Pass a stop on to the children: SIGTERM first, SIGKILL after."""
+    def _pass_on(self, signals_received: int, gave_up: bool) -> None:
+        """Ask the children for a graceful stop first (on their lifelines),
+        then kill them."""
         first = signals_received == 1
         running = sum(1 for c in self._children if c.process is not None)
-        if first:
+        if gave_up:
+            logger.info("Stopping the other %d worker process(es) gracefully", running)
+        elif first:
             logger.info(
                 "Stopping %d worker process(es) gracefully; send the signal again to stop "
                 "them at once",
@@ -205,8 +222,12 @@ class Supervisor:
             child.restart_at = None
             if child.process is None:
                 child.done = True
+            elif first:
+                if child.lifeline_write is not None:
+                    with contextlib.suppress(OSError):  # it is gone: reaped below
+                        os.write(child.lifeline_write, b"s")
             elif child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM if first else signal.SIGKILL)
+                child.process.kill()
 
     def _next_timeout(self) -> float:
         """Seconds until the next restart is due, 0.2 at most: children are
@@ -225,7 +246,12 @@ class Supervisor:
 
     def _read_ready(self, child: _Child) -> None:
         assert child.ready_read is not None
-        data = os.read(child.ready_read, 1)
+        try:
+            data = os.read(child.ready_read, 1)
+        except BlockingIOError:
+            # Nothing written, and a process the child started holds the pipe:
+            # it did not start (a child that dies is read once more, below).
+            data = b""
         if data:
             child.ready = True
             child.failed_starts = 0
@@ -238,11 +264,26 @@ class Supervisor:
     def _spawn(self, child: _Child) -> None:
         ready_read, ready_write = os.pipe()
         lifeline_read, lifeline_write = os.pipe()
+        os.set_blocking(ready_read, False)
         command = [*self._command, "--supervised", f"{ready_write},{lifeline_read}"]
         try:
             child.process = subprocess.Popen(
                 command, pass_fds=(ready_write, lifeline_read), start_new_session=True
             )
+        except OSError as e:
+            # Out of processes or files, for now: try again later.
+            os.close(ready_read)
+            os.close(lifeline_write)
+            child.deaths_in_a_row += 1
+            wait = min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (child.deaths_in_a_row - 1))
+            logger.error(
+                "Could not start worker process %d (%s); trying again in %.1f s",
+                child.index + 1,
+                e,
+                wait,
+            )
+            child.restart_at = time.monotonic() + wait
+            return
         finally:
             os.close(ready_write)
             os.close(lifeline_read)
@@ -272,7 +313,8 @@ class Supervisor:
         self._close_pipes(child)
         if stopping or (code == 0 and self._stop_when_empty):
             child.done = True
-            if code == 0:
+            # A child still starting dies of a SIGTERM sent to every process (systemd).
+            if code == 0 or (not child.ready and code == -signal.SIGTERM):
                 return "ended"
             logger.warning("Worker process %d (pid %d) exited with %s", child.index + 1, pid, code)
             return "failed"

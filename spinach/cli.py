@@ -8,8 +8,8 @@
   [--stop-when-empty] [--grace-period S] [--log-level L]`` runs the workers of
   an engine, in this process or under a supervisor of N worker processes (see
   :mod:`spinach._worker_command`). Exit status: 0 after a graceful stop, 1
-  when the workers could not start or were stopped at once, 2 when TARGET
-  cannot be used.
+  when the worker processes could not start or a supervisor stopped them at
+  once, 2 when TARGET cannot be used or its tasks do not suit the workers.
 
 - ``spinach jobs show|failed|requeue|cancel|purge TARGET ...`` looks at jobs by
   id and at the failed store, and steers them (see :mod:`spinach._jobs_command`).
@@ -33,6 +33,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
 from . import const
 from .brokers.redis.url import SCHEMES
 from .doctor import Target, TargetError, diagnose
@@ -43,6 +45,8 @@ __all__ = ["load_target", "main"]
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_UNUSABLE = 2
+#: Interrupted (Ctrl-C), as a shell reports a process that SIGINT ended.
+EXIT_INTERRUPTED = 130
 _URL_FORMS = ", ".join(f"{scheme}://" for scheme in SCHEMES)
 _LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -121,6 +125,19 @@ def _worker(target: str, options: dict[str, Any]) -> int:
     except TargetError as e:
         print(f"spinach worker: {e}", file=sys.stderr)
         return EXIT_UNUSABLE
+    from .exc import InvalidTaskTypeError
+    from .worker import AsyncioWorkers, ThreadWorkers
+
+    workers_class = AsyncioWorkers if options["use_asyncio"] else ThreadWorkers
+    try:
+        engine._check_task_kinds(options["queue"], workers_class)
+    except InvalidTaskTypeError as e:
+        hint = "drop --asyncio" if options["use_asyncio"] else "add --asyncio"
+        print(
+            f"spinach worker: {e} (here: {hint}, or give another --queue)",
+            file=sys.stderr,
+        )
+        return EXIT_UNUSABLE
     processes = options["processes"]
     if processes > 1 and options["supervised"] is None:
         argv = ["worker", target, "--processes", "1", "--log-level", options["log_level"]]
@@ -190,8 +207,16 @@ def _jobs(command: str, target: str, namespace: str | None, run: Any) -> int:
     try:
         status: int = run(engine)
         return status
-    except SpinachError as e:
-        print(f"spinach jobs {command}: {e}", file=sys.stderr)
+    except BrokenPipeError:
+        # The reader left early (`| head`), as for doctor.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except (SpinachError, redis.RedisError, OSError) as e:
+        print(
+            f"spinach jobs {command}: {type(e).__name__}: {e}; check TARGET and that the "
+            "broker is reachable",
+            file=sys.stderr,
+        )
         return EXIT_UNUSABLE
     finally:
         if isinstance(engine.broker, RedisBroker) and "://" in target:
@@ -228,8 +253,9 @@ def _commands() -> Any:
             "Run the workers of an engine until SIGINT or SIGTERM (a second signal stops "
             "at once). With --processes N, N worker processes run under a supervisor that "
             "restarts one that dies. Exit status: 0 after a graceful stop, 1 when the "
-            "workers could not start or were stopped at once, 2 when TARGET cannot be "
-            "used.\n\nTARGET: an Engine's import path (myapp.tasks:spin)."
+            "worker processes could not start or were stopped at once, 2 when TARGET "
+            "cannot be used or its tasks do not suit the workers.\n\nTARGET: an "
+            "Engine's import path (myapp.tasks:spin)."
         )
     )
     @click.argument("target")
@@ -329,7 +355,7 @@ def _commands() -> Any:
     ) -> int:  # with a progress bar on a terminal
         total = engine.broker.count_jobs().failed
         with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
-            done = jobs_text.on_every_failed(lambda n: engine.failed_jobs(n), operate, bar.update)
+            done = jobs_text.on_every_failed(engine.failed_jobs, operate, bar.update, total)
         click.echo(f"{action} {done} job(s)")
         return EXIT_OK
 
@@ -412,5 +438,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         e.show()
         return int(e.exit_code)
     except click.Abort:
-        return EXIT_FAILED
+        return EXIT_INTERRUPTED
     return int(result) if isinstance(result, int) else EXIT_OK

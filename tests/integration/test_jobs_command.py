@@ -163,3 +163,13 @@ def test_usage_errors_are_clear(redis_url: str) -> None:
     bad_url = spinach("jobs", "failed", "http://localhost:6379")
     assert bad_url.returncode == 2
     assert "spinach jobs failed:" in bad_url.stderr
+
+
+def test_an_unreachable_redis_is_a_clear_error() -> None:
+    from spinach.testing.redis_server import free_port
+
+    down = spinach("jobs", "failed", f"redis://127.0.0.1:{free_port()}/0")
+    assert down.returncode == 2
+    assert "spinach jobs failed: ConnectionError" in down.stderr
+    assert "check TARGET and that the broker is reachable" in down.stderr
+    assert "Traceback" not in down.stderr

@@ -20,6 +20,7 @@ from spinach.testing import wait_for
 APP = textwrap.dedent(
     """
     import os
+    import sys
 
     import redis
 
@@ -28,6 +29,12 @@ APP = textwrap.dedent(
     url, namespace = os.environ["APP_REDIS_URL"], os.environ["APP_NAMESPACE"]
     r = redis.Redis.from_url(url)
     tasks = Tasks()
+    if "--supervised" in sys.argv:  # in a worker process of a supervisor
+        if os.environ.get("APP_FAIL_IN_WORKERS"):
+            raise RuntimeError("this worker process cannot start")
+        if os.environ.get("APP_SLOW_WORKERS"):
+            r.rpush(f"test:{namespace}:importing", os.getpid())
+            r.blpop([f"test:{namespace}:go"], timeout=60)
 
 
     def key(name):
@@ -151,13 +158,12 @@ class App:
 
 
 def gone(pid: int) -> bool:
+    """Whether the process ``pid`` ended (a zombie that nobody reaped counts)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
         return True
-    # A child of this process that exited but was not reaped would still be found:
-    # worker processes are the supervisor's children, not this process's.
-    return False
 
 
 @pytest.fixture
@@ -227,11 +233,30 @@ def test_worker_processes_stop_when_the_supervisor_dies(app: App) -> None:
 
 def test_worker_processes_that_cannot_start_make_it_fail(app: App) -> None:
     """Children that die before their workers start, again and again: exit status 1."""
-    # The tasks are not coroutines: asyncio workers refuse to start.
-    code, stderr = app.run("--processes", "2", "--asyncio", timeout=120)
+    app.env["APP_FAIL_IN_WORKERS"] = "1"
+    code, stderr = app.run("--processes", "2", timeout=120)
     assert code == 1, stderr
     assert "the worker processes cannot start" in stderr
-    assert "InvalidTaskTypeError" in stderr
+    assert "RuntimeError: this worker process cannot start" in stderr
+
+
+def test_a_stop_while_worker_processes_start_is_graceful(app: App) -> None:
+    """SIGTERM while the worker processes still import the application: they
+    start, then stop gracefully, and the supervisor exits with 0."""
+    app.env["APP_SLOW_WORKERS"] = "1"
+    supervisor = app.start("--processes", "2", "--threads", "1")
+    wait_for(lambda: len(app.list("importing")) == 2, timeout=60)
+    supervisor.signal(signal.SIGTERM)
+    wait_for(lambda: "gracefully" in supervisor.stderr, timeout=30)
+    app.r.rpush(f"test:{app.namespace}:go", 1, 1)
+    assert supervisor.wait() == 0, supervisor.stderr
+    assert "starting it again" not in supervisor.stderr
+
+
+def test_tasks_that_do_not_suit_the_workers_are_refused_up_front(app: App) -> None:
+    code, stderr = app.run("--processes", "2", "--asyncio")
+    assert code == 2, stderr
+    assert "drop --asyncio, or give another --queue" in stderr
 
 
 @pytest.mark.parametrize(
