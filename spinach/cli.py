@@ -363,37 +363,36 @@ def _commands() -> Any:
         if bool(job_ids) == every:
             raise click.UsageError("give job ids, or --all (not both)")
 
-    @jobs.command(help="Queue failed jobs again (same ids, retries reset).")
-    @click.argument("target")
-    @click.argument("job_ids", nargs=-1)
-    @click.option("--all", "every", is_flag=True, help="Every failed job.")
-    @namespace_option
-    def requeue(target: str, job_ids: tuple[str, ...], every: bool, namespace: str | None) -> int:
-        some_or_all(job_ids, every)
+    def on_failed_store(name: str, help: str, method: str, done: str, doing: str) -> None:
+        """A command taking failed jobs by id or --all through an Engine method."""
 
-        def run(engine: Engine) -> int:
-            if every:
-                return every_failed(engine, "Requeued", engine.requeue_failed, "Requeuing")
-            click.echo(f"Requeued {engine.requeue_failed(job_ids)} job(s)")
-            return EXIT_OK
+        @jobs.command(name=name, help=help)
+        @click.argument("target")
+        @click.argument("job_ids", nargs=-1)
+        @click.option("--all", "every", is_flag=True, help="Every failed job.")
+        @namespace_option
+        def command(
+            target: str, job_ids: tuple[str, ...], every: bool, namespace: str | None
+        ) -> int:
+            some_or_all(job_ids, every)
 
-        return _jobs("requeue", target, namespace, run)
+            def run(engine: Engine) -> int:
+                operate = getattr(engine, method)
+                if every:
+                    return every_failed(engine, done, operate, doing)
+                click.echo(f"{done} {operate(job_ids)} job(s)")
+                return EXIT_OK
 
-    @jobs.command(help="Forget failed jobs.")
-    @click.argument("target")
-    @click.argument("job_ids", nargs=-1)
-    @click.option("--all", "every", is_flag=True, help="Every failed job.")
-    @namespace_option
-    def purge(target: str, job_ids: tuple[str, ...], every: bool, namespace: str | None) -> int:
-        some_or_all(job_ids, every)
+            return _jobs(name, target, namespace, run)
 
-        def run(engine: Engine) -> int:
-            if every:
-                return every_failed(engine, "Purged", engine.purge_failed, "Purging")
-            click.echo(f"Purged {engine.purge_failed(job_ids)} job(s)")
-            return EXIT_OK
-
-        return _jobs("purge", target, namespace, run)
+    on_failed_store(
+        "requeue",
+        "Queue failed jobs again (same ids, retries reset).",
+        "requeue_failed",
+        "Requeued",
+        "Requeuing",
+    )
+    on_failed_store("purge", "Forget failed jobs.", "purge_failed", "Purged", "Purging")
 
     @jobs.command(help="Cancel a waiting, queued or running job.")
     @click.argument("target")
