@@ -118,13 +118,18 @@ local function at_limit(task_name)
     return (limit ~= nil and (in_flight[task_name] or 0) >= limit) or (rate ~= nil and rate_full(rate))
 end
 
+-- The oldest parked member of a task (nil when it has none), and the task's prefix.
+local function first_parked(task_name)
+    local prefix = task_prefix(task_name)
+    return redis.call("ZRANGEBYLEX", parked, "[" .. prefix, "(" .. prefix .. "\255", "LIMIT", 0, 1)[1], prefix
+end
+
 -- The oldest parked entry of a task with a free slot, removed from the parked set.
 local function pop_parked()
     local best, best_prefix
     for _, task_name in ipairs(limited_names) do
         if not at_limit(task_name) then
-            local prefix = task_prefix(task_name)
-            local member = redis.call("ZRANGEBYLEX", parked, "[" .. prefix, "(" .. prefix .. "\255", "LIMIT", 0, 1)[1]
+            local member, prefix = first_parked(task_name)
             if member and (best == nil or string.sub(member, #prefix + 1) < string.sub(best, #best_prefix + 1)) then
                 best, best_prefix = member, prefix
             end
@@ -196,8 +201,7 @@ for task_name, rate in pairs(rates) do
         redis.call("PEXPIRE", rate.log, math.ceil(rate.period * 1000) + 1000)
     end
     if rate_full(rate) then
-        local prefix = task_prefix(task_name)
-        if redis.call("ZRANGEBYLEX", parked, "[" .. prefix, "(" .. prefix .. "\255", "LIMIT", 0, 1)[1] then
+        if first_parked(task_name) then
             local rank = rate.count - rate.starts
             local oldest = tonumber(redis.call("ZRANGE", rate.log, rank, rank, "WITHSCORES")[2])
             local free_at = oldest + rate.period + 0.000001

@@ -33,7 +33,7 @@ import attrs
 
 from . import signals
 from .engine import Engine
-from .worker import AsyncioWorkers, ThreadWorkers
+from .worker import Workers
 
 __all__ = ["EXIT_FORCED", "EXIT_NO_START", "Supervisor", "run_worker"]
 
@@ -56,7 +56,7 @@ def run_worker(
     engine: Engine,
     *,
     threads: int,
-    use_asyncio: bool,
+    workers_class: type[Workers],
     queue: str,
     stop_when_empty: bool,
     grace_period: float | None,
@@ -97,7 +97,7 @@ def run_worker(
         queue=queue,
         block=True,
         stop_when_queue_empty=stop_when_empty,
-        workers_class=AsyncioWorkers if use_asyncio else ThreadWorkers,
+        workers_class=workers_class,
         grace_period=grace_period,
     )
 

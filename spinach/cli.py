@@ -158,7 +158,7 @@ def _worker(target: str, options: dict[str, Any]) -> int:
     command.run_worker(
         engine,
         threads=options["threads"],
-        use_asyncio=options["use_asyncio"],
+        workers_class=workers_class,
         queue=options["queue"],
         stop_when_empty=options["stop_when_empty"],
         grace_period=options["grace_period"],

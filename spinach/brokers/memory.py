@@ -276,9 +276,8 @@ class MemoryBroker(Broker):
             for task_name in [name for name, waiting in parked.items() if not waiting]:
                 del parked[task_name]
             # Jobs held back by a rate limit: move_future_jobs wakes the workers
-            # when their task may start again.
-            # The earliest time is kept, but for one already due: this fetch is
-            # what it woke the workers for.
+            # when their task may start again. The earliest time is kept, but for
+            # one already due: this fetch is what it woke the workers for.
             for task_name in parked:
                 free_at = ns.rate_free_at(task_name, now)
                 wake = ns.rate_wake.get(queue)

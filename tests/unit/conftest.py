@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -119,3 +122,20 @@ def advance_beating(clock: ManualClock, broker: MemoryBroker, seconds: float) ->
         # Broker times have microsecond precision.
         wait_for(lambda: workers.get(broker.worker_id, 0.0) >= clock.time() - 1e-3)
     advance(clock, broker, seconds % 2)
+
+
+@contextlib.contextmanager
+def threads_switching_all_the_time() -> Iterator[None]:
+    """Threads switch every bytecode or so inside, without the garbage collector:
+    objects of earlier tests collected meanwhile would run their finalizers (or
+    weakref callbacks) in the threads under test, where an interrupt may land
+    and be swallowed, as the docs say."""
+    interval = sys.getswitchinterval()
+    gc.collect()
+    gc.disable()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        gc.enable()

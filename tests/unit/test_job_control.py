@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
-import sys
 import threading
 import time
 import uuid
@@ -20,7 +18,7 @@ from spinach.exc import InvalidTaskError, JobCancelled, JobCancelledError
 from spinach.job import Job, JobStatus
 from spinach.testing import wait_for
 
-from .conftest import Recorder
+from .conftest import Recorder, threads_switching_all_the_time
 
 
 @pytest.fixture
@@ -370,14 +368,7 @@ class TestInterrupts:
                     cancelled.add(key)
                     interrupts.interrupt(key)
 
-        interval = sys.getswitchinterval()
-        # Objects of earlier tests collected meanwhile would run their finalizers
-        # (or weakref callbacks) in these threads, where the exception may land
-        # and be swallowed, as the docs say.
-        gc.collect()
-        gc.disable()
-        sys.setswitchinterval(1e-6)
-        try:
+        with threads_switching_all_the_time():
             threads = [threading.Thread(target=worker, args=(i,)) for i in range(3)]
             stopper = threading.Thread(target=canceller)
             stopper.start()
@@ -387,9 +378,6 @@ class TestInterrupts:
                 thread.join(120)
             done.set()
             stopper.join(10)
-        finally:
-            sys.setswitchinterval(interval)
-            gc.enable()
         assert escaped == []
         assert len(outcomes) == 30_000
         stopped = [key for key, err in outcomes if isinstance(err, JobCancelled)]

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +19,7 @@ from spinach.exc import InvalidTaskError, JobTimeLimitExceeded
 from spinach.job import JobInfo
 from spinach.testing import wait_for
 
-from .conftest import Recorder
+from .conftest import Recorder, threads_switching_all_the_time
 
 #: Most seconds past its limit that a job may run on a loaded machine.
 GRACE = 1.0
@@ -243,21 +241,14 @@ class TestWatcher:
                     escaped.append(e)
             counts.append(ended)
 
-        interval = sys.getswitchinterval()
-        # Objects of earlier tests collected meanwhile would run their finalizers
-        # here, where the exception may land and be swallowed (as the docs say).
-        gc.collect()
-        gc.disable()
-        sys.setswitchinterval(1e-6)
         try:
-            threads = [threading.Thread(target=worker) for _ in range(4)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(120)
+            with threads_switching_all_the_time():
+                threads = [threading.Thread(target=worker) for _ in range(4)]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join(120)
         finally:
-            sys.setswitchinterval(interval)
-            gc.enable()
             limits.stop()
         assert escaped == []
         assert counts == [1_500] * 4

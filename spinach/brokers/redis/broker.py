@@ -549,8 +549,8 @@ class RedisBroker(JobRecords, Broker):
     @override
     def move_future_jobs(self) -> float | None:
         k = self._keys
-        keys = [k.payloads, k.seq, k.periodic, k.periodic_next, k.queues, k.future, k.failed]
-        keys.append(k.rate_wake)
+        keys = [k.payloads, k.seq, k.periodic, k.periodic_next, k.queues, k.future]
+        keys += [k.failed, k.rate_wake]
         result = self._run(
             "move_future_jobs", keys, [self._now(), k.channel, self.namespace, k.prefix]
         )
