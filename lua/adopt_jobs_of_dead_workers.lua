@@ -5,6 +5,8 @@
 -- KEYS[3]  payloads: hash, job id -> stored job (compact JSON array, see spinach/brokers/redis/payload.py)
 -- KEYS[4]  calls: hash, worker id -> its last fetch (see get_jobs_from_queue); the
 --          fields of dead workers are removed
+-- KEYS[5]  workers_info: hash, worker id -> what it told of itself (see heartbeat); the
+--          fields of dead workers are removed
 -- ARGV[1]  silent_since, POSIX seconds: a worker whose last heartbeat is older is dead
 -- ARGV[2]  the adopting worker's id
 -- ARGV[3]  token prefix, unique to this call
@@ -23,7 +25,7 @@
 --- @include "running_record"
 --- @include "payload"
 
-local workers, running, payloads, calls = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local workers, running, payloads, calls, workers_info = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local silent_since = ARGV[1]
 local me, token_prefix = ARGV[2], ARGV[3]
 
@@ -42,6 +44,7 @@ for _, worker in ipairs(redis.call("ZRANGEBYSCORE", workers, silent_since, "+inf
 end
 for _, worker in ipairs(redis.call("ZRANGEBYSCORE", workers, "-inf", "(" .. silent_since)) do
     redis.call("HDEL", calls, worker)
+    redis.call("HDEL", workers_info, worker)
 end
 redis.call("ZREMRANGEBYSCORE", workers, "-inf", "(" .. silent_since)
 

@@ -194,15 +194,16 @@ def _engine_of(target: str, namespace: str | None) -> Engine:
     return engine
 
 
-def _jobs(command: str, target: str, namespace: str | None, run: Any) -> int:
-    """Run ``run(engine)`` for ``spinach jobs COMMAND``; its errors become exit statuses."""
+def _on_engine(command: str, target: str, namespace: str | None, run: Any) -> int:
+    """Run ``run(engine)`` for ``spinach COMMAND`` (``inspect``, ``jobs show``...);
+    its errors become exit statuses."""
     from .brokers.redis import RedisBroker
     from .exc import SpinachError
 
     try:
         engine = _engine_of(target, namespace)
     except TargetError as e:
-        print(f"spinach jobs {command}: {e}", file=sys.stderr)
+        print(f"spinach {command}: {e}", file=sys.stderr)
         return EXIT_UNUSABLE
     try:
         status: int = run(engine)
@@ -213,7 +214,7 @@ def _jobs(command: str, target: str, namespace: str | None, run: Any) -> int:
         return EXIT_OK
     except (SpinachError, redis.RedisError, OSError) as e:
         print(
-            f"spinach jobs {command}: {type(e).__name__}: {e}; check TARGET and that the "
+            f"spinach {command}: {type(e).__name__}: {e}; check TARGET and that the "
             "broker is reachable",
             file=sys.stderr,
         )
@@ -299,6 +300,33 @@ def _commands() -> Any:
     )
     json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
+    @spinach.command(
+        help=(
+            "Show what a namespace holds: per queue, its ready, held-back (by a concurrency "
+            "or rate limit), future and running jobs; the live workers (id, host, pid, "
+            "running jobs, last heartbeat); the failed count. TARGET: a Redis URL "
+            f"({_URL_FORMS}) with --namespace, or an Engine's import path (myapp.tasks:spin)."
+        )
+    )
+    @click.argument("target")
+    @namespace_option
+    @json_option
+    def inspect(target: str, namespace: str | None, as_json: bool) -> int:
+        from . import _inspect_command
+
+        def run(engine: Engine) -> int:
+            inspection = engine.broker.inspect()
+            now = engine.broker.clock.time()
+            if as_json:
+                values = _inspect_command.inspection_json(engine.namespace, inspection, now)
+                click.echo(json.dumps(values))
+            else:
+                text = _inspect_command.inspection_text(engine.namespace, inspection, now)
+                click.echo(text, nl=False)
+            return EXIT_OK
+
+        return _on_engine("inspect", target, namespace, run)
+
     @spinach.group(
         help=(
             "Look at jobs by id and at the failed store, and steer them. TARGET: a Redis "
@@ -328,7 +356,7 @@ def _commands() -> Any:
             click.echo(json.dumps(text) if as_json else text, nl=as_json)
             return EXIT_OK
 
-        return _jobs("show", target, namespace, run)
+        return _on_engine("jobs show", target, namespace, run)
 
     @jobs.command(help="List the failed jobs, the latest failure first.")
     @click.argument("target")
@@ -348,7 +376,7 @@ def _commands() -> Any:
             click.echo(f"{len(rows)} shown of {total} failed job(s)")
             return EXIT_OK
 
-        return _jobs("failed", target, namespace, run)
+        return _on_engine("jobs failed", target, namespace, run)
 
     def every_failed(
         engine: Engine, action: str, operate: Any, label: str
@@ -383,7 +411,7 @@ def _commands() -> Any:
                 click.echo(f"{done} {operate(job_ids)} job(s)")
                 return EXIT_OK
 
-            return _jobs(name, target, namespace, run)
+            return _on_engine(f"jobs {name}", target, namespace, run)
 
     on_failed_store(
         "requeue",
@@ -410,7 +438,7 @@ def _commands() -> Any:
             )
             return EXIT_FAILED
 
-        return _jobs("cancel", target, namespace, run)
+        return _on_engine("jobs cancel", target, namespace, run)
 
     return spinach
 

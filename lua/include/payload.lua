@@ -16,3 +16,12 @@ local function payload_task_name(payload)
     end
     return ""
 end
+
+-- The queue of a payload, or "" when it cannot be read.
+local function payload_queue(payload)
+    local ok, fields = pcall(cjson.decode, payload or "")
+    if ok and type(fields) == "table" and type(fields[2]) == "string" then
+        return fields[2]
+    end
+    return ""
+end

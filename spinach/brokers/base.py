@@ -31,6 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
+import os
+import socket
 import threading
 import uuid
 from abc import ABC, abstractmethod
@@ -48,7 +51,17 @@ from ..job import FINISHED, Job, JobInfo
 if TYPE_CHECKING:
     from ..task import Task
 
-__all__ = ["FINISHED", "Broker", "Heartbeat", "JobCounts", "RunningJobState", "runs_again"]
+__all__ = [
+    "FINISHED",
+    "Broker",
+    "Heartbeat",
+    "Inspection",
+    "JobCounts",
+    "QueueState",
+    "RunningJobState",
+    "WorkerState",
+    "runs_again",
+]
 
 
 def runs_again(job: Job) -> bool:
@@ -94,6 +107,76 @@ class JobCounts:
     failed: int = 0
     #: jobs dropped from the failed store to keep it within ``max_failed``, ever
     failed_dropped: int = 0
+
+
+@attrs.frozen
+class QueueState:
+    """The jobs of one queue, by state (see :meth:`Broker.inspect`)."""
+
+    #: jobs that can start now
+    ready: int
+    #: ready jobs set aside while their task is at its concurrency or rate limit
+    held_back: int
+    #: jobs waiting for their time
+    future: int
+    running: int
+
+
+@attrs.frozen
+class WorkerState:
+    """A worker registered in a namespace (see :meth:`Broker.inspect`)."""
+
+    #: the worker's id (:attr:`Broker.worker_id`)
+    id: str
+    #: its host name; "" when it did not tell (a worker of an older Spinach)
+    host: str
+    #: its process id; None when it did not tell
+    pid: int | None
+    #: how many jobs run under it
+    running: int
+    #: when its last heartbeat was recorded, POSIX seconds on the broker's clock
+    last_heartbeat: float
+
+    @classmethod
+    def told(
+        cls, worker_id: str, description: str, running: int, last_heartbeat: float
+    ) -> WorkerState:
+        """The state of a worker that described itself with ``description`` (the
+        text of :func:`describe_this_process`; anything else reads as nothing told)."""
+        try:
+            told = json.loads(description)
+        except ValueError:
+            told = None
+        if not isinstance(told, dict):
+            told = {}
+        host, pid = told.get("host"), told.get("pid")
+        return cls(
+            id=worker_id,
+            host=host if isinstance(host, str) else "",
+            pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            running=running,
+            last_heartbeat=last_heartbeat,
+        )
+
+
+@attrs.frozen
+class Inspection:
+    """What a namespace holds, read at once (see :meth:`Broker.inspect`)."""
+
+    #: the state of each queue holding or running jobs, or known to the namespace
+    queues: dict[str, QueueState]
+    #: the registered workers, the most recent heartbeat first
+    workers: tuple[WorkerState, ...]
+    #: jobs in the failed store
+    failed: int
+    #: jobs dropped from the failed store to keep it within ``max_failed``, ever
+    failed_dropped: int
+
+
+def describe_this_process() -> str:
+    """What a worker tells of itself in its heartbeats: JSON text with its host
+    name and process id, read back by :meth:`WorkerState.told`."""
+    return json.dumps({"host": socket.gethostname(), "pid": os.getpid()}, separators=(",", ":"))
 
 
 class Broker(ABC):
@@ -487,6 +570,20 @@ class Broker(ABC):
     @abstractmethod
     def count_jobs(self) -> JobCounts:
         """Count the jobs of the namespace by state."""
+
+    @abstractmethod
+    def inspect(self) -> Inspection:
+        """What the namespace holds by queue, its workers and its failed store,
+        read in one atomic step.
+
+        A queue appears when the namespace knows it or holds a job of it. Its
+        held-back jobs are the ready jobs set aside while their task was at its
+        concurrency or rate limit; a job of such a task that no fetch has
+        reached yet counts as ready. A worker appears from its first
+        :meth:`heartbeat` until it deregisters or is declared dead, with what
+        it told of itself there (see :func:`describe_this_process`). Reads
+        only; its cost grows with the future and running jobs.
+        """
 
     @abstractmethod
     def flush(self) -> None:

@@ -22,7 +22,16 @@ from typing_extensions import override
 
 from .._ended import keeps_record, outcome_of, read_record, split_record
 from ..job import Job, JobInfo, JobStatus
-from .base import Broker, Heartbeat, JobCounts, RunningJobState
+from .base import (
+    Broker,
+    Heartbeat,
+    Inspection,
+    JobCounts,
+    QueueState,
+    RunningJobState,
+    WorkerState,
+    describe_this_process,
+)
 
 if TYPE_CHECKING:
     from ..clock import Clock
@@ -82,6 +91,8 @@ class _Namespace:
     periodic: dict[str, _Periodic] = attrs.Factory(dict)
     #: last heartbeat time by worker id
     workers: dict[str, float] = attrs.Factory(dict)
+    #: what each worker told of itself in its heartbeats
+    workers_info: dict[str, str] = attrs.Factory(dict)
     #: the failed store: job id -> (when it failed, record), the oldest first
     failed: dict[str, tuple[float, str]] = attrs.Factory(dict)
     #: jobs dropped from the failed store to keep it within its bound
@@ -464,6 +475,7 @@ class MemoryBroker(Broker):
         with self._store.lock:
             ns = self._ns()
             now = ns.workers[self.worker_id] = self._now()
+            ns.workers_info[self.worker_id] = describe_this_process()
             lost = []
             for job in held:
                 running = ns.running.get(str(job.id))
@@ -474,7 +486,9 @@ class MemoryBroker(Broker):
     @override
     def deregister_worker(self) -> None:
         with self._store.lock:
-            self._ns().workers.pop(self.worker_id, None)
+            ns = self._ns()
+            ns.workers.pop(self.worker_id, None)
+            ns.workers_info.pop(self.worker_id, None)
 
     @override
     def adopt_jobs_of_dead_workers(self, silent_since: float) -> list[Job]:
@@ -491,6 +505,7 @@ class MemoryBroker(Broker):
                 adopted.append(self._running_job(ns, job_id, running.token, running.task_name, ""))
             for worker_id in dead:
                 del ns.workers[worker_id]
+                ns.workers_info.pop(worker_id, None)
         return adopted
 
     @override
@@ -639,10 +654,50 @@ class MemoryBroker(Broker):
             )
 
     @override
+    def inspect(self) -> Inspection:
+        with self._store.lock:
+            ns = self._ns()
+            counts: dict[str, list[int]] = {}  # queue -> ready, held back, future, running
+
+            def of(queue: str) -> list[int]:
+                return counts.setdefault(queue, [0, 0, 0, 0])
+
+            for queue, ready in ns.queues.items():
+                of(queue)[0] += len(ready)
+            for queue, by_task in ns.parked.items():
+                of(queue)[1] += sum(len(waiting) for waiting in by_task.values())
+            for _, _, _, queue, _ in ns.future:
+                of(queue)[2] += 1
+            by_worker: dict[str, int] = {}
+            for job_id, running in ns.running.items():
+                by_worker[running.worker_id] = by_worker.get(running.worker_id, 0) + 1
+                queue = _queue_of(ns.payloads.get(job_id))
+                if queue:
+                    of(queue)[3] += 1
+            workers = [
+                WorkerState.told(w, ns.workers_info.get(w, ""), by_worker.get(w, 0), beat)
+                for w, beat in ns.workers.items()
+            ]
+            return Inspection(
+                queues={q: QueueState(*c) for q, c in counts.items()},
+                workers=tuple(sorted(workers, key=lambda w: -w.last_heartbeat)),
+                failed=len(ns.failed),
+                failed_dropped=ns.failed_dropped,
+            )
+
+    @override
     def flush(self) -> None:
         with self._store.lock:
             self._store.drop(self.namespace)
         self._store.notify(self.namespace)
+
+
+def _queue_of(payload: str | None) -> str:
+    """The queue of a stored job, "" when it cannot be read."""
+    try:
+        return Job.deserialize(payload).queue if payload is not None else ""
+    except ValueError:
+        return ""
 
 
 def _unpack(job_id: str, payload: Any) -> Job:

@@ -24,6 +24,8 @@ advancing ``clock``.
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import time
 import uuid
@@ -33,7 +35,7 @@ from typing import Any
 
 import pytest
 
-from ..brokers.base import Broker, RunningJobState
+from ..brokers.base import Broker, QueueState, RunningJobState
 from ..clock import ManualClock
 from ..job import Job, JobError, JobInfo, JobStatus
 from ..task import Task
@@ -49,6 +51,7 @@ __all__ = [
     "GetJobContract",
     "GetJobsFromQueueContract",
     "HeartbeatContract",
+    "InspectContract",
     "MakeBroker",
     "MoveFutureJobsContract",
     "NamespaceContract",
@@ -1693,6 +1696,89 @@ class CountJobsContract(_Base):
         assert broker.count_jobs().failed == 1
 
 
+class InspectContract(_Base):
+    """:meth:`Broker.inspect`."""
+
+    def test_empty_namespace(self, broker: Broker) -> None:
+        """A namespace holding nothing has no queue, no worker, no failure."""
+        inspection = broker.inspect()
+        assert (inspection.queues, inspection.workers) == ({}, ())
+        assert (inspection.failed, inspection.failed_dropped) == (0, 0)
+
+    def test_counts_each_queue_by_state(self, broker: Broker, clock: ManualClock) -> None:
+        """Ready, held-back, future and running jobs count in their own queue,
+        a queue holding only future jobs included."""
+        broker.set_concurrency_limits([self.task("limited", max_concurrency=1)])
+        broker.enqueue_jobs([self.job(clock, "limited", queue="a") for _ in range(3)])
+        broker.enqueue_jobs([self.job(clock, queue="a"), self.job(clock, queue="b")])
+        broker.enqueue_jobs([self.job(clock, queue="a", delay=5)])
+        broker.enqueue_jobs([self.job(clock, queue="later", delay=5) for _ in range(2)])
+        assert len(broker.get_jobs_from_queue("a", 2)) == 2  # a limited job, then the other
+        assert broker.inspect().queues == {
+            "a": QueueState(ready=0, held_back=2, future=1, running=2),
+            "b": QueueState(ready=1, held_back=0, future=0, running=0),
+            "later": QueueState(ready=0, held_back=0, future=2, running=0),
+        }
+
+    def test_jobs_held_back_by_a_rate_limit(self, broker: Broker, clock: ManualClock) -> None:
+        """A job set aside by its task's rate limit is held back until it may start."""
+        broker.set_rate_limits([self.task("rated", rate_limit=(1, timedelta(seconds=10)))])
+        broker.enqueue_jobs([self.job(clock, "rated") for _ in range(2)])
+        (started,) = broker.get_jobs_from_queue("q", 2)
+        assert broker.inspect().queues["q"] == QueueState(0, 1, 0, 1)
+        broker.remove_job_from_running(started)
+        clock.advance(11)
+        assert len(broker.get_jobs_from_queue("q", 2)) == 1
+        assert broker.inspect().queues["q"] == QueueState(0, 0, 0, 1)
+
+    def test_cancelled_jobs_do_not_count(self, broker: Broker, clock: ManualClock) -> None:
+        """A cancelled job counts nowhere, whether it was ready or waiting."""
+        ready, waiting = self.job(clock), self.job(clock, delay=5)
+        broker.enqueue_jobs([ready, waiting, self.job(clock)])
+        for job in (ready, waiting):
+            assert broker.cancel_job(str(job.id), '{"cancelled": true}', 60) is not None
+        assert broker.inspect().queues["q"] == QueueState(1, 0, 0, 0)
+
+    def test_workers_tell_who_they_are(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Each worker appears from its first heartbeat with its host, process
+        id, running jobs and last heartbeat, the most recent first."""
+        other = make_broker(broker.namespace)
+        assert broker.inspect().workers == ()
+        first = other.heartbeat().at
+        clock.advance(2)
+        broker.enqueue_jobs([self.job(clock), self.job(clock)])
+        other.get_jobs_from_queue("q", 2)
+        last = broker.heartbeat().at
+        workers = broker.inspect().workers
+        assert [w.id for w in workers] == [broker.worker_id, other.worker_id]
+        assert [w.running for w in workers] == [0, 2]
+        assert [w.last_heartbeat for w in workers] == pytest.approx([last, first])
+        assert {(w.host, w.pid) for w in workers} == {(socket.gethostname(), os.getpid())}
+
+    def test_workers_leave_when_they_stop_or_die(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A worker that deregistered, or was declared dead, is gone."""
+        stopping, dying = make_broker(broker.namespace), make_broker(broker.namespace)
+        stopping.heartbeat()
+        dying.heartbeat()
+        stopping.deregister_worker()
+        assert [w.id for w in broker.inspect().workers] == [dying.worker_id]
+        clock.advance(11)
+        broker.adopt_jobs_of_dead_workers(broker.heartbeat().at - 10)
+        assert [w.id for w in broker.inspect().workers] == [broker.worker_id]
+
+    def test_failed_store(self, broker: Broker, clock: ManualClock) -> None:
+        """The failed store's jobs and those dropped from it are counted."""
+        broker.max_failed = 1
+        self.failed_job(broker, clock)
+        self.failed_job(broker, clock)
+        inspection = broker.inspect()
+        assert (inspection.failed, inspection.failed_dropped) == (1, 1)
+
+
 class FlushContract(_Base):
     """:meth:`Broker.flush`."""
 
@@ -1831,6 +1917,7 @@ class BrokerContract(
     CancelJobContract,
     WatchJobContract,
     CountJobsContract,
+    InspectContract,
     FlushContract,
     NamespaceContract,
     WaitForEventContract,

@@ -482,6 +482,7 @@ def test_engine_runs_under_the_documented_acl_user(
         engine.start_workers(number=4, block=False)
         try:
             wait_for(lambda: ticks and Counter(runs) == Counter(expected), timeout=20)
+            assert broker.worker_id in [worker.id for worker in broker.inspect().workers]
         finally:
             engine.stop_workers()
 

@@ -29,7 +29,17 @@ from ...clock import Clock, SystemClock
 from ...const import DEFAULT_ENQUEUE_JOB_RETRIES
 from ...exc import ConfigurationError
 from ...job import Job, JobStatus
-from ..base import Broker, Heartbeat, JobCounts, RunningJobState, runs_again
+from ..base import (
+    Broker,
+    Heartbeat,
+    Inspection,
+    JobCounts,
+    QueueState,
+    RunningJobState,
+    WorkerState,
+    describe_this_process,
+    runs_again,
+)
 from .clock import ServerClock
 from .errors import ENQUEUE_WINDOW, full, is_full, refused_clearly, too_late, unreachable
 from .keys import Keys
@@ -67,6 +77,7 @@ _SCRIPTS = (
     "requeue_failed",
     "purge_failed",
     "cancel_job",
+    "inspect",
 )
 #: Seconds a marker is kept: a little longer than the window of its call.
 _ENQUEUE_MARKER_SECONDS = ENQUEUE_WINDOW + 5
@@ -612,10 +623,10 @@ class RedisBroker(JobRecords, Broker):
     def heartbeat(self, held: Collection[Job] = ()) -> Heartbeat:
         k = self._keys
         now = self._now() if self._heartbeat_time is None else self._heartbeat_time
-        args: list[Any] = [self.worker_id, now]
+        args: list[Any] = [self.worker_id, now, describe_this_process()]
         for job in held:
             args += [str(job.id), job.handout_token or ""]
-        reply = self._run("heartbeat", [k.workers, k.running], args)
+        reply = self._run("heartbeat", [k.workers, k.running, k.workers_info], args)
         lost = {_text(job_id) for job_id in reply[1:]}
         return Heartbeat(float(reply[0]), tuple(job for job in held if str(job.id) in lost))
 
@@ -627,6 +638,7 @@ class RedisBroker(JobRecords, Broker):
         pipe = self._redis.pipeline(transaction=False)
         pipe.zrem(self._keys.workers, self.worker_id)
         pipe.hdel(self._keys.calls, self.worker_id)
+        pipe.hdel(self._keys.workers_info, self.worker_id)
         pipe.execute()
 
     @override
@@ -636,7 +648,7 @@ class RedisBroker(JobRecords, Broker):
         try:
             flat = self._run(
                 "adopt_jobs_of_dead_workers",
-                [k.workers, k.running, k.payloads, k.calls],
+                [k.workers, k.running, k.payloads, k.calls, k.workers_info],
                 [repr(silent_since), self.worker_id, prefix, *self._lost_adoptions],
             )
         except (redis_py.ConnectionError, redis_py.TimeoutError):
@@ -706,6 +718,29 @@ class RedisBroker(JobRecords, Broker):
         )
 
     @override
+    def inspect(self) -> Inspection:
+        k = self._keys
+        keys = [k.queues, k.future, k.running, k.payloads, k.workers, k.workers_info]
+        keys += [k.failed_index, k.failed_dropped]
+        queues, workers, failed, dropped = self._run("inspect", keys, [k.prefix])
+        states = {
+            _text(queues[i]): QueueState(*(int(n) for n in queues[i + 1 : i + 5]))
+            for i in range(0, len(queues), 5)
+        }
+        told = [
+            WorkerState.told(
+                _text(workers[i]), _text(workers[i + 2]), int(workers[i + 3]), float(workers[i + 1])
+            )
+            for i in range(0, len(workers), 4)
+        ]
+        return Inspection(
+            queues=states,
+            workers=tuple(sorted(told, key=lambda w: -w.last_heartbeat)),
+            failed=int(failed),
+            failed_dropped=int(dropped),
+        )
+
+    @override
     def flush(self) -> None:
         k = self._keys
         queues = self._known_queues(refresh=True)
@@ -724,6 +759,7 @@ class RedisBroker(JobRecords, Broker):
             k.periodic_next,
             k.future,
             k.workers,
+            k.workers_info,
             k.calls,
             k.failed_jobs,
             k.failed_index,

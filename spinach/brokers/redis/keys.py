@@ -120,6 +120,11 @@ class Keys:
         return self.prefix + "workers"
 
     @property
+    def workers_info(self) -> str:
+        """What each worker tells of itself: host and process id (lua/heartbeat.lua)."""
+        return self.prefix + "workers_info"
+
+    @property
     def channel(self) -> str:
         return self.prefix + "events"
 
