@@ -6,7 +6,8 @@
 -- KEYS[4]  calls: hash, worker id -> its last fetch (see get_jobs_from_queue); the
 --          fields of dead workers are removed
 -- KEYS[5]  workers_info: hash, worker id -> what it told of itself (see heartbeat); the
---          fields of dead workers are removed
+--          fields of workers not alive are removed (also those an older Spinach, which
+--          did not remove them, left behind)
 -- ARGV[1]  silent_since, POSIX seconds: a worker whose last heartbeat is older is dead
 -- ARGV[2]  the adopting worker's id
 -- ARGV[3]  token prefix, unique to this call
@@ -44,7 +45,11 @@ for _, worker in ipairs(redis.call("ZRANGEBYSCORE", workers, silent_since, "+inf
 end
 for _, worker in ipairs(redis.call("ZRANGEBYSCORE", workers, "-inf", "(" .. silent_since)) do
     redis.call("HDEL", calls, worker)
-    redis.call("HDEL", workers_info, worker)
+end
+for _, worker in ipairs(redis.call("HKEYS", workers_info)) do
+    if not alive[worker] and worker ~= me then
+        redis.call("HDEL", workers_info, worker)
+    end
 end
 redis.call("ZREMRANGEBYSCORE", workers, "-inf", "(" .. silent_since)
 

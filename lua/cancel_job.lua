@@ -6,6 +6,7 @@
 -- KEYS[4]  future: sorted set of the future jobs (step future_member)
 -- KEYS[5]  unique: the unique keys of waiting jobs (step unique_key)
 -- KEYS[6]  the job's result key: its record is kept there (string, like a kept result)
+-- KEYS[7]  future_counts: hash, queue -> its jobs in the future set (step future_count)
 -- ARGV[1]  the job id
 -- ARGV[2]  the outcome, JSON text (see spinach/_ended.py)
 -- ARGV[3]  milliseconds the record is kept
@@ -25,9 +26,10 @@
 --- @include "release_slot"
 --- @include "future_member"
 --- @include "unique_key"
+--- @include "future_count"
 
 local payloads, running, in_flight, future_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local unique, result = KEYS[5], KEYS[6]
+local unique, result, future_counts = KEYS[5], KEYS[6], KEYS[7]
 local id, outcome, keep_ms = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local channel, ended_channel, prefix = ARGV[4], ARGV[5], ARGV[6]
 
@@ -53,6 +55,7 @@ else
     end
     if redis.call("ZREM", future_key, future_member(id, queue, task_name)) == 1 then
         status = 1
+        count_future(future_counts, queue, -1)
     else
         status = 2
         if queue ~= "" then

@@ -8,7 +8,8 @@
 -- KEYS[5]       future: sorted set of the future jobs of every queue, scored by at
 -- KEYS[6]       unique: the unique keys of waiting jobs (step unique_key)
 -- KEYS[7]       running: hash, job id -> its record (step running_record)
--- KEYS[7+i]     ready list of the i-th queue of this call (i = 1..Q)
+-- KEYS[8]       future_counts: hash, queue -> its jobs in the future set (step future_count)
+-- KEYS[8+i]     ready list of the i-th queue of this call (i = 1..Q)
 -- ARGV[1]       now, POSIX seconds
 -- ARGV[2]       notification channel
 -- ARGV[3]       seconds the marker is kept, from now or, when that is later, from
@@ -45,9 +46,10 @@
 --- @include "ready_entry"
 --- @include "future_member"
 --- @include "unique_key"
+--- @include "future_count"
 
 local payloads, seq, queues, marker, future_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local unique, running = KEYS[6], KEYS[7]
+local unique, running, future_counts = KEYS[6], KEYS[7], KEYS[8]
 local now = tonumber(ARGV[1])
 local channel = ARGV[2]
 local marker_seconds, late_after = tonumber(ARGV[3]), ARGV[4]
@@ -82,7 +84,7 @@ for i = 1, queue_count do
 end
 
 -- Ready entries per queue number, without their place in line yet; future scores and entries.
-local ready, ready_count, future = {}, 0, {}
+local ready, ready_count, future, future_by_queue = {}, 0, {}, {}
 local stored, job_number, held = 0, 0, {}
 for part = 6 + queue_count, #ARGV do
     local jobs = ARGV[part]
@@ -112,6 +114,7 @@ for part = 6 + queue_count, #ARGV do
             else
                 table.insert(future, at)
                 table.insert(future, future_member(id, ARGV[5 + queue_number], task_name))
+                future_by_queue[queue_number] = (future_by_queue[queue_number] or 0) + 1
             end
         end
     end
@@ -126,11 +129,14 @@ for queue_number, entries in pairs(ready) do
         entries[i] = ready_entry(place, entries[i][1], entries[i][2])
     end
     for first = 1, #entries, chunk do
-        redis.call("RPUSH", KEYS[7 + queue_number], unpack(entries, first, math.min(first + chunk - 1, #entries)))
+        redis.call("RPUSH", KEYS[8 + queue_number], unpack(entries, first, math.min(first + chunk - 1, #entries)))
     end
 end
 for first = 1, #future, 2 * chunk do
     redis.call("ZADD", future_key, unpack(future, first, math.min(first + 2 * chunk - 1, #future)))
+end
+for queue_number, n in pairs(future_by_queue) do
+    count_future(future_counts, ARGV[5 + queue_number], n)
 end
 
 if stored > 0 then

@@ -19,6 +19,7 @@
 --          back by a rate limit, scored by when the first of them may start (see
 --          move_future_jobs, which wakes the workers then); set by the fetch, which
 --          keeps the earliest time not yet due
+-- KEYS[13] activity: hash, jobs started and failed per minute (step activity)
 -- ARGV[1]  N, the most jobs to hand out
 -- ARGV[2]  token prefix, unique to this call (worker id, then a call number)
 -- ARGV[3]  now, POSIX seconds: when the jobs are handed out, and the time of the starts
@@ -45,6 +46,7 @@
 --- @include "running_record"
 --- @include "unique_key"
 --- @include "rate_limit"
+--- @include "activity"
 
 local ready, parked, payloads, running = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local limits_key, in_flight_key, failed, calls = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
@@ -216,6 +218,9 @@ for task_name, rate in pairs(rates) do
     end
 end
 local more = park_budget == 0 and 1 or 0
+if #handed_ids > 0 then
+    count_activity(KEYS[13], "s", now_seconds, #handed_ids)
+end
 redis.call("HSET", calls, worker, token_prefix .. "\n" .. more .. table.concat(handed_ids))
 local result = {more, table.concat(jobs)}
 for _, entry in ipairs(no_payload) do

@@ -9,6 +9,7 @@
 -- KEYS[7]  failed: list of entries that are not jobs
 -- KEYS[8]  rate_wake: sorted set of the ready lists of queues holding jobs back by a
 --          rate limit, scored by when the first of them may start (see get_jobs_from_queue)
+-- KEYS[9]  future_counts: hash, queue -> its jobs in the future set (step future_count)
 -- ARGV[1]  now, POSIX seconds
 -- ARGV[2]  notification channel
 -- ARGV[3]  namespace (to derive the ids of periodic jobs)
@@ -37,9 +38,11 @@
 --- @include "ready_entry"
 --- @include "future_member"
 --- @include "payload"
+--- @include "future_count"
 
 local payloads, seq, periodic, periodic_next = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local queues, future, failed, rate_wake = KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local future_counts = KEYS[9]
 local now = tonumber(ARGV[1])
 local channel, namespace, prefix = ARGV[2], ARGV[3], ARGV[4]
 check_place_counter(seq)
@@ -89,6 +92,7 @@ for k, member in ipairs(due) do
         redis.call("ZREM", future, member)
         if push_ready_here(queue, id, task_name) then
             moved = moved + 1
+            count_future(future_counts, queue, -1)
         else
             redis.call("ZADD", future, now + retry_later, member)
         end

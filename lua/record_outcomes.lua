@@ -8,8 +8,10 @@
 -- KEYS[5]       queues: set of the namespace's queue names
 -- KEYS[6]       future: sorted set of the future jobs of every queue (step future_member)
 -- KEYS[7..9]    failed_jobs, failed_index, failed_dropped: the failed store (step failed_store)
--- KEYS[9+i]     ready list of the i-th queue of the retried jobs (i = 1..Q)
--- KEYS[9+Q+r]   result key of the r-th job below that keeps its result (string, its record)
+-- KEYS[10]      activity: hash, jobs started and failed per minute (step activity)
+-- KEYS[11]      future_counts: hash, queue -> its jobs in the future set (step future_count)
+-- KEYS[11+i]    ready list of the i-th queue of the retried jobs (i = 1..Q)
+-- KEYS[11+Q+r]  result key of the r-th job below that keeps its result (string, its record)
 -- ARGV[1]       now, POSIX seconds
 -- ARGV[2]       notification channel of the engines (told "outcomes" when a slot frees
 --               or a job is back)
@@ -38,9 +40,11 @@
 --- @include "running_record"
 --- @include "release_slot"
 --- @include "failed_store"
+--- @include "activity"
+--- @include "future_count"
 
 local running, payloads, in_flight, seq, queues, future = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
-local failed_jobs, failed_index, failed_dropped = KEYS[7], KEYS[8], KEYS[9]
+local failed_jobs, failed_index, failed_dropped, activity = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local now, channel, ended_channel = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local max_failed = tonumber(ARGV[4])
 local queue_count = tonumber(ARGV[5])
@@ -77,7 +81,8 @@ for j = done_at, kept_at - 2, 2 do
     end
 end
 
-local result_key = 9 + queue_count
+local future_counts = KEYS[11]
+local result_key, failures = 11 + queue_count, 0
 for j = kept_at, first_retry - 1, 4 do
     local id, keep_ms, outcome = ARGV[j], tonumber(ARGV[j + 2]), ARGV[j + 3]
     if keep_ms > 0 then
@@ -90,6 +95,7 @@ for j = kept_at, first_retry - 1, 4 do
             redis.call("SET", KEYS[result_key], record, "PX", keep_ms)
         else
             add_failed(failed_jobs, failed_index, failed_dropped, id, now, record, max_failed)
+            failures = failures + 1
         end
         table.insert(ended, id)
     end
@@ -102,14 +108,17 @@ for j = first_retry, #ARGV, 6 do
         redis.call("HSET", payloads, id, ARGV[j + 5])
         redis.call("SADD", queues, queue)
         if at <= now then
-            push_ready(seq, KEYS[9 + queue_number], id, task_name)
-        else
-            redis.call("ZADD", future, at, future_member(id, queue, task_name))
+            push_ready(seq, KEYS[11 + queue_number], id, task_name)
+        elseif redis.call("ZADD", future, at, future_member(id, queue, task_name)) == 1 then
+            count_future(future_counts, queue, 1)
         end
         notify = true
     end
 end
 
+if failures > 0 then
+    count_activity(activity, "f", now, failures)
+end
 if notify then
     redis.call("PUBLISH", channel, "outcomes")
 end

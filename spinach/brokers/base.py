@@ -57,6 +57,7 @@ __all__ = [
     "Heartbeat",
     "Inspection",
     "JobCounts",
+    "MinuteActivity",
     "QueueState",
     "RunningJobState",
     "WorkerState",
@@ -163,7 +164,7 @@ class WorkerState:
 class Inspection:
     """What a namespace holds, read at once (see :meth:`Broker.inspect`)."""
 
-    #: the state of each queue holding or running jobs, or known to the namespace
+    #: the state of each queue holding or running jobs
     queues: dict[str, QueueState]
     #: the registered workers, the most recent heartbeat first
     workers: tuple[WorkerState, ...]
@@ -171,6 +172,38 @@ class Inspection:
     failed: int
     #: jobs dropped from the failed store to keep it within ``max_failed``, ever
     failed_dropped: int
+
+
+#: The most minutes :meth:`Broker.job_activity` tells of: those it keeps.
+ACTIVITY_MINUTES = 60
+
+
+@attrs.frozen
+class MinuteActivity:
+    """Jobs started and failed in one minute (see :meth:`Broker.job_activity`)."""
+
+    #: the start of the minute, POSIX seconds on the broker's clock
+    at: float
+    #: jobs handed out to workers
+    started: int
+    #: jobs that failed for good (entered the failed store)
+    failed: int
+
+
+def check_activity_minutes(minutes: object) -> int:
+    """``minutes`` when it is a valid argument of :meth:`Broker.job_activity`.
+
+    Raises:
+        ValueError: it is not an int from 1 to :data:`ACTIVITY_MINUTES`.
+    """
+    if isinstance(minutes, bool) or not isinstance(minutes, int):
+        raise ValueError(f"minutes must be an int from 1 to {ACTIVITY_MINUTES}, got {minutes!r}")
+    if not 1 <= minutes <= ACTIVITY_MINUTES:
+        raise ValueError(
+            f"minutes must be from 1 to {ACTIVITY_MINUTES} (the broker keeps an hour), "
+            f"got {minutes}"
+        )
+    return minutes
 
 
 def describe_this_process() -> str:
@@ -576,13 +609,27 @@ class Broker(ABC):
         """What the namespace holds by queue, its workers and its failed store,
         read in one atomic step.
 
-        A queue appears when the namespace knows it or holds a job of it. Its
-        held-back jobs are the ready jobs set aside while their task was at its
-        concurrency or rate limit; a job of such a task that no fetch has
-        reached yet counts as ready. A worker appears from its first
+        A queue appears while it holds or runs a job. Its held-back jobs are
+        the ready jobs set aside while their task was at its concurrency or
+        rate limit; a job of such a task that no fetch has reached yet counts
+        as ready. A worker appears from its first
         :meth:`heartbeat` until it deregisters or is declared dead, with what
         it told of itself there (see :func:`describe_this_process`). Reads
-        only; its cost grows with the future and running jobs.
+        only; its cost may grow with the running jobs, not with the waiting ones.
+        """
+
+    @abstractmethod
+    def job_activity(self, minutes: int = ACTIVITY_MINUTES) -> list[MinuteActivity]:
+        """Jobs started and failed for good in each of the last ``minutes``
+        minutes (1 to 60), the oldest first and the current minute (on the
+        broker's clock) last; minutes that saw none are there with zeros.
+
+        A job is counted as started when :meth:`get_jobs_from_queue` hands it
+        out, as failed when :meth:`record_outcomes` puts it in the failed
+        store. The counts of a minute are kept an hour at least. Reads only.
+
+        Raises:
+            ValueError: ``minutes`` is not an int from 1 to 60.
         """
 
     @abstractmethod

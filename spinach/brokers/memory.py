@@ -23,13 +23,16 @@ from typing_extensions import override
 from .._ended import keeps_record, outcome_of, read_record, split_record
 from ..job import Job, JobInfo, JobStatus
 from .base import (
+    ACTIVITY_MINUTES,
     Broker,
     Heartbeat,
     Inspection,
     JobCounts,
+    MinuteActivity,
     QueueState,
     RunningJobState,
     WorkerState,
+    check_activity_minutes,
     describe_this_process,
 )
 
@@ -104,6 +107,19 @@ class _Namespace:
     #: unique key -> id of the waiting job holding it, and the reverse
     unique: dict[str, str] = attrs.Factory(dict)
     unique_of: dict[str, str] = attrs.Factory(dict)
+    #: minute (POSIX seconds // 60) -> [jobs started, jobs failed] in it, the
+    #: last hour
+    activity: dict[int, list[int]] = attrs.Factory(dict)
+
+    def count_activity(self, kind: int, now: float, n: int = 1) -> None:
+        """Add ``n`` jobs started (``kind`` 0) or failed (1) to the minute of ``now``."""
+        minute = int(now // 60)
+        counts = self.activity.get(minute)
+        if counts is None:
+            for old in [m for m in self.activity if m < minute - ACTIVITY_MINUTES]:
+                del self.activity[old]
+            counts = self.activity[minute] = [0, 0]
+        counts[kind] += n
 
     def at_limit(self, task_name: str, now: float) -> bool:
         limit = self.limits.get(task_name)
@@ -284,6 +300,8 @@ class MemoryBroker(Broker):
                     break
                 entry = source.popleft()
                 handed.append(self._hand_out(ns, entry, queue, now))
+            if handed:
+                ns.count_activity(0, now, len(handed))
             for task_name in [name for name, waiting in parked.items() if not waiting]:
                 del parked[task_name]
             # Jobs held back by a rate limit: move_future_jobs wakes the workers
@@ -338,6 +356,7 @@ class MemoryBroker(Broker):
         if job.status is JobStatus.FAILED:
             ns.failed.pop(job_id, None)
             ns.failed[job_id] = (now, record)
+            ns.count_activity(1, now)
             while self.max_failed is not None and len(ns.failed) > self.max_failed:
                 del ns.failed[next(iter(ns.failed))]
                 ns.failed_dropped += 1
@@ -679,11 +698,22 @@ class MemoryBroker(Broker):
                 for w, beat in ns.workers.items()
             ]
             return Inspection(
-                queues={q: QueueState(*c) for q, c in counts.items()},
+                queues={q: QueueState(*c) for q, c in counts.items() if any(c)},
                 workers=tuple(sorted(workers, key=lambda w: -w.last_heartbeat)),
                 failed=len(ns.failed),
                 failed_dropped=ns.failed_dropped,
             )
+
+    @override
+    def job_activity(self, minutes: int = ACTIVITY_MINUTES) -> list[MinuteActivity]:
+        check_activity_minutes(minutes)
+        with self._store.lock:
+            ns = self._ns()
+            current = int(self._now() // 60)
+            return [
+                MinuteActivity(float(minute * 60), *ns.activity.get(minute, (0, 0)))
+                for minute in range(current - minutes + 1, current + 1)
+            ]
 
     @override
     def flush(self) -> None:

@@ -52,6 +52,7 @@ __all__ = [
     "GetJobsFromQueueContract",
     "HeartbeatContract",
     "InspectContract",
+    "JobActivityContract",
     "MakeBroker",
     "MoveFutureJobsContract",
     "NamespaceContract",
@@ -1739,6 +1740,46 @@ class InspectContract(_Base):
             assert broker.cancel_job(str(job.id), '{"cancelled": true}', 60) is not None
         assert broker.inspect().queues["q"] == QueueState(1, 0, 0, 0)
 
+    def test_cancelled_held_back_job_beside_ready_ones(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A cancelled job that was held back leaves the held-back count, not the ready one."""
+        broker.set_concurrency_limits([self.task("limited", max_concurrency=1)])
+        held = [self.job(clock, "limited") for _ in range(3)]
+        broker.enqueue_jobs([*held, self.job(clock)])
+        assert len(broker.get_jobs_from_queue("q", 2)) == 2
+        broker.enqueue_jobs([self.job(clock)])
+        assert broker.inspect().queues["q"] == QueueState(1, 2, 0, 2)
+        assert broker.cancel_job(str(held[2].id), '{"cancelled": true}', 60) is not None
+        assert broker.inspect().queues["q"] == QueueState(1, 1, 0, 2)
+
+    def test_future_jobs_follow_every_move(self, broker: Broker, clock: ManualClock) -> None:
+        """Future jobs count in their queue as they are stored, cancelled, come due
+        and come back for a retry later."""
+        a_jobs = [self.job(clock, queue="a", delay=10) for _ in range(3)]
+        broker.enqueue_jobs([*a_jobs, self.job(clock, queue="b", delay=100)])
+        assert broker.cancel_job(str(a_jobs[0].id), '{"cancelled": true}', 60) is not None
+        assert {q: s.future for q, s in broker.inspect().queues.items()} == {"a": 2, "b": 1}
+        clock.advance(11)
+        broker.move_future_jobs()
+        assert {q: s.future for q, s in broker.inspect().queues.items()} == {"a": 0, "b": 1}
+        job = broker.get_jobs_from_queue("a", 1)[0]
+        job.retries += 1
+        job.at = clock.now() + timedelta(seconds=30)
+        assert broker.retry_job(job) is RunningJobState.RECORDED
+        assert broker.inspect().queues["a"] == QueueState(1, 0, 1, 0)
+
+    def test_queues_without_jobs_are_left_out(self, broker: Broker, clock: ManualClock) -> None:
+        """A queue appears while it holds or runs jobs, whatever else names it."""
+        broker.register_periodic_tasks(
+            [self.task("tick", queue="ticks", periodicity=timedelta(minutes=1))]
+        )
+        assert broker.get_jobs_from_queue("never", 1) == []
+        job = self.hand_out(broker, clock)
+        assert set(broker.inspect().queues) == {"q"}
+        broker.remove_job_from_running(job)
+        assert broker.inspect().queues == {}
+
     def test_workers_tell_who_they_are(
         self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
     ) -> None:
@@ -1777,6 +1818,57 @@ class InspectContract(_Base):
         self.failed_job(broker, clock)
         inspection = broker.inspect()
         assert (inspection.failed, inspection.failed_dropped) == (1, 1)
+
+
+class JobActivityContract(_Base):
+    """:meth:`Broker.job_activity`."""
+
+    @staticmethod
+    def counts(broker: Broker, minutes: int) -> list[tuple[int, int]]:
+        return [(m.started, m.failed) for m in broker.job_activity(minutes)]
+
+    def test_minutes_end_with_the_current_one(self, broker: Broker, clock: ManualClock) -> None:
+        """Each minute is there, zeros included, the oldest first, the current one last."""
+        minutes = broker.job_activity(3)
+        current = clock.time() // 60 * 60
+        assert [m.at for m in minutes] == [current - 120, current - 60, current]
+        assert self.counts(broker, 3) == [(0, 0)] * 3
+        assert len(broker.job_activity()) == 60
+
+    def test_started_and_failed_jobs_count_in_their_minute(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A job handed out counts as started; one entering the failed store as
+        failed; a retry or a success is no failure."""
+        broker.enqueue_jobs([self.job(clock, max_retries=1) for _ in range(3)])
+        failing, retried, succeeding = broker.get_jobs_from_queue("q", 3)
+        self.fail(failing, clock)
+        retried.retries += 1
+        retried.at = clock.now() + timedelta(hours=2)
+        self.succeed(succeeding, clock)
+        assert broker.record_outcomes([failing, succeeding]) == [RunningJobState.RECORDED] * 2
+        assert broker.retry_job(retried) is RunningJobState.RECORDED
+        assert self.counts(broker, 2) == [(0, 0), (3, 1)]
+        clock.advance(60)
+        self.failed_job(broker, clock)
+        assert self.counts(broker, 3) == [(0, 0), (3, 1), (1, 1)]
+
+    def test_an_hour_is_kept(self, broker: Broker, clock: ManualClock) -> None:
+        """The counts of a minute are there for the next hour."""
+        clock.set(clock.time() // 60 * 60)  # the start of a minute
+        self.hand_out(broker, clock)
+        for _ in range(59):
+            clock.advance(60)
+            self.hand_out(broker, clock)
+        assert self.counts(broker, 60) == [(1, 0)] * 60
+        clock.advance(60)
+        assert self.counts(broker, 60) == [(1, 0)] * 59 + [(0, 0)]
+
+    @pytest.mark.parametrize("minutes", [0, 61, -1, 1.5, "5", True])
+    def test_minutes_out_of_range_are_refused(self, broker: Broker, minutes: Any) -> None:
+        """Only 1 to 60 minutes can be asked for."""
+        with pytest.raises(ValueError, match="minutes must be"):
+            broker.job_activity(minutes)
 
 
 class FlushContract(_Base):
@@ -1918,6 +2010,7 @@ class BrokerContract(
     WatchJobContract,
     CountJobsContract,
     InspectContract,
+    JobActivityContract,
     FlushContract,
     NamespaceContract,
     WaitForEventContract,

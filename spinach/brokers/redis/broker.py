@@ -30,13 +30,16 @@ from ...const import DEFAULT_ENQUEUE_JOB_RETRIES
 from ...exc import ConfigurationError
 from ...job import Job, JobStatus
 from ..base import (
+    ACTIVITY_MINUTES,
     Broker,
     Heartbeat,
     Inspection,
     JobCounts,
+    MinuteActivity,
     QueueState,
     RunningJobState,
     WorkerState,
+    check_activity_minutes,
     describe_this_process,
     runs_again,
 )
@@ -78,6 +81,7 @@ _SCRIPTS = (
     "purge_failed",
     "cancel_job",
     "inspect",
+    "job_activity",
 )
 #: Seconds a marker is kept: a little longer than the window of its call.
 _ENQUEUE_MARKER_SECONDS = ENQUEUE_WINDOW + 5
@@ -276,7 +280,7 @@ class RedisBroker(JobRecords, Broker):
         # A late run is told apart on the server's clock, which a test clock is not.
         late_after = ENQUEUE_WINDOW if isinstance(self._clock, ServerClock) else ""
         keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id), k.future, k.unique]
-        keys += [k.running, *queue_keys]
+        keys += [k.running, k.future_counts, *queue_keys]
         # Jobs packed in parts of at most _PART_BYTES (and whole jobs): Redis
         # refuses an argument over proto-max-bulk-len (512 MB by default).
         parts: list[bytes] = []
@@ -385,6 +389,7 @@ class RedisBroker(JobRecords, Broker):
             k.unique,
             k.rate_limits,
             k.rate_wake,
+            k.activity,
         ]
 
     def _fetch_args(self, max_jobs: int, token_prefix: str) -> list[Any]:
@@ -527,7 +532,8 @@ class RedisBroker(JobRecords, Broker):
                 again.append(job)
         queues, number, queue_keys = self._queues_of(again)
         keys = [k.running, k.payloads, k.in_flight, k.seq, k.queues, k.future]
-        keys += [k.failed_jobs, k.failed_index, k.failed_dropped, *queue_keys]
+        keys += [k.failed_jobs, k.failed_index, k.failed_dropped, k.activity, k.future_counts]
+        keys += queue_keys
         max_failed = "" if self.max_failed is None else self.max_failed
         args: list[Any] = [self._now(), k.channel, k.ended_channel, max_failed]
         args += [len(queues), *queues]
@@ -561,7 +567,7 @@ class RedisBroker(JobRecords, Broker):
     def move_future_jobs(self) -> float | None:
         k = self._keys
         keys = [k.payloads, k.seq, k.periodic, k.periodic_next, k.queues, k.future]
-        keys += [k.failed, k.rate_wake]
+        keys += [k.failed, k.rate_wake, k.future_counts]
         result = self._run(
             "move_future_jobs", keys, [self._now(), k.channel, self.namespace, k.prefix]
         )
@@ -667,6 +673,7 @@ class RedisBroker(JobRecords, Broker):
     def cancel_job(self, job_id: str, outcome: str, keep: float) -> Job | None:
         k = self._keys
         keys = [k.payloads, k.running, k.in_flight, k.future, k.unique, k.result(job_id)]
+        keys.append(k.future_counts)
         args = [job_id, outcome, max(1, round(keep * 1000)), k.channel, k.ended_channel, k.prefix]
         reply = self._run("cancel_job", keys, args)
         if reply is None:
@@ -721,7 +728,7 @@ class RedisBroker(JobRecords, Broker):
     def inspect(self) -> Inspection:
         k = self._keys
         keys = [k.queues, k.future, k.running, k.payloads, k.workers, k.workers_info]
-        keys += [k.failed_index, k.failed_dropped]
+        keys += [k.failed_index, k.failed_dropped, k.future_counts]
         queues, workers, failed, dropped = self._run("inspect", keys, [k.prefix])
         states = {
             _text(queues[i]): QueueState(*(int(n) for n in queues[i + 1 : i + 5]))
@@ -739,6 +746,16 @@ class RedisBroker(JobRecords, Broker):
             failed=int(failed),
             failed_dropped=int(dropped),
         )
+
+    @override
+    def job_activity(self, minutes: int = ACTIVITY_MINUTES) -> list[MinuteActivity]:
+        check_activity_minutes(minutes)
+        reply = self._run("job_activity", [self._keys.activity], [self._now(), minutes])
+        first = int(reply[0]) - minutes + 1
+        return [
+            MinuteActivity(float((first + i) * 60), int(reply[1 + 2 * i]), int(reply[2 + 2 * i]))
+            for i in range(minutes)
+        ]
 
     @override
     def flush(self) -> None:
@@ -760,6 +777,8 @@ class RedisBroker(JobRecords, Broker):
             k.future,
             k.workers,
             k.workers_info,
+            k.activity,
+            k.future_counts,
             k.calls,
             k.failed_jobs,
             k.failed_index,

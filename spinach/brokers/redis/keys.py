@@ -120,6 +120,16 @@ class Keys:
         return self.prefix + "workers"
 
     @property
+    def future_counts(self) -> str:
+        """Queue -> its jobs in the future set (lua/include/future_count.lua)."""
+        return self.prefix + "future_counts"
+
+    @property
+    def activity(self) -> str:
+        """Jobs started and failed per minute, the last hour (lua/include/activity.lua)."""
+        return self.prefix + "activity"
+
+    @property
     def workers_info(self) -> str:
         """What each worker tells of itself: host and process id (lua/heartbeat.lua)."""
         return self.prefix + "workers_info"
