@@ -29,6 +29,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -224,6 +225,50 @@ def _on_engine(command: str, target: str, namespace: str | None, run: Any) -> in
             engine.broker.close()
 
 
+def _dashboard(target: str, namespace: str | None, host: str, port: int, read_only: bool) -> int:
+    """Serve the dashboard until SIGINT or SIGTERM."""
+    from .brokers.redis import RedisBroker
+
+    try:
+        from werkzeug.serving import make_server
+
+        from .dashboard import Dashboard
+    except ImportError as e:
+        print(f"spinach dashboard: {e}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        engine = _engine_of(target, namespace)
+    except TargetError as e:
+        print(f"spinach dashboard: {e}", file=sys.stderr)
+        return EXIT_UNUSABLE
+    try:
+        server = make_server(host, port, Dashboard(engine, read_only=read_only), threaded=True)
+    except OSError as e:
+        print(f"spinach dashboard: cannot listen on {host}:{port}: {e}", file=sys.stderr)
+        return EXIT_UNUSABLE
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"Spinach dashboard of namespace {engine.namespace!r} on "
+        f"http://{shown}:{server.server_port}/ (Ctrl-C to stop)",
+        flush=True,
+    )
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.server_close()
+        if isinstance(engine.broker, RedisBroker) and "://" in target:
+            engine.broker.close()
+    return EXIT_OK
+
+
 def _commands() -> Any:
     """The Click group of the command (Click is imported only when it runs)."""
     import click
@@ -326,6 +371,26 @@ def _commands() -> Any:
             return EXIT_OK
 
         return _on_engine("inspect", target, namespace, run)
+
+    @spinach.command(
+        help=(
+            "Serve the web dashboard of a namespace: queues, workers, jobs per minute, "
+            "each job by id, the failed jobs; cancel, requeue and purge (unless "
+            "--read-only). It listens on 127.0.0.1 unless --host says otherwise; it has "
+            "no login of its own, so put it behind one before serving other hosts. "
+            f"TARGET: a Redis URL ({_URL_FORMS}) with --namespace, or an Engine's import "
+            "path (myapp.tasks:spin)."
+        )
+    )
+    @click.argument("target")
+    @namespace_option
+    @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+    @click.option(
+        "--port", type=click.IntRange(0, 65535), default=8000, show_default=True, help="0: any."
+    )
+    @click.option("--read-only", is_flag=True, help="Show only: no cancel, requeue or purge.")
+    def dashboard(target: str, namespace: str | None, host: str, port: int, read_only: bool) -> int:
+        return _dashboard(target, namespace, host, port, read_only)
 
     @spinach.group(
         help=(

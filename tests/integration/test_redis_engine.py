@@ -387,7 +387,7 @@ def test_jobs_of_a_lost_adoption_reply_are_adopted_again(
     k = broker._keys
     lost_prefix = broker._token_prefix()
     broker._scripts["adopt_jobs_of_dead_workers"](
-        keys=[k.workers, k.running, k.payloads, k.calls],
+        keys=[k.workers, k.running, k.payloads, k.calls, k.workers_info],
         args=[silent_since, broker.worker_id, lost_prefix],
     )
     broker._lost_adoptions.append(lost_prefix)
@@ -422,7 +422,7 @@ def test_scripts_run_again_by_the_client_hand_out_nothing_new(
     dead.heartbeat()
     engine.schedule("record", 4)
     dead.get_jobs_from_queue("spinach", 1)
-    adopt_keys = [k.workers, k.running, k.payloads, k.calls]
+    adopt_keys = [k.workers, k.running, k.payloads, k.calls, k.workers_info]
     adopt_args = [broker.heartbeat().at + 1, broker.worker_id, broker._token_prefix()]
     adopted = broker._scripts["adopt_jobs_of_dead_workers"](keys=adopt_keys, args=adopt_args)
     assert len(adopted) == 3
