@@ -250,14 +250,15 @@ def _dashboard(target: str, namespace: str | None, host: str, port: int, read_on
     def stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.getsignal(signal.SIGTERM)
     shown = f"[{host}]" if ":" in host else host
-    print(
-        f"Spinach dashboard of namespace {engine.namespace!r} on "
-        f"http://{shown}:{server.server_port}/ (Ctrl-C to stop)",
-        flush=True,
-    )
     try:
+        signal.signal(signal.SIGTERM, stop)
+        print(
+            f"Spinach dashboard of namespace {engine.namespace!r} on "
+            f"http://{shown}:{server.server_port}/ (Ctrl-C to stop)",
+            flush=True,
+        )
         server.serve_forever()
     except KeyboardInterrupt:
         pass

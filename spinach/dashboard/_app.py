@@ -12,10 +12,11 @@ import hmac
 import io
 import json
 import secrets
+import uuid
 from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import redis
 
@@ -51,6 +52,25 @@ CSRF_FIELD = "csrf_token"
 _CANCELLABLE = frozenset((JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING))
 #: Size of the activity chart, in SVG units: one bar per minute.
 _BAR_WIDTH, _CHART_HEIGHT = 10, 100
+#: What a page says after a change, by the ``notice`` of its URL (a link cannot
+#: make the page say anything else); ``{n}`` is the URL's ``count``.
+NOTICES = {
+    "cancelled": "Cancelled.",
+    "not-cancelled": "Nothing to cancel: the job had ended.",
+    "requeued": "Requeued.",
+    "not-requeued": "Nothing to requeue: the job is not in the failed store.",
+    "purged": "Purged.",
+    "not-purged": "Nothing to purge: the job was not in the failed store.",
+    "requeued-n": "Requeued {n} job(s).",
+    "purged-n": "Purged {n} job(s).",
+}
+#: Headers of every page: no framing by other sites, nothing loaded from elsewhere.
+_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; frame-ancestors 'none'",
+}
 
 
 class Dashboard:
@@ -114,6 +134,7 @@ class Dashboard:
         if len(token) != 43:  # not one of ours: secrets.token_urlsafe(32)
             token = secrets.token_urlsafe(32)
         response = self._respond(request, token)
+        response.headers.update(_HEADERS)
         if request.cookies.get(CSRF_COOKIE) != token:
             response.set_cookie(
                 CSRF_COOKIE,
@@ -149,8 +170,10 @@ class Dashboard:
     def _check_post(self, request: Request) -> None:
         if self.read_only:
             raise Forbidden("This dashboard is read-only: it cannot change jobs.")
+        # The host only: behind a proxy that ends TLS the scheme differs (the proxy
+        # must pass the Host header on, as it does for the application).
         origin = request.headers.get("Origin")
-        if origin is not None and origin != request.host_url.rstrip("/"):
+        if origin is not None and urlsplit(origin).netloc != request.host:
             raise Forbidden(f"A form of another site ({origin}) cannot change jobs here.")
         sent = request.form.get(CSRF_FIELD, "")
         cookie = request.cookies.get(CSRF_COOKIE, "")
@@ -170,14 +193,16 @@ class Dashboard:
             csrf_token=token,
             read_only=self.read_only,
             namespace=self.engine.namespace,
-            notice=request.args.get("notice", ""),
+            notice=_notice(request),
             **values,
         )
         return Response(page, status=status, mimetype="text/html")
 
-    def _back(self, request: Request, path: str, notice: str) -> Response:
-        """See ``path`` again after a change (POST, redirect, GET), saying what was done."""
-        return redirect(f"{request.script_root or ''}{path}?{urlencode({'notice': notice})}", 303)
+    def _back(self, request: Request, path: str, notice: str, count: int = 0) -> Response:
+        """See ``path`` again after a change (POST, redirect, GET), saying what was
+        done: one of :data:`NOTICES`."""
+        query = urlencode({"notice": notice, "count": count} if count else {"notice": notice})
+        return redirect(f"{request.script_root or ''}{path}?{query}", 303)
 
     # -- pages ----------------------------------------------------------------
 
@@ -212,12 +237,13 @@ class Dashboard:
         )
 
     def _find_job(self, request: Request, token: str) -> Response:
-        job_id = request.args.get("id", "").strip()
-        if not job_id:
+        text = request.args.get("id", "").strip()
+        if not text:
             raise BadRequest("Give a job id to look for.")
-        return redirect(f"{request.script_root or ''}/jobs/{job_id}", 303)
+        return redirect(f"{request.script_root or ''}/jobs/{_job_id(text)}", 303)
 
     def _job(self, request: Request, token: str, job_id: str) -> Response:
+        job_id = _job_id(job_id)
         info = self.engine.get_job(job_id)
         if info is None:
             raise NotFound(
@@ -234,19 +260,18 @@ class Dashboard:
         )
 
     def _cancel(self, request: Request, token: str, job_id: str) -> Response:
-        if self.engine.cancel(job_id):
-            return self._back(request, f"/jobs/{job_id}", "Cancelled.")
-        return self._back(request, f"/jobs/{job_id}", "Nothing to cancel: the job had ended.")
+        job_id = _job_id(job_id)
+        done = self.engine.cancel(job_id)
+        return self._back(request, f"/jobs/{job_id}", "cancelled" if done else "not-cancelled")
 
     def _requeue_one(self, request: Request, token: str, job_id: str) -> Response:
+        job_id = _job_id(job_id)
         done = self.engine.requeue_failed([job_id])
-        notice = "Requeued." if done else "Nothing to requeue: the job is not in the failed store."
-        return self._back(request, f"/jobs/{job_id}", notice)
+        return self._back(request, f"/jobs/{job_id}", "requeued" if done else "not-requeued")
 
     def _purge_one(self, request: Request, token: str, job_id: str) -> Response:
-        done = self.engine.purge_failed([job_id])
-        notice = f"Purged job {job_id}." if done else f"Job {job_id} was not in the failed store."
-        return self._back(request, "/failed", notice)
+        done = self.engine.purge_failed([_job_id(job_id)])
+        return self._back(request, "/failed", "purged" if done else "not-purged")
 
     def _failed(self, request: Request, token: str) -> Response:
         try:
@@ -271,7 +296,7 @@ class Dashboard:
     def _on_failed(
         self, request: Request, operate: Callable[[list[str]], int], done: str
     ) -> Response:
-        job_ids = request.form.getlist("job_id")
+        job_ids = [_job_id(text) for text in request.form.getlist("job_id")]
         every = request.form.get("all") == "1"
         if every:
             total = self.engine.broker.count_jobs().failed
@@ -280,7 +305,26 @@ class Dashboard:
             count = operate(job_ids)
         else:
             raise BadRequest("Tick the jobs to act on, or choose all of them.")
-        return self._back(request, "/failed", f"{done} {count} job(s).")
+        return self._back(request, "/failed", f"{done.lower()}-n", count)
+
+
+def _job_id(text: str) -> str:
+    """The canonical text of a job id from a URL or a form.
+
+    Raises:
+        NotFound: ``text`` is not a job id.
+    """
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise NotFound(f"{text!r} is not a job id (a UUID such as {uuid.UUID(int=0)}).") from None
+
+
+def _notice(request: Request) -> str:
+    """What the page says after a change: one of :data:`NOTICES`, or nothing."""
+    notice = NOTICES.get(request.args.get("notice", ""), "")
+    count = request.args.get("count", "0")
+    return notice.format(n=int(count)) if count.isdigit() else ""
 
 
 def _when(value: datetime | None) -> str:
@@ -337,7 +381,6 @@ def django_view(dashboard: Dashboard) -> Callable[..., Any]:
         body = request.body
         environ: dict[str, Any] = {
             "wsgi.version": (1, 0),
-            "wsgi.url_scheme": request.scheme or "http",
             "wsgi.errors": io.StringIO(),
             "wsgi.multithread": True,
             "wsgi.multiprocess": False,
@@ -346,8 +389,13 @@ def django_view(dashboard: Dashboard) -> Callable[..., Any]:
             "SERVER_PORT": "80",
             **{k: v for k, v in request.META.items() if isinstance(v, str)},
         }
-        environ["SCRIPT_NAME"] = request.path[: len(request.path) - len(path)].rstrip("/")
-        environ["PATH_INFO"] = "/" + path
+        # What Django made of them: the scheme by SECURE_PROXY_SSL_HEADER, the host
+        # by USE_X_FORWARDED_HOST; paths as WSGI has them (UTF-8 bytes as latin-1).
+        environ["wsgi.url_scheme"] = request.scheme or "http"
+        environ["HTTP_HOST"] = request.get_host()
+        script_name = request.path[: len(request.path) - len(path)].rstrip("/")
+        environ["SCRIPT_NAME"] = script_name.encode().decode("latin-1")
+        environ["PATH_INFO"] = ("/" + path).encode().decode("latin-1")
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
         answer: dict[str, Any] = {}

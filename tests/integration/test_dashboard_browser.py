@@ -49,6 +49,9 @@ def page(browser: Any) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     page.set_default_timeout(20_000)
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)  # a loaded machine; the job page reloads every 2 s
     yield page
     context.close()
 

@@ -52,10 +52,18 @@ def test_every_change_needs_the_csrf_token_of_its_cookie(engine: Engine) -> None
         headers={"Origin": "https://evil.example"},
     )
     assert foreign.status_code == 403
+    assert "A form of another site (https://evil.example)" in foreign.text
     assert engine.get_job(job.id).status.name == "QUEUED"  # type: ignore[union-attr]
-    done = client.post(f"/jobs/{job.id}/cancel", data={"csrf_token": token})
+    # Same host, through a proxy that ends TLS: the scheme differs, the host does not.
+    done = client.post(
+        f"/jobs/{job.id}/cancel",
+        data={"csrf_token": token},
+        headers={"Origin": "https://localhost"},
+    )
     assert done.status_code == 303
+    assert done.headers["Location"] == f"/jobs/{job.id}?notice=cancelled"
     assert engine.get_job(job.id).status.name == "CANCELLED"  # type: ignore[union-attr]
+    assert "Cancelled." in client.get(done.headers["Location"]).text
 
 
 def test_read_only_shows_but_changes_nothing(engine: Engine) -> None:
@@ -87,7 +95,14 @@ def test_the_authorize_hook_guards_every_page(engine: Engine) -> None:
 
 def test_bad_requests_say_what_was_wrong(engine: Engine) -> None:
     client = Client(Dashboard(engine))
-    assert "No job nope" in client.get("/jobs/nope").text
+    assert "&#39;nope&#39; is not a job id" in client.get("/jobs/nope").text
+    unknown = "00000000-0000-4000-8000-000000000000"
+    assert f"No job {unknown}" in client.get(f"/jobs/{unknown}").text
+    # The search box redirects only to a job's own page.
+    found = client.get(f"/jobs?id=+{unknown.upper()}+")
+    assert (found.status_code, found.headers["Location"]) == (303, f"/jobs/{unknown}")
+    assert client.get("/jobs?id=x%3Fnotice%3Dcancelled").status_code == 404
+    assert client.get("/jobs?id=a%0d%0ab").status_code == 404
     assert client.get("/failed?page=0").status_code == 400
     token = token_of(client)
     nothing = client.post("/failed/requeue", data={"csrf_token": token})
@@ -170,7 +185,10 @@ assert f'action="/spinach/jobs/{job.id}/cancel"' in page.content.decode()
 assert client.get("/spinach/").status_code == 200
 assert client.get("/spinach/static/dashboard.css")["Content-Type"].startswith("text/css")
 token = client.cookies["spinach_csrf"].value
-done = client.post(f"/spinach/jobs/{job.id}/cancel", {"csrf_token": token})
+assert client.get("/spinach/jobs/%E6%97%A5").status_code == 404
+done = client.post(
+    f"/spinach/jobs/{job.id}/cancel", {"csrf_token": token}, HTTP_ORIGIN="http://testserver"
+)
 assert done.status_code == 303, done.status_code
 assert done["Location"].startswith(f"/spinach/jobs/{job.id}?"), done["Location"]
 assert spin.get_job(job.id).status.name == "CANCELLED"
@@ -247,3 +265,30 @@ def test_the_command_refuses_an_unusable_target() -> None:
     assert run.returncode == 2
     assert run.stderr.startswith("spinach dashboard: ")
     assert "Traceback" not in run.stderr
+
+
+def test_pages_escape_what_jobs_hold_and_say_only_known_notices(engine: Engine) -> None:
+    engine.task(lambda text: None, name="<b>bold</b>")
+    job = engine.schedule("<b>bold</b>", "<script>alert(1)</script>")
+    client = Client(Dashboard(engine))
+    page = client.get(f"/jobs/{job.id}")
+    assert "<script>alert" not in page.text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text
+    assert "&lt;b&gt;bold&lt;/b&gt;" in page.text
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+    assert "Call this number" not in client.get("/?notice=Call+this+number").text
+    assert "Purged 3 job(s)." in client.get("/failed?notice=purged-n&count=3").text
+
+
+def test_a_broker_out_of_reach_is_a_clear_page() -> None:
+    from spinach import RedisBroker
+    from spinach.testing.redis_server import free_port
+
+    broker = RedisBroker.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    try:
+        page = Client(Dashboard(Engine(broker, "gone"))).get("/")
+        assert page.status_code == 503
+        assert "The broker could not answer (ConnectionError" in page.text
+    finally:
+        broker.close()
