@@ -227,8 +227,6 @@ def _on_engine(command: str, target: str, namespace: str | None, run: Any) -> in
 
 def _dashboard(target: str, namespace: str | None, host: str, port: int, read_only: bool) -> int:
     """Serve the dashboard until SIGINT or SIGTERM."""
-    from .brokers.redis import RedisBroker
-
     try:
         from werkzeug.serving import make_server
 
@@ -236,38 +234,36 @@ def _dashboard(target: str, namespace: str | None, host: str, port: int, read_on
     except ImportError as e:
         print(f"spinach dashboard: {e}", file=sys.stderr)
         return EXIT_UNUSABLE
-    try:
-        engine = _engine_of(target, namespace)
-    except TargetError as e:
-        print(f"spinach dashboard: {e}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    try:
-        server = make_server(host, port, Dashboard(engine, read_only=read_only), threaded=True)
-    except OSError as e:
-        print(f"spinach dashboard: cannot listen on {host}:{port}: {e}", file=sys.stderr)
-        return EXIT_UNUSABLE
 
-    def stop(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+    def run(engine: Engine) -> int:
+        app = Dashboard(engine, read_only=read_only)
+        try:
+            server = make_server(host, port, app, threaded=True)
+        except OSError as e:
+            print(f"spinach dashboard: cannot listen on {host}:{port}: {e}", file=sys.stderr)
+            return EXIT_UNUSABLE
 
-    previous = signal.getsignal(signal.SIGTERM)
-    shown = f"[{host}]" if ":" in host else host
-    try:
-        signal.signal(signal.SIGTERM, stop)
-        print(
-            f"Spinach dashboard of namespace {engine.namespace!r} on "
-            f"http://{shown}:{server.server_port}/ (Ctrl-C to stop)",
-            flush=True,
-        )
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        server.server_close()
-        if isinstance(engine.broker, RedisBroker) and "://" in target:
-            engine.broker.close()
-    return EXIT_OK
+        def stop(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        previous = signal.getsignal(signal.SIGTERM)
+        shown = f"[{host}]" if ":" in host else host
+        try:
+            signal.signal(signal.SIGTERM, stop)
+            print(
+                f"Spinach dashboard of namespace {engine.namespace!r} on "
+                f"http://{shown}:{server.server_port}/ (Ctrl-C to stop)",
+                flush=True,
+            )
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            server.server_close()
+        return EXIT_OK
+
+    return _on_engine("dashboard", target, namespace, run)
 
 
 def _commands() -> Any:

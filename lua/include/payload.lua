@@ -8,20 +8,20 @@ local function new_payload(task_name, queue, max_retries, at)
         .. ",0," .. string.format("%.6f", at) .. ",[],{}]"
 end
 
--- The task name of a payload, or "" when it cannot be read.
-local function payload_task_name(payload)
+-- Field i of a payload (1 the task name, 2 the queue) when it is a string, else "" (a
+-- payload that cannot be read).
+local function payload_text(payload, i)
     local ok, fields = pcall(cjson.decode, payload or "")
-    if ok and type(fields) == "table" and type(fields[1]) == "string" then
-        return fields[1]
+    if ok and type(fields) == "table" and type(fields[i]) == "string" then
+        return fields[i]
     end
     return ""
 end
 
--- The queue of a payload, or "" when it cannot be read.
+local function payload_task_name(payload)
+    return payload_text(payload, 1)
+end
+
 local function payload_queue(payload)
-    local ok, fields = pcall(cjson.decode, payload or "")
-    if ok and type(fields) == "table" and type(fields[2]) == "string" then
-        return fields[2]
-    end
-    return ""
+    return payload_text(payload, 2)
 end

@@ -55,6 +55,16 @@ def namespace() -> str:
 
 
 @pytest.fixture
+def redis_engine(redis_url: str, namespace: str) -> Iterator[Engine]:
+    """An engine without tasks on the test server, in a namespace of its own,
+    flushed and closed at the end of the test."""
+    engine = Engine(RedisBroker.from_url(redis_url), namespace)
+    yield engine
+    engine.broker.flush()
+    engine.broker.close()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
 def from_url() -> Iterator[Callable[..., RedisBroker]]:
     """RedisBroker.from_url, closing the brokers it made at the end of the test."""
     brokers: list[RedisBroker] = []

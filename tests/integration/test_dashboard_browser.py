@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from werkzeug.serving import make_server
 
-from spinach import Engine, RedisBroker
+from spinach import Engine
 from spinach.dashboard import Dashboard
 from spinach.testing import wait_for
 
@@ -57,11 +57,8 @@ def page(browser: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def engine(redis_url: str, namespace: str) -> Iterator[Engine]:
-    engine = Engine(RedisBroker.from_url(redis_url), namespace)
-    yield engine
-    engine.broker.flush()
-    engine.broker.close()  # type: ignore[attr-defined]
+def engine(redis_engine: Engine) -> Engine:
+    return redis_engine
 
 
 @pytest.fixture

@@ -7,13 +7,12 @@ import os
 import socket
 import textwrap
 import threading
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
-from spinach import Engine, RedisBroker
+from spinach import Engine
 from spinach.brokers.base import QueueState
 from spinach.testing import wait_for
 
@@ -21,11 +20,8 @@ from .test_jobs_command import spinach
 
 
 @pytest.fixture
-def engine(redis_url: str, namespace: str) -> Iterator[Engine]:
-    engine = Engine(RedisBroker.from_url(redis_url), namespace)
-    yield engine
-    engine.broker.flush()
-    engine.broker.close()  # type: ignore[attr-defined]
+def engine(redis_engine: Engine) -> Engine:
+    return redis_engine
 
 
 def test_queues_workers_and_failures_as_json_and_as_a_table(
