@@ -30,8 +30,9 @@
 -- Each job is recorded only while its token is still the one it runs under: a worker
 -- declared dead cannot overwrite the work of the one that took its jobs over.
 -- A kept record is the outcome, a newline, and the payload as stored.
--- Returns: one number per job, in the order given: 0 recorded; 1 not ours (unknown job or
---          another token), nothing changed for it.
+-- Returns: one digit per job, in the order given, in one string (one reply element is
+--          much cheaper for the client to read than one per job): 0 recorded; 1 not ours
+--          (unknown job or another token), nothing changed for it.
 -- Safe to retry: a job recorded by a first call is not ours any more in the second.
 
 --- @include "place_counter"
@@ -75,9 +76,37 @@ local function end_running(id, token)
     return true
 end
 
-for j = done_at, kept_at - 2, 2 do
-    if end_running(ARGV[j], ARGV[j + 1]) then
-        redis.call("HDEL", payloads, ARGV[j])
+-- The jobs ended keeping nothing, the most common outcome, by batches of 1000: one HMGET
+-- and two HDEL per batch rather than commands per job; slots looked at only when some
+-- task holds one.
+local any_slot = redis.call("EXISTS", in_flight) == 1
+local seen = {}
+for first = done_at, kept_at - 2, 2000 do
+    local last = math.min(first + 1998, kept_at - 2)
+    local ids = {}
+    for j = first, last, 2 do
+        table.insert(ids, ARGV[j])
+    end
+    local records, ended_ids = redis.call("HMGET", running, unpack(ids)), {}
+    for k, id in ipairs(ids) do
+        local record = records[k]
+        if seen[id] or not runs_under(record, ARGV[first + 2 * k - 1]) then
+            table.insert(results, 1)
+        else
+            seen[id] = true
+            table.insert(results, 0)
+            table.insert(ended_ids, id)
+            if any_slot then
+                local _, task_name = parse_running(record)
+                if release_slot(in_flight, task_name) then
+                    notify = true
+                end
+            end
+        end
+    end
+    if #ended_ids > 0 then
+        redis.call("HDEL", running, unpack(ended_ids))
+        redis.call("HDEL", payloads, unpack(ended_ids))
     end
 end
 
@@ -125,4 +154,4 @@ end
 if #ended > 0 then
     redis.call("PUBLISH", ended_channel, table.concat(ended, ","))
 end
-return results
+return table.concat(results)

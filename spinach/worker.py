@@ -33,8 +33,9 @@ logger = logging.getLogger(__name__)
 #: Work, in seconds of the recent mean job duration, queued beyond the free
 #: workers so that they do not wait for the broker's round trip between jobs.
 _QUEUED_WORK = 0.02
-#: Most jobs queued beyond the free workers.
-_MAX_QUEUED = 64
+#: Most jobs queued beyond the free workers: 32 per worker, at least 64 and at
+#: most 256 (a fetch costs Redis and the engine less per job by the batch).
+_MAX_QUEUED_PER_WORKER, _MIN_MAX_QUEUED, _MAX_MAX_QUEUED = 32, 64, 256
 
 
 class StartGate(Protocol):
@@ -84,6 +85,9 @@ class Workers(ABC):
                 f"the number of workers must be 1 or more, got {num_workers!r}"
             )
         self._num_workers = num_workers
+        self._max_queued = min(
+            _MAX_MAX_QUEUED, max(_MIN_MAX_QUEUED, num_workers * _MAX_QUEUED_PER_WORKER)
+        )
         self._namespace = namespace
         self._clock = clock if clock is not None else SystemClock()
         self._on_job_done = on_job_done
@@ -124,14 +128,15 @@ class Workers(ABC):
 
         One per free worker, plus, while the recent jobs were short, as many
         as the workers run in about 20 ms (by the moving mean of job run
-        times, 64 at most) to queue: short jobs are not held back by the
-        round trip that fetches the next ones.
+        times; 32 per worker, at least 64 and at most 256) to queue: short
+        jobs are not held back by the round trip that fetches the next ones.
         """
         with self._lock:
             queued = 0
             mean = self._mean_duration
             if mean is not None:
-                queued = min(_MAX_QUEUED, int(self._num_workers * _QUEUED_WORK / max(mean, 1e-6)))
+                wanted = int(self._num_workers * _QUEUED_WORK / max(mean, 1e-6))
+                queued = min(self._max_queued, wanted)
             return self._num_workers + queued - self._in_flight
 
     @property

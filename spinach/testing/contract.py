@@ -510,6 +510,25 @@ class RetryJobContract(_Base):
 class RecordOutcomesContract(_Base):
     """:meth:`Broker.record_outcomes`."""
 
+    def test_many_ended_jobs_in_one_call(self, broker: Broker, clock: ManualClock) -> None:
+        """Over a thousand ended jobs in one call, one given twice: each is recorded
+        once, in order; the second time it is not ours any more."""
+        broker.enqueue_jobs([self.job(clock) for _ in range(1500)])
+        jobs = broker.get_jobs_from_queue("q", 1500)
+        assert len(jobs) == 1500
+        for job in jobs:
+            job.status = JobStatus.SUCCEEDED
+        states = broker.record_outcomes([*jobs[:1200], jobs[5], *jobs[1200:]])
+        assert (
+            states
+            == [RunningJobState.RECORDED] * 1200
+            + [RunningJobState.NOT_OURS]
+            + [RunningJobState.RECORDED] * 300
+        )
+        counts = broker.count_jobs()
+        assert (counts.running, counts.queued) == (0, {})
+        assert broker.get_job(str(jobs[0].id)) is None
+
     def test_mixed_outcomes_are_recorded_in_one_call(
         self, broker: Broker, clock: ManualClock
     ) -> None:

@@ -85,7 +85,8 @@ _SCRIPTS = (
 )
 #: Seconds a marker is kept: a little longer than the window of its call.
 _ENQUEUE_MARKER_SECONDS = ENQUEUE_WINDOW + 5
-_STATES = {int(state): state for state in RunningJobState}
+#: The states of the record_outcomes script's digits.
+_STATES = {str(int(state)): state for state in RunningJobState}
 #: The status a job had when cancel_job cancelled it, by the script's number.
 _CANCELLED_FROM = {1: JobStatus.WAITING, 2: JobStatus.QUEUED, 3: JobStatus.RUNNING}
 #: Most bytes of jobs packed in one argument of the enqueue_jobs script.
@@ -116,15 +117,17 @@ def _outcome_kinds(jobs: Sequence[Job], again: Sequence[bool]) -> list[int]:
     return kinds
 
 
-def _merge_states(kinds: Sequence[int], states: list[Any]) -> list[RunningJobState]:
-    """The states of the record_outcomes script (by kind) in the order of ``kinds``."""
+def _merge_states(kinds: Sequence[int], reply: bytes | str) -> list[RunningJobState]:
+    """The states of the record_outcomes script (one digit per job, by kind) in
+    the order of ``kinds``."""
+    states = [_STATES[digit] for digit in _text(reply)]
     counts = [kinds.count(kind) for kind in (_DONE, _KEPT)]
     by_kind = [
         iter(states[: counts[0]]),
         iter(states[counts[0] : counts[0] + counts[1]]),
         iter(states[counts[0] + counts[1] :]),
     ]
-    return [_STATES[next(by_kind[kind])] for kind in kinds]
+    return [next(by_kind[kind]) for kind in kinds]
 
 
 class RedisBroker(JobRecords, Broker):
