@@ -87,7 +87,7 @@ for first = done_at, kept_at - 2, 2000 do
     for j = first, last, 2 do
         table.insert(ids, ARGV[j])
     end
-    local records, ended_ids = redis.call("HMGET", running, unpack(ids)), {}
+    local records, ended_ids, ended_tasks = redis.call("HMGET", running, unpack(ids)), {}, {}
     for k, id in ipairs(ids) do
         local record = records[k]
         if seen[id] or not runs_under(record, ARGV[first + 2 * k - 1]) then
@@ -98,15 +98,20 @@ for first = done_at, kept_at - 2, 2000 do
             table.insert(ended_ids, id)
             if any_slot then
                 local _, task_name = parse_running(record)
-                if release_slot(in_flight, task_name) then
-                    notify = true
-                end
+                table.insert(ended_tasks, task_name)
             end
         end
     end
+    -- The removals first: a full Redis (noeviction) refuses a script whose first write
+    -- adds data, and releasing a slot (HINCRBY) may be one.
     if #ended_ids > 0 then
         redis.call("HDEL", running, unpack(ended_ids))
         redis.call("HDEL", payloads, unpack(ended_ids))
+    end
+    for _, task_name in ipairs(ended_tasks) do
+        if release_slot(in_flight, task_name) then
+            notify = true
+        end
     end
 end
 

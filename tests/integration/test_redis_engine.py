@@ -673,6 +673,29 @@ def test_workers_of_rate_limited_tasks_start_on_a_full_redis(own_server: RedisSe
     client.close()
 
 
+def test_workers_of_concurrency_limited_tasks_drain_a_full_redis(own_server: RedisServer) -> None:
+    """Redis at maxmemory with noeviction: jobs of a concurrency-limited task are
+    recorded, their slots freed, and the queue drained (recording removes the
+    running records before it frees a slot)."""
+    own_server.start("--maxmemory-policy", "noeviction")
+    client = redis.Redis(port=own_server.port)
+    broker = RedisBroker.from_url(own_server.url)
+    engine = Engine(broker, "full")
+    ran: list[int] = []
+    engine.task(lambda i: ran.append(i), name="limited", max_concurrency=2, max_retries=1)
+    for i in range(7):
+        engine.schedule("limited", i)
+    for i in range(50):
+        client.set(f"junk:{i}", "x" * 100_000)
+    client.config_set("maxmemory", int(client.info("memory")["used_memory"] * 0.9))
+    engine.start_workers(number=2, stop_when_queue_empty=True)
+    assert sorted(ran) == list(range(7))
+    assert broker.inspect().queues == {}  # a script that only reads runs on a full Redis
+    assert client.info("memory")["used_memory"] > int(client.config_get("maxmemory")["maxmemory"])
+    broker.close()
+    client.close()
+
+
 def test_a_damaged_rate_limit_strands_no_held_back_job(
     redis_client: redis.Redis, namespace: str
 ) -> None:
