@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from spinach import Batch, Engine
-from spinach.brokers.base import RunningJobState
+from spinach.brokers.base import JobCounts, RunningJobState
 from spinach.brokers.redis import RedisBroker
 from spinach.brokers.redis import broker as redis_broker
 from spinach.clock import Clock
@@ -691,6 +691,7 @@ def test_workers_of_concurrency_limited_tasks_drain_a_full_redis(own_server: Red
     engine.start_workers(number=2, stop_when_queue_empty=True)
     assert sorted(ran) == list(range(7))
     assert broker.inspect().queues == {}  # a script that only reads runs on a full Redis
+    assert broker.count_jobs() == JobCounts(queued={}, future=0, running=0)  # no MULTI then
     assert client.info("memory")["used_memory"] > int(client.config_get("maxmemory")["maxmemory"])
     broker.close()
     client.close()

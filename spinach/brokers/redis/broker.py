@@ -704,16 +704,26 @@ class RedisBroker(JobRecords, Broker):
     def count_jobs(self) -> JobCounts:
         k = self._keys
         queues = self._known_queues(refresh=True)
-        pipe = self._redis.pipeline(transaction=True)
-        for queue in queues:
-            pipe.llen(k.ready(queue))
-            pipe.zcard(k.parked(queue))
-            pipe.scard(k.cancelled(queue))
-        pipe.zcard(k.future)
-        pipe.hlen(k.running)
-        pipe.zcard(k.failed_index)
-        pipe.get(k.failed_dropped)
-        *counts, future, running, failed, dropped = pipe.execute()
+
+        def read(transaction: bool) -> list[Any]:
+            pipe = self._redis.pipeline(transaction=transaction)
+            for queue in queues:
+                pipe.llen(k.ready(queue))
+                pipe.zcard(k.parked(queue))
+                pipe.scard(k.cancelled(queue))
+            pipe.zcard(k.future)
+            pipe.hlen(k.running)
+            pipe.zcard(k.failed_index)
+            pipe.get(k.failed_dropped)
+            return pipe.execute()
+
+        try:
+            replies = read(transaction=True)  # one snapshot
+        except (redis_py.exceptions.OutOfMemoryError, redis_py.exceptions.ExecAbortError):
+            # A full Redis (noeviction) refuses every command of a MULTI, reads
+            # included: the counts are read one after the other then.
+            replies = read(transaction=False)
+        *counts, future, running, failed, dropped = replies
         # Cancelled jobs whose entries are still in line (see lua/cancel_job.lua) are not counted.
         queued = {
             q: max(0, counts[3 * i] + counts[3 * i + 1] - counts[3 * i + 2])
