@@ -47,6 +47,7 @@ def info_json(info: JobInfo) -> dict[str, Any]:
             "traceback": info.error.traceback,
         },
         "result": info.result,
+        "meta": info.meta,
     }
 
 
@@ -69,6 +70,8 @@ def info_text(info: JobInfo) -> str:
             ("ended at", "ended_at"),
         ]
     ]
+    if info.meta:
+        lines.append(f"meta: {json.dumps(info.meta, ensure_ascii=False, sort_keys=True)}")
     if info.error is not None:
         lines += [f"error: {info.error.type}: {info.error.message}", "", info.error.traceback]
     elif info.result is not None:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any, Callable, Optional
 
-from . import const
+from . import const, signals
 from ._backoff import backoff
 from ._bounds import short_repr
 from ._lifecycle import JobLifecycle
@@ -32,7 +32,7 @@ from .exc import (
     WorkerDiedError,
     WorkersError,
 )
-from .job import Job, JobStatus, check_arguments, unique_key
+from .job import Job, JobStatus, check_arguments, check_meta, unique_key
 from .task import Batch, Task, TaskLike, Tasks
 from .worker import ThreadWorkers, Workers
 
@@ -221,6 +221,10 @@ class Engine(JobLifecycle):
         job.status = JobStatus.QUEUED if job.at <= now else JobStatus.WAITING
         if task.unique:
             job.unique_key = unique_key(task.name, args, kwargs)
+        if signals.job_scheduling.receivers:
+            signals.job_scheduling.send(self._namespace, job=job)
+            if job.meta:
+                check_meta(job.meta, f"Task {task.name!r}: the meta set by job_scheduling")
         limit = self._max_job_size
         # Serialized only when the bound of its size could be over the limit.
         if limit is not None and size_bound + _job_size_bound(task) > limit:

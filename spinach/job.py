@@ -71,6 +71,8 @@ class JobInfo:
     error: JobError | None = None
     #: The value its task returned, for a ``SUCCEEDED`` job of a task keeping results.
     result: Any = None
+    #: The job's metadata (:attr:`Job.meta`).
+    meta: dict[str, str] = attrs.field(factory=dict)
 
     @classmethod
     def of_job(
@@ -88,6 +90,7 @@ class JobInfo:
             job.task_args,
             job.task_kwargs,
             started_at,
+            meta=dict(job.meta),
             **outcome,
         )
 
@@ -115,6 +118,34 @@ _UNREADABLE = (ValueError, TypeError, KeyError, AttributeError, OverflowError, R
 #: One encoder for every job: building one per call costs more than encoding a small job.
 _encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _canonical = json.JSONEncoder(separators=(",", ":"), allow_nan=False, sort_keys=True).encode
+
+
+#: Bounds of a job's metadata: entries, and bytes of its JSON text.
+MAX_META_ENTRIES, MAX_META_BYTES = 64, 4096
+
+
+def check_meta(meta: object, where: str = "a job's meta") -> dict[str, str]:
+    """``meta`` when it is valid metadata for a job: a dict of str to str, of
+    at most :data:`MAX_META_ENTRIES` entries and :data:`MAX_META_BYTES` bytes
+    of JSON.
+
+    Raises:
+        TypeError: it is not a dict of str to str.
+        ValueError: it is over the bounds.
+    """
+    if type(meta) is not dict:
+        raise TypeError(f"{where} must be a dict of str to str, got {short_repr(meta)}")
+    for key, value in meta.items():
+        if type(key) is not str or type(value) is not str:
+            raise TypeError(
+                f"{where} must map str to str, got {short_repr(key)}: {short_repr(value)}"
+            )
+    if len(meta) > MAX_META_ENTRIES:
+        raise ValueError(f"{where} has {len(meta)} entries, over the bound of {MAX_META_ENTRIES}")
+    size = len(_encode(meta).encode())
+    if size > MAX_META_BYTES:
+        raise ValueError(f"{where} is {size} bytes of JSON, over the bound of {MAX_META_BYTES}")
+    return meta
 
 
 def unique_key(task_name: str, args: Sequence[Any], kwargs: dict[str, Any]) -> str:
@@ -169,6 +200,11 @@ class Job:
     ended_at: datetime | None = attrs.field(init=False, default=None)
     error: JobError | None = attrs.field(init=False, default=None)
     result_json: str | None = attrs.field(init=False, default=None)
+    #: Metadata carried with the job and stored with it: a small dict of str
+    #: to str (see :func:`check_meta`), set when it is scheduled by receivers of
+    #: the ``job_scheduling`` signal (a trace context, a tenant...), never by
+    #: the task's arguments. Empty for a job stored without any.
+    meta: dict[str, str] = attrs.field(init=False, factory=dict)
     #: For a job of a unique task, the key of its task and arguments (set by
     #: the engine when it schedules it): a broker stores no second job with the
     #: same key while this one waits. Not part of the stored payload.
@@ -214,20 +250,22 @@ class Job:
         return math.ceil(self.at.timestamp())
 
     def serialize(self) -> str:
-        """Return the job as JSON text, the form brokers store."""
-        return _encode(
-            {
-                "id": str(self.id),
-                "status": self.status.value,
-                "task_name": self.task_name,
-                "queue": self.queue,
-                "max_retries": self.max_retries,
-                "retries": self.retries,
-                "at": self.at.timestamp(),
-                "task_args": self.task_args,
-                "task_kwargs": self.task_kwargs,
-            }
-        )
+        """Return the job as JSON text, the form brokers store (``meta`` only
+        when it has entries, so that Spinach 0.0.25 reads it)."""
+        fields = {
+            "id": str(self.id),
+            "status": self.status.value,
+            "task_name": self.task_name,
+            "queue": self.queue,
+            "max_retries": self.max_retries,
+            "retries": self.retries,
+            "at": self.at.timestamp(),
+            "task_args": self.task_args,
+            "task_kwargs": self.task_kwargs,
+        }
+        if self.meta:
+            fields["meta"] = self.meta
+        return _encode(fields)
 
     @classmethod
     def deserialize(cls, job_json: str | bytes) -> Job:
@@ -248,6 +286,7 @@ class Job:
                 data["task_args"],
                 data["task_kwargs"],
                 JobStatus(data["status"]),
+                data.get("meta"),
             )
         except _UNREADABLE as e:
             raise ValueError(f"not a serialized Spinach job ({e!r}): {job_json[:200]!r}") from e
@@ -292,6 +331,7 @@ def _job_of_fields(
     args: Any,
     kwargs: Any,
     status: JobStatus,
+    meta: Any = None,
 ) -> Job:
     """The job of fields read back from storage, checked as ``__init__`` would check
     them, but built without drawing an id only to replace it.
@@ -340,6 +380,7 @@ def _job_of_fields(
         ),
     ):
         set_value(job, value)
+    _set_meta(job, {} if meta is None else check_meta(meta, "the stored meta"))
     return job
 
 
@@ -361,6 +402,7 @@ _SETTERS = tuple(
     )
 )
 _set_id_text = getattr(Job, "_id_text").__set__  # noqa: B009 - the slot, not the field
+_set_meta = getattr(Job, "meta").__set__  # noqa: B009 - the slot, not the field
 #: The fields a job read back from storage starts without: None each.
 _UNSET = tuple(
     getattr(Job, field.name).__set__

@@ -20,6 +20,7 @@ __all__ = [
     "job_failed",
     "job_finished",
     "job_schedule_retry",
+    "job_scheduling",
     "job_started",
     "worker_started",
     "worker_terminated",
@@ -58,6 +59,12 @@ def _signal(name: str, doc: str) -> SafeNamedSignal:
     return SafeNamedSignal(name, doc=doc)
 
 
+job_scheduling = _signal(
+    "job_scheduling",
+    "Sent by the engine for each job it is about to store, in the thread that schedules "
+    "it: (namespace, job). Receivers may set entries of job.meta (str to str), which is "
+    "stored with the job: a trace context, a tenant, a request id.",
+)
 job_started = _signal("job_started", "Sent by a worker before it runs a job: (namespace, job).")
 job_finished = _signal(
     "job_finished", "Sent by a worker after a job ran, whatever the outcome: (namespace, job)."

@@ -355,6 +355,28 @@ class EnqueueJobsContract(_Base):
         (stored,) = broker.get_jobs_from_queue("q", 10)
         assert {job.id for row in jobs for job in row} == {stored.id}
 
+    def test_meta_is_stored_with_the_job(self, broker: Broker, clock: ManualClock) -> None:
+        """A job's meta comes back with it, handed out, retried, failed and requeued;
+        a job stored without meta has an empty one."""
+        job, plain = self.job(clock, max_retries=1), self.job(clock)
+        job.meta = {"traceparent": "00-4bf92f-00f067-01", "tenant": "café ✓"}
+        broker.enqueue_jobs([job, plain])
+        info = broker.get_job(str(job.id))
+        assert info is not None
+        assert info.meta == job.meta
+        got, got_plain = broker.get_jobs_from_queue("q", 2)
+        assert (got.meta, got_plain.meta) == (job.meta, {})
+        got.retries += 1
+        assert broker.retry_job(got) is RunningJobState.RECORDED
+        (again,) = broker.get_jobs_from_queue("q", 1)
+        assert again.meta == job.meta
+        assert broker.record_outcomes([self.fail(again, clock)]) == [RunningJobState.RECORDED]
+        (failed,) = broker.failed_jobs(1)
+        assert failed.meta == job.meta
+        assert broker.requeue_failed([str(job.id)]) == 1
+        (requeued,) = broker.get_jobs_from_queue("q", 1)
+        assert requeued.meta == job.meta
+
 
 class GetJobsFromQueueContract(_Base):
     """:meth:`Broker.get_jobs_from_queue`."""

@@ -292,3 +292,20 @@ def test_a_broker_out_of_reach_is_a_clear_page() -> None:
         assert "The broker could not answer (ConnectionError" in page.text
     finally:
         broker.close()
+
+
+def test_the_job_page_shows_its_meta(engine: Engine) -> None:
+    from spinach import signals
+
+    def tag(namespace: str, job: Any) -> None:
+        job.meta["tenant"] = "<i>acme</i>"
+
+    signals.job_scheduling.connect(tag, sender=engine.namespace, weak=False)
+    try:
+        job = engine.schedule("noop")
+    finally:
+        signals.job_scheduling.disconnect(tag, sender=engine.namespace)
+    page = Client(Dashboard(engine)).get(f"/jobs/{job.id}")
+    assert '<dl class="fields" id="meta">' in page.text
+    assert "<dt>tenant</dt>" in page.text
+    assert "&lt;i&gt;acme&lt;/i&gt;" in page.text

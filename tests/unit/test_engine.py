@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Collection
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -1022,3 +1023,68 @@ class TestStoppedWorkers:
 def test_signals_read_as_in_0_0_25() -> None:
     """A signal's repr names it, as 0.0.25's did."""
     assert repr(signals.job_started) == 'SafeNamedSignal "job_started"'
+
+
+class TestJobMeta:
+    def test_scheduling_receivers_set_meta_that_workers_see(
+        self, engine: Engine, broker: MemoryBroker
+    ) -> None:
+        """job_scheduling receivers set meta before the job is stored; the worker
+        running it, get_job and the failed store see it; the task's kwargs do not."""
+        seen: list[tuple[dict[str, str], dict[str, Any]]] = []
+        engine.task(lambda **kwargs: seen.append(({}, kwargs)), name="work")
+
+        def tag(namespace: str, job: Job) -> None:
+            job.meta["request_id"] = f"req-{job.task_kwargs['n']}"
+
+        def on_start(namespace: str, job: Job) -> None:
+            seen.append((dict(job.meta), {}))
+
+        signals.job_scheduling.connect(tag, sender=engine.namespace, weak=False)
+        signals.job_started.connect(on_start, sender=engine.namespace, weak=False)
+        try:
+            job = engine.schedule("work", n=1)
+            assert job.meta == {"request_id": "req-1"}
+            info = engine.get_job(job)
+            assert info is not None
+            assert info.meta == {"request_id": "req-1"}
+            engine.start_workers(number=1, stop_when_queue_empty=True)
+        finally:
+            signals.job_scheduling.disconnect(tag, sender=engine.namespace)
+            signals.job_started.disconnect(on_start, sender=engine.namespace)
+        assert seen == [({"request_id": "req-1"}, {}), ({}, {"n": 1})]
+
+    @pytest.mark.parametrize(
+        ("meta", "error", "message"),
+        [
+            ({"n": 1}, TypeError, "must map str to str, got 'n': 1"),
+            ({f"k{i}": "v" for i in range(65)}, ValueError, "65 entries, over the bound of 64"),
+            ({"k": "v" * 5000}, ValueError, "over the bound of 4096"),
+        ],
+    )
+    def test_bad_meta_from_a_receiver_is_a_clear_error(
+        self, engine: Engine, meta: dict[str, Any], error: type[Exception], message: str
+    ) -> None:
+        """Meta that is not a small dict of str to str fails the scheduling call."""
+        engine.task(lambda: None, name="work")
+
+        def bad(namespace: str, job: Job) -> None:
+            job.meta.update(meta)
+
+        signals.job_scheduling.connect(bad, sender=engine.namespace, weak=False)
+        try:
+            with pytest.raises(error, match=re.escape(message)) as raised:
+                engine.schedule("work")
+        finally:
+            signals.job_scheduling.disconnect(bad, sender=engine.namespace)
+        assert "Task 'work': the meta set by job_scheduling" in str(raised.value)
+        assert engine.broker.count_jobs().queued == {}
+
+    def test_meta_is_left_out_of_serialized_jobs_without_it(self) -> None:
+        """Spinach 0.0.25 reads a job without meta, as it reads its own."""
+        job = Job("t", "q", datetime.now(timezone.utc), 0)
+        assert "meta" not in job.serialize()
+        job.meta["k"] = "v"
+        assert Job.deserialize(job.serialize()).meta == {"k": "v"}
+        with pytest.raises(ValueError, match="the stored meta must map str to str"):
+            Job.deserialize(job.serialize().replace('"v"', "1"))

@@ -1,6 +1,7 @@
 """How RedisBroker stores a job: a compact JSON array under its id.
 
-``[task_name, queue, max_retries, retries, at, task_args, task_kwargs]``,
+``[task_name, queue, max_retries, retries, at, task_args, task_kwargs]``, then
+the job's ``meta`` when it has entries;
 ``at`` in POSIX seconds. Redis holds one per stored job: about 40 bytes for a
 job without arguments, where :meth:`Job.serialize` (which names every field
 and repeats the id) gives about 150. The status is not stored: a stored job
@@ -19,18 +20,20 @@ _decoder = json.JSONDecoder()
 
 
 def pack(job: Job) -> bytes:
-    """The stored form of ``job`` (ASCII JSON)."""
-    return _encode(
-        [
-            job.task_name,
-            job.queue,
-            job.max_retries,
-            job.retries,
-            job.at.timestamp(),
-            job.task_args,
-            job.task_kwargs,
-        ]
-    ).encode()
+    """The stored form of ``job`` (ASCII JSON); its ``meta`` comes eighth, and
+    only when it has entries."""
+    fields = [
+        job.task_name,
+        job.queue,
+        job.max_retries,
+        job.retries,
+        job.at.timestamp(),
+        job.task_args,
+        job.task_kwargs,
+    ]
+    if job.meta:
+        fields.append(job.meta)
+    return _encode(fields).encode()
 
 
 def unpack(job_id: str, payload: bytes | str) -> Job:
@@ -40,9 +43,11 @@ def unpack(job_id: str, payload: bytes | str) -> Job:
         ValueError: the payload is not a stored job.
     """
     try:
-        task_name, queue, max_retries, retries, at, args, kwargs = json.loads(payload)
+        fields = json.loads(payload)
+        meta = fields.pop() if len(fields) == 8 else None
+        task_name, queue, max_retries, retries, at, args, kwargs = fields
         return _job_of_fields(
-            job_id, task_name, queue, max_retries, retries, at, args, kwargs, JobStatus.QUEUED
+            job_id, task_name, queue, max_retries, retries, at, args, kwargs, JobStatus.QUEUED, meta
         )
     except _UNREADABLE as e:
         raise ValueError(f"not a stored Spinach job ({e!r}): {payload[:200]!r}") from e
