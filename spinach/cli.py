@@ -29,8 +29,10 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,6 +141,17 @@ def _worker(target: str, options: dict[str, Any]) -> int:
             file=sys.stderr,
         )
         return EXIT_UNUSABLE
+    metrics_port, metrics_host = options["metrics_port"], options["metrics_host"]
+    if metrics_port is not None or options["metrics_child"]:
+        try:
+            from .contrib import prometheus
+        except ImportError:
+            print(
+                "spinach worker: --metrics-port needs prometheus_client: "
+                "pip install 'spinach[prometheus]'",
+                file=sys.stderr,
+            )
+            return EXIT_UNUSABLE
     processes = options["processes"]
     if processes > 1 and options["supervised"] is None:
         argv = ["worker", target, "--processes", "1", "--log-level", options["log_level"]]
@@ -149,10 +162,47 @@ def _worker(target: str, options: dict[str, Any]) -> int:
             argv.append("--stop-when-empty")
         if options["grace_period"] is not None:
             argv += ["--grace-period", repr(options["grace_period"])]
+        metrics_dir = server = None
+        if metrics_port is not None:
+            # Each worker process writes its metrics there, and this one serves their sums.
+            metrics_dir = tempfile.mkdtemp(prefix="spinach-metrics-")
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+            argv.append("--metrics-child")
+            try:
+                server = prometheus.serve_metrics(
+                    engine, metrics_host, metrics_port, multiprocess_dir=metrics_dir
+                )
+            except OSError as e:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+                print(f"spinach worker: cannot serve metrics: {e}", file=sys.stderr)
+                return EXIT_UNUSABLE
+            logging.getLogger("spinach.worker").info(
+                "Serving the metrics of %d worker processes on http://%s:%d/metrics",
+                processes,
+                metrics_host,
+                server.server_port,
+            )
         supervisor = command.Supervisor(
             command.worker_command(argv), processes, stop_when_empty=options["stop_when_empty"]
         )
-        return supervisor.run()
+        try:
+            return supervisor.run()
+        finally:
+            if server is not None:
+                server.shutdown()
+            if metrics_dir is not None:
+                shutil.rmtree(metrics_dir, ignore_errors=True)
+    if options["metrics_child"]:
+        prometheus.SpinachMetrics()  # written to the supervisor's PROMETHEUS_MULTIPROC_DIR
+    elif metrics_port is not None:
+        try:
+            server = prometheus.serve_metrics(engine, metrics_host, metrics_port)
+        except OSError as e:
+            print(f"spinach worker: cannot serve metrics: {e}", file=sys.stderr)
+            return EXIT_UNUSABLE
+        logging.getLogger("spinach.worker").info(
+            "Serving metrics on http://%s:%d/metrics", metrics_host, server.server_port
+        )
     ready_fd = lifeline_fd = None
     if options["supervised"] is not None:
         ready_fd, lifeline_fd = (int(fd) for fd in options["supervised"].split(","))
@@ -331,7 +381,17 @@ def _commands() -> Any:
         default="INFO",
         show_default=True,
     )
+    @click.option(
+        "--metrics-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="Serve Prometheus metrics on this port (/metrics); needs the prometheus extra.",
+    )
+    @click.option(
+        "--metrics-host", default="127.0.0.1", show_default=True, help="Address of --metrics-port."
+    )
     @click.option("--supervised", hidden=True, default=None)
+    @click.option("--metrics-child", hidden=True, is_flag=True)
     def worker(target: str, **options: Any) -> int:
         return _worker(target, options)
 
