@@ -25,6 +25,7 @@ needs an engine. The command needs the ``cli`` extra (``pip install 'spinach[cli
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import logging
@@ -193,7 +194,9 @@ def _worker(target: str, options: dict[str, Any]) -> int:
             if metrics_dir is not None:
                 shutil.rmtree(metrics_dir, ignore_errors=True)
     if options["metrics_child"]:
-        prometheus.SpinachMetrics()  # written to the supervisor's PROMETHEUS_MULTIPROC_DIR
+        # Written to the supervisor's PROMETHEUS_MULTIPROC_DIR; it reads the broker itself.
+        with contextlib.suppress(ValueError):  # the application made its own already
+            prometheus.SpinachMetrics(engine=engine, gauges=False)
     elif metrics_port is not None:
         try:
             server = prometheus.serve_metrics(engine, metrics_host, metrics_port)

@@ -32,7 +32,7 @@ from .exc import (
     WorkerDiedError,
     WorkersError,
 )
-from .job import Job, JobStatus, check_arguments, check_meta, unique_key
+from .job import MAX_META_BYTES, Job, JobStatus, check_arguments, check_meta, unique_key
 from .task import Batch, Task, TaskLike, Tasks
 from .worker import ThreadWorkers, Workers
 
@@ -223,8 +223,9 @@ class Engine(JobLifecycle):
             job.unique_key = unique_key(task.name, args, kwargs)
         if signals.job_scheduling.receivers:
             signals.job_scheduling.send(self._namespace, job=job)
-            if job.meta:
+            if type(job.meta) is not dict or job.meta:
                 check_meta(job.meta, f"Task {task.name!r}: the meta set by job_scheduling")
+                size_bound += MAX_META_BYTES
         limit = self._max_job_size
         # Serialized only when the bound of its size could be over the limit.
         if limit is not None and size_bound + _job_size_bound(task) > limit:

@@ -29,7 +29,7 @@ from ..job import Job, JobStatus
 if TYPE_CHECKING:
     from ..engine import Engine
 
-__all__ = ["BrokerCollector", "SpinachMetrics"]
+__all__ = ["BrokerCollector", "SpinachMetrics", "serve_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +50,24 @@ class SpinachMetrics:
     - ``spinach_job_queue_wait_seconds{namespace, task}``: from when a job
       could start (its ``at``) to when it started.
 
+    Cancelled jobs are counted by the process whose ``Engine.cancel()``
+    cancelled them, once each, whether they were waiting, queued or running.
+
     Args:
         registry: where the metrics go; prometheus_client's default one unless
             given (your application's own registry, say).
-        engine: also register a :class:`BrokerCollector` of its broker.
+        engine: measure queue waits on its broker's clock (the Redis
+            server's) rather than this host's, and, with ``gauges``, register
+            a :class:`BrokerCollector` of it.
+        gauges: register the :class:`BrokerCollector` of ``engine``.
     """
 
     def __init__(
-        self, registry: CollectorRegistry | None = REGISTRY, *, engine: Engine | None = None
+        self,
+        registry: CollectorRegistry | None = REGISTRY,
+        *,
+        engine: Engine | None = None,
+        gauges: bool = True,
     ) -> None:
         self.jobs = Counter(
             "spinach_jobs",
@@ -80,10 +90,15 @@ class SpinachMetrics:
             registry=registry,
         )
         self._registry = registry
+        self._now = engine.broker.now if engine is not None else _host_now
         self._collector: BrokerCollector | None = None
-        if engine is not None and registry is not None:
+        if engine is not None and gauges and registry is not None:
             self._collector = BrokerCollector(engine)
             registry.register(self._collector)
+        # The labelled children, once made: labels() costs more than the count.
+        self._counts: dict[tuple[str, str, str], Any] = {}
+        self._durations: dict[tuple[str, str], Any] = {}
+        self._waits: dict[tuple[str, str], Any] = {}
         # Monotonic start of each running job of this process, by id(job).
         self._starts: dict[int, float] = {}
         self._lock = threading.Lock()
@@ -106,10 +121,23 @@ class SpinachMetrics:
                 if collector is not None:
                     self._registry.unregister(collector)
 
+    def _count(self, namespace: str, task_name: str, outcome: str) -> None:
+        key = (namespace, task_name, outcome)
+        child = self._counts.get(key)
+        if child is None:
+            child = self._counts[key] = self.jobs.labels(*key)
+        child.inc()
+
+    @staticmethod
+    def _child(children: dict[tuple[str, str], Any], metric: Any, key: tuple[str, str]) -> Any:
+        child = children.get(key)
+        if child is None:
+            child = children[key] = metric.labels(*key)
+        return child
+
     def _on_started(self, namespace: str, job: Job, **kwargs: Any) -> None:
-        now = datetime.now(timezone.utc)
-        waited = max(0.0, (now - job.at).total_seconds())
-        self.queue_wait.labels(namespace, job.task_name).observe(waited)
+        waited = max(0.0, (self._now() - job.at).total_seconds())
+        self._child(self._waits, self.queue_wait, (namespace, job.task_name)).observe(waited)
         with self._lock:
             self._starts[id(job)] = time.monotonic()
 
@@ -117,22 +145,25 @@ class SpinachMetrics:
         with self._lock:
             started = self._starts.pop(id(job), None)
         if started is not None:
-            self.duration.labels(namespace, job.task_name).observe(time.monotonic() - started)
+            duration = self._child(self._durations, self.duration, (namespace, job.task_name))
+            duration.observe(time.monotonic() - started)
         if job.status is JobStatus.SUCCEEDED:
-            self.jobs.labels(namespace, job.task_name, "succeeded").inc()
-        elif job.status is JobStatus.CANCELLED:
-            self.jobs.labels(namespace, job.task_name, "cancelled").inc()
+            self._count(namespace, job.task_name, "succeeded")
 
     def _on_failed(self, namespace: str, job: Job, **kwargs: Any) -> None:
-        self.jobs.labels(namespace, job.task_name, "failed").inc()
+        self._count(namespace, job.task_name, "failed")
 
     def _on_retry(self, namespace: str, job: Job, **kwargs: Any) -> None:
-        self.jobs.labels(namespace, job.task_name, "retried").inc()
+        self._count(namespace, job.task_name, "retried")
 
     def _on_cancelled(self, namespace: str, job: Job, **kwargs: Any) -> None:
-        # A running job is counted by its worker when it stops (job_finished).
-        if job.status is not JobStatus.RUNNING:
-            self.jobs.labels(namespace, job.task_name, "cancelled").inc()
+        # Sent once per job by the engine whose cancel() cancelled it: a job taken
+        # ahead by a worker is dropped there without any other signal.
+        self._count(namespace, job.task_name, "cancelled")
+
+
+def _host_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 class BrokerCollector(Collector):
@@ -148,6 +179,10 @@ class BrokerCollector(Collector):
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        """Nothing: registering the collector must not read the broker."""
+        return []
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         namespace = self._engine.namespace
@@ -201,7 +236,10 @@ def serve_metrics(
     from prometheus_client import multiprocess, start_http_server
 
     if multiprocess_dir is None:
-        SpinachMetrics(REGISTRY, engine=engine)
+        try:
+            SpinachMetrics(REGISTRY, engine=engine)
+        except ValueError:  # the application made its own already: those are served
+            logger.info("Serving the Spinach metrics the application registered")
         registry = REGISTRY
     else:
         registry = CollectorRegistry()

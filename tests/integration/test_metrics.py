@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,6 +35,15 @@ def test_jobs_are_counted_and_timed_by_outcome() -> None:
         if len(flaky_runs) == 1:
             raise RetryException("again", at=engine.broker.now())
 
+    release = threading.Event()
+
+    @engine.task(name="hold")
+    def hold() -> None:
+        # Short waits: the exception that stops a cancelled job lands between them.
+        for _ in range(3000):
+            if release.wait(0.01):
+                return
+
     engine.task(lambda: None, name="ok")
     engine.task(lambda: 1 / 0, name="bad", max_retries=0)
     engine.task(lambda: None, name="never")
@@ -45,7 +55,16 @@ def test_jobs_are_counted_and_timed_by_outcome() -> None:
         engine.schedule("flaky")
         assert engine.cancel(engine.schedule("never"))
         engine.schedule_at("ok", engine.broker.now() + timedelta(hours=1))
-        engine.start_workers(number=2, stop_when_queue_empty=True)
+        held = engine.schedule("hold")
+        engine.start_workers(number=2, block=False)
+        try:
+            wait_for(lambda: engine.broker.inspect().queues["spinach"].running == 1)
+            wait_for(lambda: (i := engine.get_job(held)) is not None and i.started_at is not None)
+            assert engine.cancel(held)  # running: stopped by its worker, counted here once
+            wait_for(lambda: engine.broker.count_jobs().queued == {} and engine._workers.idle)  # type: ignore[union-attr]
+        finally:
+            release.set()
+            engine.stop_workers()
 
         def value(name: str, **labels: str) -> float | None:
             return registry.get_sample_value(name, {"namespace": "metrics", **labels})
@@ -55,6 +74,7 @@ def test_jobs_are_counted_and_timed_by_outcome() -> None:
         assert value("spinach_jobs_total", task="flaky", outcome="retried") == 1
         assert value("spinach_jobs_total", task="flaky", outcome="succeeded") == 1
         assert value("spinach_jobs_total", task="never", outcome="cancelled") == 1
+        assert value("spinach_jobs_total", task="hold", outcome="cancelled") == 1
         assert value("spinach_job_duration_seconds_count", task="ok") == 3
         assert value("spinach_job_queue_wait_seconds_count", task="flaky") == 2
         assert value("spinach_queue_jobs", queue="spinach", state="future") == 1
@@ -73,6 +93,10 @@ APP = textwrap.dedent(
     from spinach import Engine, RedisBroker
 
     spin = Engine(RedisBroker.from_url(os.environ["APP_REDIS_URL"]), os.environ["APP_NAMESPACE"])
+    if os.environ.get("APP_OWN_METRICS"):  # the application counts jobs itself already
+        from spinach.contrib.prometheus import SpinachMetrics
+
+        SpinachMetrics(engine=spin)
     spin.task(lambda i: None, name="ok", max_retries=1)
 
 
@@ -105,7 +129,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             text = response.read().decode()
-    except (urllib.error.URLError, ConnectionError):
+    except (urllib.error.URLError, OSError):
         return {}
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
@@ -114,9 +138,11 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     }
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.parametrize(
+    ("processes", "own_metrics"), [(1, False), (2, False), (1, True)], ids=["1", "2", "app's"]
+)
 def test_a_running_worker_serves_its_metrics(
-    app: Engine, tmp_path: Path, namespace: str, processes: int
+    app: Engine, tmp_path: Path, namespace: str, processes: int, own_metrics: bool
 ) -> None:
     batch = Batch()
     for i in range(30):
@@ -128,7 +154,9 @@ def test_a_running_worker_serves_its_metrics(
     port = free_port()
     command = [sys.executable, "-m", "spinach", "worker", "metrics_app:spin", "--threads", "4"]
     command += ["--processes", str(processes), "--metrics-port", str(port)]
-    worker = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    env = dict(os.environ, APP_OWN_METRICS="1" if own_metrics else "")
+    log = (tmp_path / "worker.log").open("w+")
+    worker = subprocess.Popen(command, cwd=tmp_path, stderr=log, env=env)
     try:
         ns = ("namespace", namespace)
         expected = {
@@ -147,7 +175,14 @@ def test_a_running_worker_serves_its_metrics(
         wait_for(scraped, timeout=60)
     finally:
         worker.terminate()
-        _, errors = worker.communicate(timeout=60)
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
+        log.seek(0)
+        errors = log.read()
+        log.close()
     assert worker.returncode == 0, errors
     assert f"on http://127.0.0.1:{port}/metrics" in errors
 

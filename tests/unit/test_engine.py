@@ -18,7 +18,13 @@ from spinach import AbortException, Engine, MemoryBroker, RetryException, Thread
 from spinach.brokers.base import Heartbeat, RunningJobState
 from spinach.brokers.memory import MemoryStore
 from spinach.clock import ManualClock
-from spinach.exc import ConfigurationError, UnknownTask, WorkerDiedError, WorkersError
+from spinach.exc import (
+    ConfigurationError,
+    JobTooLargeError,
+    UnknownTask,
+    WorkerDiedError,
+    WorkersError,
+)
 from spinach.job import Job, JobStatus
 from spinach.testing import wait_for
 
@@ -1060,6 +1066,7 @@ class TestJobMeta:
             ({"n": 1}, TypeError, "must map str to str, got 'n': 1"),
             ({f"k{i}": "v" for i in range(65)}, ValueError, "65 entries, over the bound of 64"),
             ({"k": "v" * 5000}, ValueError, "over the bound of 4096"),
+            (None, TypeError, "must be a dict of str to str, got None"),
         ],
     )
     def test_bad_meta_from_a_receiver_is_a_clear_error(
@@ -1069,7 +1076,10 @@ class TestJobMeta:
         engine.task(lambda: None, name="work")
 
         def bad(namespace: str, job: Job) -> None:
-            job.meta.update(meta)
+            if meta is None:
+                job.meta = None  # type: ignore[assignment]
+            else:
+                job.meta.update(meta)
 
         signals.job_scheduling.connect(bad, sender=engine.namespace, weak=False)
         try:
@@ -1079,6 +1089,21 @@ class TestJobMeta:
             signals.job_scheduling.disconnect(bad, sender=engine.namespace)
         assert "Task 'work': the meta set by job_scheduling" in str(raised.value)
         assert engine.broker.count_jobs().queued == {}
+
+    def test_meta_counts_in_the_job_size_limit(self, broker: MemoryBroker) -> None:
+        """A job whose meta takes it over max_job_size is refused like any other."""
+        engine = Engine(broker, "small", max_job_size=1000)
+        engine.task(lambda: None, name="work")
+
+        def big(namespace: str, job: Job) -> None:
+            job.meta["k"] = "v" * 3000
+
+        signals.job_scheduling.connect(big, sender="small", weak=False)
+        try:
+            with pytest.raises(JobTooLargeError, match="over the limit of 1,000 bytes"):
+                engine.schedule("work")
+        finally:
+            signals.job_scheduling.disconnect(big, sender="small")
 
     def test_meta_is_left_out_of_serialized_jobs_without_it(self) -> None:
         """Spinach 0.0.25 reads a job without meta, as it reads its own."""
