@@ -9,7 +9,9 @@ engine. The API is blinker's. A receiver that raises is logged to the
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+import weakref
+from collections.abc import Hashable
+from typing import Any, Callable, TypeVar
 
 import blinker
 from typing_extensions import override
@@ -28,12 +30,48 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+F = TypeVar("F", bound=Callable[..., Any])
+
 
 class SafeNamedSignal(blinker.NamedSignal):
-    """A blinker signal whose failing receivers are logged, not raised."""
+    """A blinker signal whose failing receivers are logged, not raised.
+
+    It also remembers, for a namespace sender, the receivers to call while
+    none of them is weakly referenced, until one connects or disconnects:
+    sending does not walk blinker's tables for every job.
+    """
+
+    def __init__(self, name: str, doc: str | None = None) -> None:
+        super().__init__(name, doc)
+        self._calls: dict[str, tuple[Callable[..., Any], ...]] = {}
 
     def __repr__(self) -> str:
         return f'SafeNamedSignal "{self.name}"'
+
+    @override
+    def connect(self, receiver: F, sender: Any = blinker.ANY, weak: bool = True) -> F:
+        self._calls = {}
+        return super().connect(receiver, sender, weak)
+
+    @override
+    def _disconnect(self, receiver_id: Hashable, sender_id: Hashable) -> None:
+        self._calls = {}
+        super()._disconnect(receiver_id, sender_id)
+
+    @override
+    def _clear_state(self) -> None:
+        self._calls = {}
+        super()._clear_state()
+
+    def _receivers_of(self, sender: Any) -> tuple[Callable[..., Any], ...]:
+        calls = self._calls
+        receivers = calls.get(sender) if type(sender) is str else None
+        if receivers is None:
+            receivers = tuple(self.receivers_for(sender))
+            strong = not any(isinstance(r, weakref.ref) for r in self.receivers.values())
+            if type(sender) is str and strong:
+                calls[sender] = receivers
+        return receivers
 
     @override
     def send(
@@ -47,7 +85,7 @@ class SafeNamedSignal(blinker.NamedSignal):
         results: list[tuple[Callable[..., Any], Any]] = []
         if self.is_muted or not self.receivers:
             return results
-        for receiver in self.receivers_for(sender):
+        for receiver in self._receivers_of(sender):
             try:
                 results.append((receiver, receiver(sender, **kwargs)))
             except Exception:

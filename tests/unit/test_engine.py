@@ -1113,3 +1113,42 @@ class TestJobMeta:
         assert Job.deserialize(job.serialize()).meta == {"k": "v"}
         with pytest.raises(ValueError, match="the stored meta must map str to str"):
             Job.deserialize(job.serialize().replace('"v"', "1"))
+
+
+def test_signals_call_who_is_connected_now() -> None:
+    """A signal's remembered receivers follow connects and disconnects, and a
+    weakly connected receiver still goes with its object."""
+    import gc
+
+    signal = signals.SafeNamedSignal("test-signal")
+    calls: list[str] = []
+
+    def first(sender: str) -> None:
+        calls.append("first")
+
+    def second(sender: str) -> None:
+        calls.append("second")
+
+    def called(sender: str) -> set[str]:
+        calls.clear()
+        signal.send(sender)
+        return set(calls)
+
+    signal.connect(first, weak=False)
+    assert called("ns") == {"first"}
+    signal.connect(second, sender="ns", weak=False)
+    assert called("ns") == {"first", "second"}
+    assert called("other") == {"first"}
+    signal.disconnect(first)
+    assert called("ns") == {"second"}
+
+    class Listener:
+        def on(self, sender: str) -> None:
+            calls.append("listener")
+
+    listener = Listener()
+    signal.connect(listener.on)  # weakly
+    assert called("ns") == {"second", "listener"}
+    del listener
+    gc.collect()
+    assert called("ns") == {"second"}
