@@ -24,6 +24,7 @@ from .exc import (
     WorkerDiedError,
 )
 from .job import Job, JobError, JobStatus, _encode
+from .logs import job_fields
 from .utils import exponential_backoff, human_duration
 
 logger = logging.getLogger("spinach.worker")
@@ -76,17 +77,21 @@ def settle(
     of it: its times, and its error when it failed (see :mod:`spinach._ended`).
     """
     took = "" if duration is None else f" after {human_duration(duration)}"
+    attempt = job.retries + 1
     if err is None:
         job.status = JobStatus.SUCCEEDED
         if job.result_json is not None:
             _ended(job, duration, now)
-        logger.info("Finished execution of %s%s", job, took)
+        if logger.isEnabledFor(logging.INFO):
+            extra = job_fields(job, attempt, "succeeded", duration)
+            logger.info("Finished execution of %s%s", job, took, extra=extra)
         return
     if isinstance(err, JobCancelled):
         # Already recorded CANCELLED by the broker, when it was cancelled.
         job.status = JobStatus.CANCELLED
         _ended(job, duration, now)
-        logger.info("Stopped %s%s: it was cancelled", job, took)
+        extra = job_fields(job, attempt, "cancelled", duration)
+        logger.info("Stopped %s%s: it was cancelled", job, took, extra=extra)
         return
     run = f"{job.retries + 1}/{job.max_retries + 1}"
     final = isinstance(err, (AbortException, InvalidJobResultError)) or (
@@ -104,13 +109,19 @@ def settle(
         signals.job_schedule_retry.send(namespace, job=job, err=err)
         delay = human_duration(max(0.0, (job.at - now).total_seconds()))
         what = "Retry requested by" if isinstance(err, RetryException) else "Error during"
-        logger.warning("%s run %s of %s%s, retry in %s", what, run, job, took, delay, exc_info=err)
+        extra = job_fields(job, attempt, "retried", duration)
+        logger.warning(
+            "%s run %s of %s%s, retry in %s", what, run, job, took, delay, exc_info=err, extra=extra
+        )
         return
     job.status = JobStatus.FAILED
     job.error = JobError.of(err)
     _ended(job, duration, now)
     signals.job_failed.send(namespace, job=job, err=err)
-    logger.error("Error during run %s of %s%s, job failed", run, job, took, exc_info=err)
+    extra = job_fields(job, attempt, "failed", duration)
+    logger.error(
+        "Error during run %s of %s%s, job failed", run, job, took, exc_info=err, extra=extra
+    )
 
 
 def fail(job: Job, err: BaseException, now: datetime) -> None:

@@ -119,6 +119,11 @@ def _worker(target: str, options: dict[str, Any]) -> int:
         level=options["log_level"].upper(),
         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
     )
+    if options["log_format"] == "json":
+        from .logs import JsonFormatter
+
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     try:
         engine = load_target(target)
         if not isinstance(engine, Engine):
@@ -156,6 +161,7 @@ def _worker(target: str, options: dict[str, Any]) -> int:
     processes = options["processes"]
     if processes > 1 and options["supervised"] is None:
         argv = ["worker", target, "--processes", "1", "--log-level", options["log_level"]]
+        argv += ["--log-format", options["log_format"]]
         argv += ["--threads", str(options["threads"]), "--queue", options["queue"]]
         if options["use_asyncio"]:
             argv.append("--asyncio")
@@ -383,6 +389,13 @@ def _commands() -> Any:
         type=click.Choice(_LOG_LEVELS, case_sensitive=False),
         default="INFO",
         show_default=True,
+    )
+    @click.option(
+        "--log-format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="json: one JSON object per line, with the job's fields and trace id.",
     )
     @click.option(
         "--metrics-port",

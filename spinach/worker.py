@@ -25,6 +25,7 @@ from ._outcome import fail, keep_result, settle
 from .clock import Clock, SystemClock
 from .exc import ConfigurationError, JobCancelled, JobTimeLimitExceeded, WorkersError
 from .job import FINISHED, Job, JobStatus, check_arguments
+from .logs import job_fields
 
 __all__ = ["AsyncioWorkers", "StartGate", "ThreadWorkers", "Workers"]
 
@@ -287,7 +288,9 @@ class Workers(ABC):
     def _started(self, job: Job) -> float:
         job.status = JobStatus.RUNNING
         signals.job_started.send(self._namespace, job=job)
-        logger.info("Starting execution of %s", job)
+        if logger.isEnabledFor(logging.INFO):
+            extra = job_fields(job, job.retries + 1, "started")
+            logger.info("Starting execution of %s", job, extra=extra)
         return time.monotonic()
 
     def _ran(self, job: Job, started: float, err: BaseException | None, result: object) -> None:
