@@ -46,13 +46,17 @@ def job_fields(
     }
 
 
+try:
+    from opentelemetry import trace as _trace
+except ImportError:  # no OpenTelemetry: no trace ids
+    _trace = None  # type: ignore[assignment]
+
+
 def _trace_ids() -> dict[str, str]:
     """The trace and span ids of the current OpenTelemetry span, when there is one."""
-    try:
-        from opentelemetry import trace
-    except ImportError:
+    if _trace is None:
         return {}
-    context = trace.get_current_span().get_span_context()
+    context = _trace.get_current_span().get_span_context()
     if not context.is_valid:
         return {}
     return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
@@ -67,7 +71,9 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),

@@ -48,20 +48,31 @@ class SafeNamedSignal(blinker.NamedSignal):
     def __repr__(self) -> str:
         return f'SafeNamedSignal "{self.name}"'
 
+    # The remembered receivers are forgotten after each change, and before: a send
+    # in another thread meanwhile may remember them as they were, until then.
     @override
     def connect(self, receiver: F, sender: Any = blinker.ANY, weak: bool = True) -> F:
         self._calls = {}
-        return super().connect(receiver, sender, weak)
+        try:
+            return super().connect(receiver, sender, weak)
+        finally:
+            self._calls = {}
 
     @override
     def _disconnect(self, receiver_id: Hashable, sender_id: Hashable) -> None:
         self._calls = {}
-        super()._disconnect(receiver_id, sender_id)
+        try:
+            super()._disconnect(receiver_id, sender_id)
+        finally:
+            self._calls = {}
 
     @override
     def _clear_state(self) -> None:
         self._calls = {}
-        super()._clear_state()
+        try:
+            super()._clear_state()
+        finally:
+            self._calls = {}
 
     def _receivers_of(self, sender: Any) -> tuple[Callable[..., Any], ...]:
         calls = self._calls
@@ -105,7 +116,9 @@ job_scheduling = _signal(
 )
 job_started = _signal("job_started", "Sent by a worker before it runs a job: (namespace, job).")
 job_finished = _signal(
-    "job_finished", "Sent by a worker after a job ran, whatever the outcome: (namespace, job)."
+    "job_finished",
+    "Sent by a worker after a job ran, whatever the outcome, and after each job_started "
+    "(also for a job taken over right before its task was called): (namespace, job).",
 )
 job_schedule_retry = _signal(
     "job_schedule_retry", "Sent when a failed job will be retried: (namespace, job, err)."

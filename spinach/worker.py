@@ -284,6 +284,8 @@ class Workers(ABC):
             "right before its task was called: not run here",
             job,
         )
+        # Its job_started was sent: what receivers began there, they end here.
+        signals.job_finished.send(self._namespace, job=job)
 
     def _started(self, job: Job) -> float:
         job.status = JobStatus.RUNNING

@@ -3,7 +3,7 @@
 :class:`SpinachInstrumentor` makes, for each job, a PRODUCER span where it is
 scheduled and a CONSUMER span where it runs, in one trace: the scheduling
 span's context travels in the job's :attr:`~spinach.job.Job.meta` (W3C
-``traceparent``, through the globally configured propagator). Spans follow
+``traceparent`` and ``tracestate``; not baggage). Spans follow
 the OpenTelemetry messaging semantic conventions: ``create <queue>`` and
 ``process <queue>``, with ``messaging.*`` attributes; a failed run that will
 run again adds a ``retry`` event; a failure is recorded on the span. Without
@@ -19,9 +19,10 @@ import time
 from contextvars import Token
 from typing import Any, Callable
 
-from opentelemetry import context, propagate, trace
+from opentelemetry import context, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from .. import signals
 from ..job import Job
@@ -32,6 +33,8 @@ __all__ = ["SpinachInstrumentor"]
 SYSTEM = "spinach"
 #: The global tracer providers of the API alone: no span is recorded.
 _NO_SDK = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+#: The job's meta carries the W3C trace context only (not baggage: the meta is small).
+_PROPAGATOR = TraceContextTextMapPropagator()
 
 
 class SpinachInstrumentor:
@@ -97,12 +100,12 @@ class SpinachInstrumentor:
             kind=SpanKind.PRODUCER,
             attributes=self._attributes(namespace, job, "create"),
         ):
-            propagate.inject(job.meta)
+            _PROPAGATOR.inject(job.meta)
 
     def _on_started(self, namespace: str, job: Job, **kwargs: Any) -> None:
         if not self._tracing():
             return
-        created = propagate.extract(job.meta)
+        created = _PROPAGATOR.extract(job.meta)
         creation = trace.get_current_span(created).get_span_context()
         links = [Link(creation)] if creation.is_valid else []
         attributes = self._attributes(namespace, job, "process")
@@ -115,7 +118,7 @@ class SpinachInstrumentor:
             links=links,
         )
         # Current while the task runs, so that its own spans are children of it.
-        token = context.attach(trace.set_span_in_context(span))
+        token = context.attach(trace.set_span_in_context(span, context.get_current()))
         with self._lock:
             self._running[id(job)] = (span, token)
 
