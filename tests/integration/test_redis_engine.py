@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -651,38 +652,23 @@ def test_a_longer_rate_period_keeps_the_starts_counted(
     broker.flush()
 
 
-def test_workers_of_rate_limited_tasks_start_on_a_full_redis(own_server: RedisServer) -> None:
-    """Redis at maxmemory with noeviction: an engine whose only task is rate-limited
-    stores its limit, starts and drains its queue (every script's first write is a
-    removal)."""
+@pytest.mark.parametrize(
+    "limit",
+    [{"rate_limit": (5, timedelta(seconds=1))}, {"max_concurrency": 2, "max_retries": 1}],
+    ids=["rate", "concurrency"],
+)
+def test_workers_of_limited_tasks_drain_a_full_redis(
+    own_server: RedisServer, limit: dict[str, Any]
+) -> None:
+    """Redis at maxmemory with noeviction: an engine whose only task is rate- or
+    concurrency-limited stores its limit, starts, drains its queue and frees its
+    slots (every script's first write is a removal), and can still be counted."""
     own_server.start("--maxmemory-policy", "noeviction")
     client = redis.Redis(port=own_server.port)
     broker = RedisBroker.from_url(own_server.url)
     engine = Engine(broker, "full")
     ran: list[int] = []
-    engine.task(lambda i: ran.append(i), name="rated", rate_limit=(5, timedelta(seconds=1)))
-    for i in range(7):
-        engine.schedule("rated", i)
-    for i in range(50):
-        client.set(f"junk:{i}", "x" * 100_000)
-    client.config_set("maxmemory", int(client.info("memory")["used_memory"] * 0.9))
-    engine.start_workers(number=2, stop_when_queue_empty=True)
-    assert sorted(ran) == list(range(7))
-    assert client.info("memory")["used_memory"] > int(client.config_get("maxmemory")["maxmemory"])
-    broker.close()
-    client.close()
-
-
-def test_workers_of_concurrency_limited_tasks_drain_a_full_redis(own_server: RedisServer) -> None:
-    """Redis at maxmemory with noeviction: jobs of a concurrency-limited task are
-    recorded, their slots freed, and the queue drained (recording removes the
-    running records before it frees a slot)."""
-    own_server.start("--maxmemory-policy", "noeviction")
-    client = redis.Redis(port=own_server.port)
-    broker = RedisBroker.from_url(own_server.url)
-    engine = Engine(broker, "full")
-    ran: list[int] = []
-    engine.task(lambda i: ran.append(i), name="limited", max_concurrency=2, max_retries=1)
+    engine.task(lambda i: ran.append(i), name="limited", **limit)
     for i in range(7):
         engine.schedule("limited", i)
     for i in range(50):
