@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -31,6 +32,9 @@ JobId: TypeAlias = Union[uuid.UUID, str, Job]
 #: Longest wait of get_result between two looks at the job, in seconds: a
 #: safety net for a notification lost while reconnecting, not the way it wakes up.
 _LOOK_AGAIN = 5.0
+#: Shortest and longest pause of get_result_async between two checks of the
+#: notification of a job's end (a threading.Event, which asyncio cannot await).
+_FIRST_PAUSE, _LONGEST_PAUSE = 0.002, 0.05
 
 
 def job_id_text(job_id: JobId) -> str | None:
@@ -94,29 +98,76 @@ class JobLifecycle:
         with self._broker.watch_job(text) as ended:
             while True:
                 ended.clear()
-                info = self._broker.get_job(text)
-                if info is None:
-                    raise UnknownJobError(
-                        f"No job {text} is known: it was never scheduled in this namespace, "
-                        "or it ended and nothing of it is kept (its task keeps no result, or "
-                        "its result expired)"
-                    )
+                info = self._not_failed(text, self._broker.get_job(text))
                 if info.status is JobStatus.SUCCEEDED:
                     return info.result
-                if info.status is JobStatus.FAILED:
-                    raise JobFailedError(info)
-                if info.status is JobStatus.CANCELLED:
-                    raise JobCancelledError(info)
-                self._check_keeps_result(info)
-                wait = _LOOK_AGAIN
-                if deadline is not None:
-                    wait = min(wait, deadline - time.monotonic())
-                    if wait <= 0:
-                        raise TimeoutError(
-                            f"Job {text} of task {info.task_name!r} had not ended after "
-                            f"{timeout:g} s (it is {info.status.name})"
-                        )
-                ended.wait(wait)
+                ended.wait(self._wait_for(text, info, deadline, timeout))
+
+    async def get_job_async(self, job_id: JobId) -> JobInfo | None:
+        """:meth:`get_job` for asyncio code: the broker is read in a thread of
+        the loop's default executor, and the loop goes on meanwhile."""
+        return await asyncio.to_thread(self.get_job, job_id)
+
+    async def get_result_async(self, job_id: JobId, timeout: float | None = None) -> Any:
+        """:meth:`get_result` for asyncio code: each look at the job is made in a
+        thread of the loop's default executor, and the wait between two looks,
+        woken by the broker's notifications too, holds no thread."""
+        if timeout is not None and timeout < 0:
+            raise ConfigurationError(
+                f"get_result_async(timeout=...) must be 0 or more, got {timeout!r}"
+            )
+        text = job_id_text(job_id)
+        if text is None:
+            raise UnknownJobError(f"{job_id!r} is not a job id: pass job.id or its text")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._broker.watch_job(text) as ended:
+            while True:
+                ended.clear()
+                info = self._not_failed(text, await asyncio.to_thread(self._broker.get_job, text))
+                if info.status is JobStatus.SUCCEEDED:
+                    return info.result
+                wait_until = time.monotonic() + self._wait_for(text, info, deadline, timeout)
+                pause = _FIRST_PAUSE
+                while not ended.is_set() and time.monotonic() < wait_until:
+                    await asyncio.sleep(min(pause, max(0.0, wait_until - time.monotonic())))
+                    pause = min(pause * 2, _LONGEST_PAUSE)
+
+    def _not_failed(self, text: str, info: JobInfo | None) -> JobInfo:
+        """``info``, of a job that succeeded or has not ended yet.
+
+        Raises:
+            UnknownJobError, JobFailedError, JobCancelledError: as :meth:`get_result`.
+        """
+        if info is None:
+            raise UnknownJobError(
+                f"No job {text} is known: it was never scheduled in this namespace, "
+                "or it ended and nothing of it is kept (its task keeps no result, or "
+                "its result expired)"
+            )
+        if info.status is JobStatus.FAILED:
+            raise JobFailedError(info)
+        if info.status is JobStatus.CANCELLED:
+            raise JobCancelledError(info)
+        if info.status is not JobStatus.SUCCEEDED:
+            self._check_keeps_result(info)
+        return info
+
+    @staticmethod
+    def _wait_for(text: str, info: JobInfo, deadline: float | None, timeout: float | None) -> float:
+        """Seconds to wait before the next look at a job that has not ended.
+
+        Raises:
+            TimeoutError: ``deadline`` has passed.
+        """
+        wait = _LOOK_AGAIN
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                raise TimeoutError(
+                    f"Job {text} of task {info.task_name!r} had not ended after "
+                    f"{timeout:g} s (it is {info.status.name})"
+                )
+        return wait
 
     def _check_keeps_result(self, info: JobInfo) -> None:
         task = self._tasks.tasks.get(info.task_name)

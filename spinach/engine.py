@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import inspect
@@ -203,6 +204,23 @@ class Engine(JobLifecycle):
         ]
         self._broker.enqueue_jobs(jobs)
         return jobs
+
+    async def schedule_async(self, task: TaskLike, *args: Any, **kwargs: Any) -> Job:
+        """:meth:`schedule` for asyncio code (FastAPI, Starlette, aiohttp): the job
+        is built and stored in a thread of the loop's default executor, so that
+        the loop goes on meanwhile. The context (an OpenTelemetry span, say) is
+        the caller's."""
+        return await asyncio.to_thread(self.schedule, task, *args, **kwargs)
+
+    async def schedule_at_async(
+        self, task: TaskLike, at: datetime, *args: Any, **kwargs: Any
+    ) -> Job:
+        """:meth:`schedule_at` for asyncio code, as :meth:`schedule_async`."""
+        return await asyncio.to_thread(self.schedule_at, task, at, *args, **kwargs)
+
+    async def schedule_batch_async(self, batch: Batch) -> list[Job]:
+        """:meth:`schedule_batch` for asyncio code, as :meth:`schedule_async`."""
+        return await asyncio.to_thread(self.schedule_batch, batch)
 
     def _build_job(
         self,
