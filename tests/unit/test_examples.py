@@ -24,6 +24,7 @@ KEY_LINES = {
     "batches.py": "stored 6 jobs in one call: {'spinach': 6}",
     "asyncio_workers.py": "fetched 10 URLs",
     "signals.py": "[billing only] divide(1, 0) failed: ZeroDivisionError",
+    "fastapi_app.py": "3 orders charged",
 }
 
 
