@@ -89,12 +89,7 @@ class JobLifecycle:
             UnknownJobError: the job is unknown, its result expired, or its
                 task keeps no result.
         """
-        if timeout is not None and timeout < 0:
-            raise ConfigurationError(f"get_result(timeout=...) must be 0 or more, got {timeout!r}")
-        text = job_id_text(job_id)
-        if text is None:
-            raise UnknownJobError(f"{job_id!r} is not a job id: pass job.id or its text")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        text, deadline = self._wait_target("get_result", job_id, timeout)
         with self._broker.watch_job(text) as ended:
             while True:
                 ended.clear()
@@ -112,14 +107,7 @@ class JobLifecycle:
         """:meth:`get_result` for asyncio code: each look at the job is made in a
         thread of the loop's default executor, and the wait between two looks,
         woken by the broker's notifications too, holds no thread."""
-        if timeout is not None and timeout < 0:
-            raise ConfigurationError(
-                f"get_result_async(timeout=...) must be 0 or more, got {timeout!r}"
-            )
-        text = job_id_text(job_id)
-        if text is None:
-            raise UnknownJobError(f"{job_id!r} is not a job id: pass job.id or its text")
-        deadline = None if timeout is None else time.monotonic() + timeout
+        text, deadline = self._wait_target("get_result_async", job_id, timeout)
         with self._broker.watch_job(text) as ended:
             while True:
                 ended.clear()
@@ -131,6 +119,21 @@ class JobLifecycle:
                 while not ended.is_set() and time.monotonic() < wait_until:
                     await asyncio.sleep(min(pause, max(0.0, wait_until - time.monotonic())))
                     pause = min(pause * 2, _LONGEST_PAUSE)
+
+    @staticmethod
+    def _wait_target(method: str, job_id: JobId, timeout: float | None) -> tuple[str, float | None]:
+        """The job id's text and the time.monotonic() deadline of a wait for its result.
+
+        Raises:
+            ConfigurationError: ``timeout`` is negative.
+            UnknownJobError: ``job_id`` is not a job id.
+        """
+        if timeout is not None and timeout < 0:
+            raise ConfigurationError(f"{method}(timeout=...) must be 0 or more, got {timeout!r}")
+        text = job_id_text(job_id)
+        if text is None:
+            raise UnknownJobError(f"{job_id!r} is not a job id: pass job.id or its text")
+        return text, None if timeout is None else time.monotonic() + timeout
 
     def _not_failed(self, text: str, info: JobInfo | None) -> JobInfo:
         """``info``, of a job that succeeded or has not ended yet.
