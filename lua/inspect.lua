@@ -101,22 +101,22 @@ for _, queue in ipairs(names) do
     local c = counts[queue]
     if c.ready + c.held + c.future + c.running > 0 then
         table.insert(queues, queue)
-    table.insert(queues, c.ready)
-    table.insert(queues, c.held)
-    table.insert(queues, c.future)
+        table.insert(queues, c.ready)
+        table.insert(queues, c.held)
+        table.insert(queues, c.future)
         table.insert(queues, c.running)
     end
 end
 
-local alive = {}
+local registered = {}
 local beats = redis.call("ZRANGE", workers, 0, -1, "WITHSCORES")
 for i = 1, #beats, 2 do
     local worker = beats[i]
-    table.insert(alive, worker)
-    table.insert(alive, beats[i + 1])
-    table.insert(alive, redis.call("HGET", workers_info, worker) or "")
-    table.insert(alive, running_by_worker[worker] or 0)
+    table.insert(registered, worker)
+    table.insert(registered, beats[i + 1])
+    table.insert(registered, redis.call("HGET", workers_info, worker) or "")
+    table.insert(registered, running_by_worker[worker] or 0)
 end
 
 local dropped = tonumber(redis.call("GET", failed_dropped) or "0") or 0
-return {queues, alive, redis.call("ZCARD", failed_index), dropped}
+return {queues, registered, redis.call("ZCARD", failed_index), dropped}
