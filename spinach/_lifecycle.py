@@ -99,19 +99,20 @@ class JobLifecycle:
                 ended.wait(self._wait_for(text, info, deadline, timeout))
 
     async def get_job_async(self, job_id: JobId) -> JobInfo | None:
-        """:meth:`get_job` for asyncio code: the broker is read in a thread of
-        the loop's default executor, and the loop goes on meanwhile."""
-        return await asyncio.to_thread(self.get_job, job_id)
+        """:meth:`get_job` for asyncio code: the loop goes on while the broker
+        is read (see :meth:`Broker.get_job_async`)."""
+        text = job_id_text(job_id)
+        return None if text is None else await self._broker.get_job_async(text)
 
     async def get_result_async(self, job_id: JobId, timeout: float | None = None) -> Any:
-        """:meth:`get_result` for asyncio code: each look at the job is made in a
-        thread of the loop's default executor, and the wait between two looks,
-        woken by the broker's notifications too, holds no thread."""
+        """:meth:`get_result` for asyncio code: the loop goes on while the job is
+        read, and the wait between two looks, woken by the broker's
+        notifications too, holds no thread."""
         text, deadline = self._wait_target("get_result_async", job_id, timeout)
         with self._broker.watch_job(text) as ended:
             while True:
                 ended.clear()
-                info = self._not_failed(text, await asyncio.to_thread(self._broker.get_job, text))
+                info = self._not_failed(text, await self._broker.get_job_async(text))
                 if info.status is JobStatus.SUCCEEDED:
                     return info.result
                 wait_until = time.monotonic() + self._wait_for(text, info, deadline, timeout)

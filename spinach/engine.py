@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import contextlib
 import inspect
@@ -206,21 +205,29 @@ class Engine(JobLifecycle):
         return jobs
 
     async def schedule_async(self, task: TaskLike, *args: Any, **kwargs: Any) -> Job:
-        """:meth:`schedule` for asyncio code (FastAPI, Starlette, aiohttp): the job
-        is built and stored in a thread of the loop's default executor, so that
-        the loop goes on meanwhile. The context (an OpenTelemetry span, say) is
-        the caller's."""
-        return await asyncio.to_thread(self.schedule, task, *args, **kwargs)
+        """:meth:`schedule` for asyncio code (FastAPI, Starlette, aiohttp): the
+        loop goes on while the job is stored (see :meth:`Broker.enqueue_jobs_async`)."""
+        job = self._build_job(task, None, args, kwargs, await self._broker.now_async())
+        await self._broker.enqueue_jobs_async([job])
+        return job
 
     async def schedule_at_async(
         self, task: TaskLike, at: datetime, *args: Any, **kwargs: Any
     ) -> Job:
         """:meth:`schedule_at` for asyncio code, as :meth:`schedule_async`."""
-        return await asyncio.to_thread(self.schedule_at, task, at, *args, **kwargs)
+        job = self._build_job(task, at, args, kwargs, await self._broker.now_async())
+        await self._broker.enqueue_jobs_async([job])
+        return job
 
     async def schedule_batch_async(self, batch: Batch) -> list[Job]:
         """:meth:`schedule_batch` for asyncio code, as :meth:`schedule_async`."""
-        return await asyncio.to_thread(self.schedule_batch, batch)
+        now = await self._broker.now_async()
+        jobs = [
+            self._build_job(task, at, args, kwargs, now)
+            for task, at, args, kwargs in batch.jobs_to_create
+        ]
+        await self._broker.enqueue_jobs_async(jobs)
+        return jobs
 
     def _build_job(
         self,

@@ -29,6 +29,7 @@ for it, a script of the same name in ``lua/``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
 import json
@@ -352,6 +353,30 @@ class Broker(ABC):
 
     def stop(self) -> None:  # noqa: B027 - an optional hook, empty by design
         """Called when the engine's workers have stopped."""
+
+    # -- for asyncio code ----------------------------------------------------
+    #
+    # What the engine's ``*_async`` methods call. By default each runs its
+    # blocking counterpart in a thread of the running loop's default executor,
+    # so that a broker written without them works unchanged; a broker with an
+    # asyncio client of its own overrides them, to hold no thread at all.
+
+    async def now_async(self) -> datetime:
+        """:meth:`now` for asyncio code."""
+        return await asyncio.to_thread(self.now)
+
+    async def enqueue_jobs_async(self, jobs: Sequence[Job]) -> None:
+        """:meth:`enqueue_jobs` for asyncio code, with the same contract."""
+        await asyncio.to_thread(self.enqueue_jobs, jobs)
+
+    async def get_job_async(self, job_id: str) -> JobInfo | None:
+        """:meth:`get_job` for asyncio code, with the same contract."""
+        return await asyncio.to_thread(self.get_job, job_id)
+
+    async def close_async(self) -> None:  # noqa: B027 - an optional hook, empty by design
+        """Release what the methods above hold for the running event loop
+        (its connections); call it before the loop ends. They may be called
+        again afterwards, and take new ones."""
 
     # -- atomic operations --------------------------------------------------
 

@@ -274,6 +274,21 @@ class MemoryBroker(Broker):
                         ns.unique_of[job_id] = key
         self._store.notify(self.namespace)
 
+    # The store is in this process and its lock is held briefly: the asyncio
+    # variants call the blocking ones without a thread.
+
+    @override
+    async def now_async(self) -> datetime:
+        return self.now()
+
+    @override
+    async def enqueue_jobs_async(self, jobs: Sequence[Job]) -> None:
+        self.enqueue_jobs(jobs)
+
+    @override
+    async def get_job_async(self, job_id: str) -> JobInfo | None:
+        return self.get_job(job_id)
+
     @override
     def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
         handed: list[Job] = []

@@ -24,14 +24,15 @@ advancing ``clock``.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -42,6 +43,7 @@ from ..task import Task
 
 __all__ = [
     "AdoptJobsOfDeadWorkersContract",
+    "AsyncVariantsContract",
     "BrokerContract",
     "CancelJobContract",
     "CountJobsContract",
@@ -69,6 +71,7 @@ __all__ = [
 ]
 
 MakeBroker = Callable[[str], Broker]
+_T = TypeVar("_T")
 
 #: The start of the contract clock: any fixed, recent time works.
 EPOCH = 1_790_000_000.0
@@ -1912,6 +1915,103 @@ class JobActivityContract(_Base):
             broker.job_activity(minutes)
 
 
+class AsyncVariantsContract(_Base):
+    """:meth:`Broker.now_async`, :meth:`Broker.enqueue_jobs_async`,
+    :meth:`Broker.get_job_async` and :meth:`Broker.close_async`: the same
+    contracts as the blocking operations, awaited from an event loop."""
+
+    @staticmethod
+    def run(broker: Broker, body: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+        """Await ``body()`` in a new event loop, then close what the broker holds for it."""
+
+        async def main() -> _T:
+            try:
+                return await body()
+            finally:
+                await broker.close_async()
+
+        return asyncio.run(main())
+
+    def test_enqueue_stores_as_the_blocking_call(self, broker: Broker, clock: ManualClock) -> None:
+        """Ready jobs are handed out in order, a future one is kept aside, a
+        call sent again stores nothing twice, and no job is accepted."""
+        ready = [self.job(clock, args=(i,)) for i in range(3)]
+        future = self.job(clock, delay=60)
+
+        async def body() -> None:
+            await broker.enqueue_jobs_async([*ready, future])
+            await broker.enqueue_jobs_async([ready[0], future])
+            await broker.enqueue_jobs_async([])
+
+        self.run(broker, body)
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == self.ids(ready)
+        assert broker.count_jobs().future == 1
+
+    def test_unique_job_takes_the_id_of_the_holder(
+        self, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A job whose unique key a waiting job holds takes that job's id."""
+        first, second = EnqueueJobsContract.unique_job(clock), EnqueueJobsContract.unique_job(clock)
+        broker.enqueue_jobs([first])
+
+        async def body() -> None:
+            await broker.enqueue_jobs_async([second])
+
+        self.run(broker, body)
+        assert second.id == first.id
+        assert sum(broker.count_jobs().queued.values()) == 1
+
+    def test_get_job_reads_as_the_blocking_call(self, broker: Broker, clock: ManualClock) -> None:
+        """Queued, waiting, running and succeeded jobs, and an unknown id, read the same."""
+        queued, waiting = self.job(clock, queue="other"), self.job(clock, delay=60)
+        broker.enqueue_jobs([queued, waiting])
+        running, succeeded = self.hand_out(broker, clock), self.succeeded_job(broker, clock)
+        ids = [str(j.id) for j in (queued, waiting, running, succeeded)] + [str(uuid.uuid4())]
+
+        async def body() -> list[JobInfo | None]:
+            return [await broker.get_job_async(i) for i in ids]
+
+        infos = self.run(broker, body)
+        assert infos == [broker.get_job(i) for i in ids]
+        assert [None if i is None else i.status for i in infos] == [
+            JobStatus.QUEUED,
+            JobStatus.WAITING,
+            JobStatus.RUNNING,
+            JobStatus.SUCCEEDED,
+            None,
+        ]
+
+    def test_now_is_the_broker_time(self, broker: Broker, clock: ManualClock) -> None:
+        """now_async tells the time of now, the broker's clock."""
+        clock.advance(12.5)
+
+        async def body() -> float:
+            return (await broker.now_async()).timestamp()
+
+        assert self.run(broker, body) == pytest.approx(broker.now().timestamp(), abs=1e-3)
+
+    def test_one_event_loop_after_another(self, broker: Broker, clock: ManualClock) -> None:
+        """A loop that ends after close_async leaves nothing that another loop
+        trips over: each awaits the broker in turn (asyncio.run, one after
+        another, as a test suite does)."""
+        jobs = [self.job(clock, args=(i,)) for i in range(3)]
+        for job in jobs:
+
+            async def body(job: Job = job) -> JobInfo | None:
+                await broker.enqueue_jobs_async([job])
+                return await broker.get_job_async(str(job.id))
+
+            info = self.run(broker, body)
+            assert info is not None
+            assert (info.id, info.status) == (job.id, JobStatus.QUEUED)
+        assert self.ids(broker.get_jobs_from_queue("q", 10)) == self.ids(jobs)
+
+        async def nothing_opened() -> None:
+            await broker.close_async()
+
+        self.run(broker, nothing_opened)
+
+
 class FlushContract(_Base):
     """:meth:`Broker.flush`."""
 
@@ -2052,6 +2152,7 @@ class BrokerContract(
     CountJobsContract,
     InspectContract,
     JobActivityContract,
+    AsyncVariantsContract,
     FlushContract,
     NamespaceContract,
     WaitForEventContract,

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 
 import pytest
 import redis
+import redis.asyncio
 
 from spinach import Engine, Tasks
 from spinach.brokers.base import Broker
@@ -139,8 +140,20 @@ def namespaces_on_every_master(client: redis.RedisCluster, per_master: int = 1) 
 class TestRedisClusterBroker(BrokerContract):
     @pytest.fixture
     def make_broker(self, clock: ManualClock, cluster_client: redis.RedisCluster) -> MakeBroker:
+        port, decode = (
+            cluster_client.get_default_node().port,
+            cluster_client.get_encoder().decode_responses,
+        )
+
         def make(namespace: str) -> Broker:
-            broker = RedisBroker(cluster_client, clock=clock, sync_clock=False)
+            broker = RedisBroker(
+                cluster_client,
+                clock=clock,
+                sync_clock=False,
+                async_redis=lambda: redis.asyncio.RedisCluster(
+                    host="127.0.0.1", port=port, decode_responses=decode
+                ),
+            )
             broker.namespace = namespace
             return broker
 

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 import redis
+import redis.asyncio
 
 from spinach.brokers.base import Broker
 from spinach.brokers.redis import RedisBroker
@@ -17,9 +18,20 @@ from spinach.testing.contract import BrokerContract, MakeBroker
 
 class TestRedisBroker(BrokerContract):
     @pytest.fixture
-    def make_broker(self, clock: ManualClock, redis_client: redis.Redis) -> MakeBroker:
+    def make_broker(
+        self, clock: ManualClock, redis_client: redis.Redis, redis_url: str
+    ) -> MakeBroker:
+        decode = redis_client.get_encoder().decode_responses
+
         def make(namespace: str) -> Broker:
-            broker = RedisBroker(redis_client, clock=clock, sync_clock=False)
+            broker = RedisBroker(
+                redis_client,
+                clock=clock,
+                sync_clock=False,
+                async_redis=lambda: redis.asyncio.Redis.from_url(
+                    redis_url, decode_responses=decode
+                ),
+            )
             broker.namespace = namespace
             return broker
 

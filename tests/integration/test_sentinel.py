@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -250,12 +251,21 @@ def test_broker_from_a_sentinel_url(
     guarded_sentinels: Sentinels, namespace: str, from_url: Callable[..., RedisBroker]
 ) -> None:
     """A broker made from a redis+sentinel:// URL finds the master through sentinels
-    wanting a password of their own, and runs jobs on it."""
+    wanting a password of their own, and runs jobs on it; so does its asyncio side."""
     broker = from_url(guarded_sentinels.url(query="socket_timeout=2"))
     runs: list[int] = []
     engine = make_engine(broker, namespace, runs)
-    for i in range(20):
+    for i in range(10):
         engine.schedule("record", i)
+
+    async def schedule_the_others() -> None:
+        try:
+            for i in range(10, 20):
+                await engine.schedule_async("record", i)
+        finally:
+            await broker.close_async()
+
+    asyncio.run(schedule_the_others())
     engine.start_workers(number=2, block=False)
     try:
         wait_for(lambda: len(runs) == 20, timeout=30)

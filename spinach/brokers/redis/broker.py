@@ -10,6 +10,7 @@ keys is described in ``docs/redis.md``; clusters and Sentinel in
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import logging
@@ -17,6 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Union, cast
 
 import redis as redis_py
@@ -28,7 +30,7 @@ from ..._ended import keeps_record, outcome_of
 from ...clock import Clock, SystemClock
 from ...const import DEFAULT_ENQUEUE_JOB_RETRIES
 from ...exc import ConfigurationError
-from ...job import Job, JobStatus
+from ...job import Job, JobInfo, JobStatus
 from ..base import (
     ACTIVITY_MINUTES,
     Broker,
@@ -43,6 +45,7 @@ from ..base import (
     describe_this_process,
     runs_again,
 )
+from .aio import AsyncClients
 from .clock import ServerClock
 from .errors import ENQUEUE_WINDOW, full, is_full, refused_clearly, too_late, unreachable
 from .keys import Keys
@@ -50,12 +53,14 @@ from .listener import Listener
 from .payload import pack, salvage, unpack
 from .records import JobRecords, _text
 from .scripts import read_script
-from .url import CLIENT_DEFAULTS, client_from_url
+from .steps import Call, Pause, Resync, Step, Steps, drive, drive_async
+from .url import CLIENT_DEFAULTS, async_client_from_url, client_from_url
 
 if TYPE_CHECKING:
     from typing_extensions import TypeAlias
 
     from ...task import Task
+    from .clock import AsyncRedisClient
 
 #: The clients a RedisBroker accepts: a plain (or Sentinel) client, or a cluster client.
 RedisClient: TypeAlias = Union[redis_py.Redis, redis_py.RedisCluster]
@@ -93,6 +98,8 @@ _CANCELLED_FROM = {1: JobStatus.WAITING, 2: JobStatus.QUEUED, 3: JobStatus.RUNNI
 _PART_BYTES = 64 * 1024 * 1024
 #: Tries of a script whose queue list turned out stale before giving up for this round.
 _QUEUE_REFRESHES = 3
+#: The scripts of the operations that asyncio code calls (see Broker.enqueue_jobs_async).
+_ASYNC_SCRIPTS = ("enqueue_jobs", "get_job")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -145,6 +152,12 @@ class RedisBroker(JobRecords, Broker):
         sync_clock: decide times on the Redis server's clock (this host's
             clock corrected by its measured offset). Turn it off only to
             drive time with a manual clock in tests.
+        async_redis: makes a ``redis.asyncio`` client of the same server
+            (``redis.asyncio.Redis`` or ``RedisCluster``), called once per
+            event loop that schedules jobs or reads them (``schedule_async``,
+            ``get_result_async``...). Without it those calls run the blocking
+            ones in a thread; :meth:`from_url`, and a broker made without
+            ``redis``, make it themselves.
     """
 
     def __init__(
@@ -154,9 +167,14 @@ class RedisBroker(JobRecords, Broker):
         *,
         clock: Clock | None = None,
         sync_clock: bool = True,
+        async_redis: Callable[[], AsyncRedisClient] | None = None,
     ) -> None:
         if redis is None:
             redis = redis_py.Redis(host="localhost", port=6379, **CLIENT_DEFAULTS)
+            if async_redis is None:
+                async_redis = functools.partial(
+                    async_client_from_url, "redis://localhost:6379", **CLIENT_DEFAULTS
+                )
         local = clock if clock is not None else SystemClock()
         super().__init__(ServerClock(local, redis) if sync_clock else local)
         # Heartbeats take the time of the Redis server itself, unless a test
@@ -177,6 +195,7 @@ class RedisBroker(JobRecords, Broker):
         # The listeners of the engine's events, and of job ends (for get_result).
         self._listeners: dict[str, Listener] = {}
         self._listener_lock = threading.Lock()
+        self._async = None if async_redis is None else AsyncClients(async_redis, _ASYNC_SCRIPTS)
 
     @classmethod
     def from_url(
@@ -203,12 +222,14 @@ class RedisBroker(JobRecords, Broker):
         Raises:
             ConfigurationError: the URL has none of these forms, or is malformed.
         """
-        client = client_from_url(url, **{**CLIENT_DEFAULTS, **redis_kwargs})
+        kwargs = {**CLIENT_DEFAULTS, **redis_kwargs}
+        client = client_from_url(url, **kwargs)
         return cls(
             client,
             enqueue_job_max_retries=enqueue_job_max_retries,
             clock=clock,
             sync_clock=sync_clock,
+            async_redis=functools.partial(async_client_from_url, url, **kwargs),
         )
 
     @property
@@ -307,8 +328,21 @@ class RedisBroker(JobRecords, Broker):
 
     @override
     def enqueue_jobs(self, jobs: Sequence[Job]) -> None:
-        if not jobs:
-            return
+        if jobs:
+            drive(self._enqueue_steps(jobs), self._carry_out)
+
+    @override
+    async def enqueue_jobs_async(self, jobs: Sequence[Job]) -> None:
+        if self._async is None:
+            await super().enqueue_jobs_async(jobs)
+        elif jobs:
+            await drive_async(self._enqueue_steps(jobs), self._carry_out_async)
+
+    def _enqueue_steps(self, jobs: Sequence[Job]) -> Steps[None]:
+        """Storing ``jobs``, as steps (see :mod:`.steps`) that a blocking or an
+        asyncio caller carries out."""
+        if self._clock_due():
+            yield Resync()
         call_id = uuid.uuid4().hex
         keys, args = self._enqueue_arguments(jobs, call_id)
         # Only a call leaving a marker has a window (see ENQUEUE_WINDOW).
@@ -317,7 +351,7 @@ class RedisBroker(JobRecords, Broker):
         resynced = False
         for attempt in itertools.count():
             try:
-                reply = self._run("enqueue_jobs", keys, args)
+                reply = yield Call(keys, args)
                 if isinstance(reply, list):
                     # Unique jobs not stored: each takes the id of the job holding its key.
                     for i in range(1, len(reply), 2):
@@ -332,8 +366,7 @@ class RedisBroker(JobRecords, Broker):
                 # marker, counted from the bad time, may be gone.
                 if resynced or attempt > 0 or time.monotonic() - first_try >= ENQUEUE_WINDOW:
                     raise too_late(jobs, "Redis ran it")
-                assert isinstance(self._clock, ServerClock)
-                self._clock.sync()
+                yield Resync()
                 resynced = True
                 keys, args = self._enqueue_arguments(jobs, call_id)
             except redis_py.ResponseError as e:
@@ -349,7 +382,52 @@ class RedisBroker(JobRecords, Broker):
                 logger.warning(
                     "Redis unreachable while scheduling (%s), retrying in %.2f s", e, wait
                 )
-                time.sleep(wait)
+                yield Pause(wait)
+
+    def _clock_due(self) -> bool:
+        return isinstance(self._clock, ServerClock) and self._clock.due()
+
+    def _carry_out(self, step: Step) -> Any:
+        if isinstance(step, Call):
+            return self._run("enqueue_jobs", step.keys, step.args)
+        if isinstance(step, Pause):
+            time.sleep(step.seconds)
+        elif isinstance(self._clock, ServerClock):
+            self._clock.sync()
+        return None
+
+    async def _carry_out_async(self, step: Step) -> Any:
+        assert self._async is not None
+        if isinstance(step, Call):
+            return await self._async.run("enqueue_jobs", step.keys, step.args)
+        if isinstance(step, Pause):
+            await asyncio.sleep(step.seconds)
+        elif isinstance(self._clock, ServerClock):
+            await self._clock.sync_async(self._async.client())
+        return None
+
+    @override
+    async def now_async(self) -> datetime:
+        if self._async is None:
+            return await super().now_async()
+        if self._clock_due():
+            assert isinstance(self._clock, ServerClock)
+            await self._clock.sync_async(self._async.client())
+        return self.now()
+
+    @override
+    async def get_job_async(self, job_id: str) -> JobInfo | None:
+        if self._async is None:
+            return await super().get_job_async(job_id)
+        keys, args = self._get_job_call(job_id)
+        reply = await self._async.run("get_job", keys, args)
+        now = await self.now_async()
+        return self._job_info(job_id, reply, lambda: now)
+
+    @override
+    async def close_async(self) -> None:
+        if self._async is not None:
+            await self._async.close()
 
     @override
     def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:

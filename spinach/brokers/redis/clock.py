@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, Union
 
 import redis as redis_py
 from typing_extensions import override
 
 from ...clock import Clock
+
+if TYPE_CHECKING:
+    import redis.asyncio as redis_asyncio
+    from typing_extensions import TypeAlias
+
+    #: The ``redis.asyncio`` clients of the asyncio side of a RedisBroker.
+    AsyncRedisClient: TypeAlias = Union[redis_asyncio.Redis, redis_asyncio.RedisCluster]
 
 __all__ = ["ServerClock"]
 
@@ -39,9 +47,13 @@ class ServerClock(Clock):
 
     @override
     def time(self) -> float:
-        if self._synced_at is None or time.monotonic() - self._synced_at > _CLOCK_SYNC_INTERVAL:
+        if self.due():
             self.sync()
         return self._local.time() + self._offset
+
+    def due(self) -> bool:
+        """Whether the offset is to be measured again before the next reading."""
+        return self._synced_at is None or time.monotonic() - self._synced_at > _CLOCK_SYNC_INTERVAL
 
     def sync(self) -> bool:
         """Measure the offset again (one round trip); keep the last one if Redis
@@ -52,11 +64,34 @@ class ServerClock(Clock):
         started = self._synced_at = time.monotonic()
         try:
             before = self._local.time()
-            seconds, microseconds = self._client.time()
+            server_time = self._client.time()
             after = self._local.time()
         except redis_py.RedisError as e:
-            logger.warning("Could not read the Redis server's clock (%s); using the last offset", e)
-            return False
+            return self._unread(e)
+        return self._measured_by(started, before, server_time, after)
+
+    async def sync_async(self, client: AsyncRedisClient) -> bool:
+        """:meth:`sync` for asyncio code, through ``client`` (a ``redis.asyncio``
+        client of the same server)."""
+        started = self._synced_at = time.monotonic()
+        try:
+            before = self._local.time()
+            server_time = await client.time()
+            after = self._local.time()
+        except redis_py.RedisError as e:
+            return self._unread(e)
+        return self._measured_by(started, before, server_time, after)
+
+    def _unread(self, error: redis_py.RedisError) -> bool:
+        logger.warning("Could not read the Redis server's clock (%s); using the last offset", error)
+        return False
+
+    def _measured_by(
+        self, started: float, before: float, server_time: tuple[int, int], after: float
+    ) -> bool:
+        """Keep the offset that a reading of the server's clock (TIME's reply,
+        between ``before`` and ``after`` on this host's clock) gives, unless
+        the round trip begun at ``started`` (time.monotonic()) took too long."""
         round_trip = time.monotonic() - started
         if round_trip > _MAX_ROUND_TRIP and self._measured:
             logger.info(
@@ -64,6 +99,7 @@ class ServerClock(Clock):
             )
             self._synced_at = started - _CLOCK_SYNC_INTERVAL + _RETRY_AFTER
             return False
+        seconds, microseconds = server_time
         self._offset = seconds + microseconds / 1e6 - (before + after) / 2
         self._measured = True
         return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..._ended import read_record, split_record
 from ...job import Job, JobInfo, JobStatus
@@ -52,20 +52,28 @@ class JobRecords:
         def now(self) -> datetime: ...
 
     def get_job(self, job_id: str) -> JobInfo | None:
+        keys, args = self._get_job_call(job_id)
+        return self._job_info(job_id, self._run("get_job", keys, args), self.now)
+
+    def _get_job_call(self, job_id: str) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the get_job script reading ``job_id``."""
         k = self._keys
-        keys = [k.running, k.payloads, k.failed_jobs, k.result(job_id)]
-        reply = self._run("get_job", keys, [job_id])
+        return [k.running, k.payloads, k.failed_jobs, k.result(job_id)], [job_id]
+
+    def _job_info(self, job_id: str, reply: Any, now: Callable[[], datetime]) -> JobInfo | None:
+        """What the get_job script's ``reply`` tells of ``job_id``, with ``now``
+        telling a waiting job from a queued one."""
         where = int(reply[0])
         if where in (1, 2):
             try:
                 job = unpack(job_id, reply[1])
             except ValueError:
                 task_name, queue = salvage(reply[1])
-                job = Job.could_not_read(job_id, "", self.now(), task_name, queue)
+                job = Job.could_not_read(job_id, "", now(), task_name, queue)
             if where == 1:
                 started = _started(_text(reply[2]))
                 return JobInfo.of_job(job, JobStatus.RUNNING, started)
-            status = JobStatus.WAITING if job.at > self.now() else JobStatus.QUEUED
+            status = JobStatus.WAITING if job.at > now() else JobStatus.QUEUED
             return JobInfo.of_job(job, status)
         if where in (3, 4):
             return read_record(job_id, reply[1], unpack, salvage)

@@ -27,12 +27,15 @@ from typing import Any, Callable
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis as redis_py
+import redis.asyncio as redis_asyncio
+from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.connection import parse_url as _redis_parse_url
 from redis.sentinel import Sentinel
 
 from ...exc import ConfigurationError
+from .aio import close_client
 
-__all__ = ["CLIENT_DEFAULTS", "SCHEMES", "client_from_url"]
+__all__ = ["CLIENT_DEFAULTS", "SCHEMES", "async_client_from_url", "client_from_url"]
 
 #: Options of every client a RedisBroker makes, unless its caller sets them: TCP
 #: keepalive, so that a dead peer is noticed; bounded connect and read times, so
@@ -52,6 +55,10 @@ else:
     # without it (Redis before 8) answers with an error, which now and then came
     # back as the reply of the next command (seen as a failed TIME over TLS).
     CLIENT_DEFAULTS["maint_notifications_config"] = MaintNotificationsConfig(enabled=False)
+
+#: Most connections of the asyncio client that a RedisBroker makes from a URL
+#: (see async_client_from_url), unless its caller sets ``max_connections``.
+ASYNC_MAX_CONNECTIONS = 50
 
 _PLAIN = ("redis", "rediss", "unix")
 #: Options of TCP connections that a Unix socket connection does not take.
@@ -100,6 +107,21 @@ class _SentinelMasterClient(redis_py.Redis):
                 sentinel.close()
 
 
+class _AsyncSentinelMasterClient(redis_asyncio.Redis):
+    """The asyncio client of the master of a Sentinel made for it alone:
+    ``aclose()`` closes the sentinels' connections too."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        try:
+            # Named close() before redis-py 5.0.1.
+            close = getattr(super(), "aclose", None) or super().close
+            await close(close_connection_pool)
+        finally:
+            manager = getattr(self.connection_pool, "sentinel_manager", None)
+            for sentinel in getattr(manager, "sentinels", ()):
+                await close_client(sentinel)
+
+
 def client_from_url(url: str, **redis_kwargs: Any) -> redis_py.Redis | redis_py.RedisCluster:
     """A redis-py client for a URL of one of :data:`SCHEMES`.
 
@@ -113,6 +135,28 @@ def client_from_url(url: str, **redis_kwargs: Any) -> redis_py.Redis | redis_py.
         ConfigurationError: the URL is not one of these forms, or is
             malformed; the message says what to write instead.
     """
+    client = _client_from_url(url, False, redis_kwargs)
+    assert isinstance(client, (redis_py.Redis, redis_py.RedisCluster))
+    return client
+
+
+def async_client_from_url(
+    url: str, **redis_kwargs: Any
+) -> redis_asyncio.Redis | redis_asyncio.RedisCluster:
+    """A ``redis.asyncio`` client for a URL of one of :data:`SCHEMES`, as
+    :func:`client_from_url` makes a blocking one. No connection is made: a
+    cluster client learns the cluster's layout on its first command.
+
+    The client of a single server holds at most :data:`ASYNC_MAX_CONNECTIONS`
+    connections unless ``max_connections`` says otherwise; a call finding them
+    all busy waits for one (20 s at most) rather than failing.
+    """
+    client = _client_from_url(url, True, redis_kwargs)
+    assert isinstance(client, (redis_asyncio.Redis, redis_asyncio.RedisCluster))
+    return client
+
+
+def _client_from_url(url: str, use_asyncio: bool, redis_kwargs: dict[str, Any]) -> Any:
     scheme = url.partition("://")[0] if "://" in url else ""
     if scheme in _PLAIN:
         _check_plain(url)
@@ -120,17 +164,30 @@ def client_from_url(url: str, **redis_kwargs: Any) -> redis_py.Redis | redis_py.
             # TCP keepalive means nothing on a Unix socket, and redis-py's
             # connections to one refuse the options.
             redis_kwargs = {k: v for k, v in redis_kwargs.items() if k not in _TCP_ONLY}
+        if use_asyncio:
+            return _async_client(url, redis_kwargs)
         return redis_py.Redis.from_url(url, **redis_kwargs)
     if scheme in _CLUSTER:
-        return _cluster_client(url, scheme, redis_kwargs)
+        return _cluster_client(url, scheme, use_asyncio, redis_kwargs)
     if scheme in _SENTINEL:
-        return _sentinel_client(url, scheme, redis_kwargs)
+        return _sentinel_client(url, scheme, use_asyncio, redis_kwargs)
     expected = ", ".join(f"{s}://" for s in SCHEMES)
     found = f"the scheme {scheme}://" if scheme else "no scheme"
     raise ConfigurationError(
         f"Unsupported Redis URL {_redacted(url)!r}: it has {found}. Write one of {expected}, "
         "for example redis://localhost:6379/0"
     )
+
+
+def _async_client(url: str, redis_kwargs: dict[str, Any]) -> redis_asyncio.Redis:
+    """A ``redis.asyncio`` client whose calls wait for a free connection once it
+    holds ``max_connections``, as a blocking client's threads do, instead of
+    failing at once with "Too many connections" (redis.asyncio's default pool)."""
+    options = {"max_connections": ASYNC_MAX_CONNECTIONS, **redis_kwargs}
+    pool = redis_asyncio.BlockingConnectionPool.from_url(url, **options)
+    client = redis_asyncio.Redis(connection_pool=pool)
+    client.auto_close_connection_pool = True  # closing the client closes its pool
+    return client
 
 
 def _redacted(url: str) -> str:
@@ -176,7 +233,7 @@ def _check_plain(url: str) -> None:
         ) from e
 
 
-def _cluster_client(url: str, scheme: str, redis_kwargs: dict[str, Any]) -> redis_py.RedisCluster:
+def _cluster_client(url: str, scheme: str, use_asyncio: bool, redis_kwargs: dict[str, Any]) -> Any:
     form = f"{scheme}://[[user]:password@]host[:port]"
     try:
         parts = urlsplit(url)
@@ -206,10 +263,12 @@ def _cluster_client(url: str, scheme: str, redis_kwargs: dict[str, Any]) -> redi
             f"Invalid Redis Cluster URL {_redacted(url)!r}: a cluster has only database 0. "
             f"Write {form} with no path, or /0"
         )
+    if use_asyncio:
+        return redis_asyncio.RedisCluster.from_url(plain, **redis_kwargs)
     return _ClusterClient.from_url(plain, **redis_kwargs)
 
 
-def _sentinel_client(url: str, scheme: str, redis_kwargs: dict[str, Any]) -> redis_py.Redis:
+def _sentinel_client(url: str, scheme: str, use_asyncio: bool, redis_kwargs: dict[str, Any]) -> Any:
     def invalid(problem: str) -> ConfigurationError:
         form = _SENTINEL_FORM.replace("redis+sentinel", scheme)
         return ConfigurationError(
@@ -270,8 +329,11 @@ def _sentinel_client(url: str, scheme: str, redis_kwargs: dict[str, Any]) -> red
         sentinel_kwargs["password"] = sentinel_options["sentinel_password"]
     if tls:
         kwargs["ssl"] = True
+    if use_asyncio:
+        async_sentinel = AsyncSentinel(sentinels, sentinel_kwargs=sentinel_kwargs)
+        return async_sentinel.master_for(service, redis_class=_AsyncSentinelMasterClient, **kwargs)
     sentinel = Sentinel(sentinels, sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call,unused-ignore]
-    return sentinel.master_for(service, redis_class=_SentinelMasterClient, **kwargs)  # type: ignore[no-untyped-call,no-any-return,unused-ignore]
+    return sentinel.master_for(service, redis_class=_SentinelMasterClient, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
 
 
 def _sentinel_address(host: str, invalid: Callable[[str], ConfigurationError]) -> tuple[str, int]:
