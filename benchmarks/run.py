@@ -22,9 +22,9 @@ from typing import Any
 
 import redis
 from blocked_fetch import measure as measure_blocked_fetch
-from latency_proxy import DelayProxy
 from report import table
 
+from spinach.testing.delay_proxy import DelayProxy
 from spinach.testing.redis_server import RedisServer
 
 HERE = os.path.dirname(os.path.abspath(__file__))

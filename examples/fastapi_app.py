@@ -12,7 +12,9 @@ uses that Redis, else a MemoryBroker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from fastapi import FastAPI, HTTPException
@@ -29,7 +31,17 @@ def make_broker() -> Broker:
 
 
 spin = Engine(make_broker(), "fastapi-example")
-app = FastAPI()
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    yield
+    # The broker's connections of this event loop (a RedisBroker talks to Redis
+    # with redis.asyncio from the loop, and to the workers' side with threads).
+    await spin.broker.close_async()
+
+
+app = FastAPI(lifespan=lifespan)
 
 
 @spin.task(name="charge", max_retries=2, keep_result=timedelta(hours=1))
@@ -58,8 +70,11 @@ async def job_result(job_id: str, timeout: float = 10.0) -> dict[str, str]:
 async def demo() -> None:
     import httpx2
 
-    transport = httpx2.ASGITransport(app=app)
-    async with httpx2.AsyncClient(transport=transport, base_url="http://app") as client:
+    transport = httpx2.ASGITransport(app=app)  # it runs no lifespan: the app's is entered here
+    async with (
+        lifespan(app),
+        httpx2.AsyncClient(transport=transport, base_url="http://app") as client,
+    ):
         created = await asyncio.gather(
             *(client.post(f"/orders/{n}", params={"amount": 10 * n}) for n in (1, 2, 3))
         )

@@ -1,4 +1,5 @@
-"""A loopback TCP proxy adding a fixed delay each way (1 ms: 2 ms per round trip)."""
+"""A loopback TCP proxy adding a fixed delay each way: a Redis server made
+slow for a benchmark (``benchmarks/run.py``) or a test, without touching it."""
 
 from __future__ import annotations
 
@@ -6,13 +7,15 @@ import asyncio
 import contextlib
 import threading
 
-from spinach.testing.redis_server import free_port
+from .redis_server import free_port
 
 
 class DelayProxy:
     """Forwards 127.0.0.1:``port`` to ``upstream_port``, each chunk ``delay`` seconds late.
 
-    Order is kept: each direction is one queue of (due time, bytes) written in turn.
+    Order is kept: each direction is one queue of (due time, bytes) written in
+    turn. Use it as a context manager: it serves in a thread of its own from
+    ``__enter__`` until ``__exit__``, which closes its connections.
     """
 
     def __init__(self, upstream_port: int, delay: float = 0.001) -> None:
@@ -22,6 +25,7 @@ class DelayProxy:
         self._loop = asyncio.new_event_loop()
         self._started = threading.Event()
         self._thread = threading.Thread(target=self._run, name="delay-proxy", daemon=True)
+        self._writers: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -45,16 +49,28 @@ class DelayProxy:
         self._started.set()
         self._loop.run_forever()
         server.close()
+        for writer in self._writers:
+            writer.transport.abort()
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.run_until_complete(server.wait_closed())
+        self._loop.close()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         except OSError:
-            writer.close()
+            writer.transport.abort()
             return
+        self._writers.update((writer, up_writer))
         await asyncio.gather(
             self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
         )
+        for w in (writer, up_writer):
+            self._writers.discard(w)
+            w.transport.abort()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         loop = asyncio.get_running_loop()
