@@ -51,11 +51,12 @@ class StepTimer:
         self.wait = wait
         self.steps = 0
         self.longest = (0.0, 0.0)  # wall and CPU seconds of the longest step
-        # Seconds of garbage collection, in any thread and in each thread.
+        # Wall seconds of garbage collection in any thread, and CPU seconds of
+        # it in each thread (a collection can be preempted on a loaded machine).
         self.gc_total = 0.0
-        self.gc_by_thread: dict[int, float] = {}
+        self.gc_cpu_by_thread: dict[int, float] = {}
         self.gc_longest = 0.0
-        self._gc_started = 0.0
+        self._gc_started = (0.0, 0.0)
 
     def install(self) -> None:
         run = asyncio.events.Handle._run
@@ -68,7 +69,7 @@ class StepTimer:
                 time.thread_time(),
                 resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw,
                 timer.gc_total,
-                timer.gc_by_thread.get(thread, 0.0),
+                timer.gc_cpu_by_thread.get(thread, 0.0),
             )
             try:
                 run(handle)
@@ -81,12 +82,13 @@ class StepTimer:
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         # The collector holds the GIL: it runs in one thread at a time.
         if phase == "start":
-            self._gc_started = time.perf_counter()
+            self._gc_started = (time.perf_counter(), time.thread_time())
             return
-        took = time.perf_counter() - self._gc_started
+        took = time.perf_counter() - self._gc_started[0]
+        cpu = time.thread_time() - self._gc_started[1]
         thread = threading.get_ident()
         self.gc_total += took
-        self.gc_by_thread[thread] = self.gc_by_thread.get(thread, 0.0) + took
+        self.gc_cpu_by_thread[thread] = self.gc_cpu_by_thread.get(thread, 0.0) + cpu
         self.gc_longest = max(self.gc_longest, took)
 
     def record(
@@ -108,10 +110,10 @@ class StepTimer:
             return
         waits = resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw - waits
         gc_all = self.gc_total - gc_all
-        gc_here = self.gc_by_thread.get(thread, 0.0) - gc_here
-        own_cpu = cpu - gc_here
-        # Off the CPU, but for the collector's pauses in other threads.
-        off_cpu = wall - cpu - (gc_all - gc_here)
+        gc_cpu_here = self.gc_cpu_by_thread.get(thread, 0.0) - gc_here
+        own_cpu = cpu - gc_cpu_here
+        # Off the CPU outside every collection (here or in another thread).
+        off_cpu = wall - gc_all - own_cpu
         if own_cpu >= self.slow or (off_cpu >= self.wait and waits > 0):
             print(
                 f"held the loop: {wall * 1000:.1f} ms, {cpu * 1000:.1f} ms of CPU, "

@@ -523,7 +523,7 @@ def test_schedule_answered_too_late_is_a_clear_error(
     engine = make_engine(broker, namespace, [])
     engine.task(lambda: None, name="once")
     late = broker.now().timestamp() - 120
-    monkeypatch.setattr(broker, "_now", lambda: late)
+    monkeypatch.setattr(broker, "_read_now", lambda: late)  # the time a call is built with
     with pytest.raises(BrokerConnectionError, match=r"once or not at all, never twice"):
         engine.schedule("once")
     assert broker.count_jobs().queued == {}

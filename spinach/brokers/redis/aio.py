@@ -12,7 +12,9 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable
 
+import redis as redis_py
 from redis.commands.core import AsyncScript
+from redis.exceptions import RedisClusterException
 
 from .errors import refused_clearly
 from .scripts import read_script
@@ -56,9 +58,18 @@ class AsyncClients:
         return self._of_this_loop()[0]
 
     async def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        """Run ``script`` with the running loop's client."""
+        """Run ``script`` with the running loop's client.
+
+        Raises:
+            redis.ConnectionError: also when a cluster client reaches no node
+                (it learns the cluster's nodes on its first command, in each loop).
+        """
+        run = self._of_this_loop()[1][script]
         with refused_clearly():
-            return await self._of_this_loop()[1][script](keys=keys, args=args)
+            try:
+                return await run(keys=keys, args=args)
+            except RedisClusterException as e:
+                raise redis_py.ConnectionError(f"no node of the Redis Cluster answered: {e}") from e
 
     async def close(self) -> None:
         """Close the running loop's client, if it has one."""
@@ -70,7 +81,5 @@ class AsyncClients:
 
 
 async def close_client(client: AsyncRedisClient) -> None:
-    """Close a ``redis.asyncio`` client and its connections (``aclose()``,
-    named ``close()`` before redis-py 5.0.1)."""
-    close = getattr(client, "aclose", None) or client.close
-    await close()
+    """Close a ``redis.asyncio`` client and its connections."""
+    await client.aclose()

@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Collection, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Union, cast
 
 import redis as redis_py
@@ -323,7 +323,9 @@ class RedisBroker(JobRecords, Broker):
             size += job_size
         parts.append(b"".join(packed))
         # The time last, once the jobs are packed: a call's window starts here.
-        head = [self._now(), k.channel, marker_seconds, late_after, len(queues), *queues]
+        # Read without measuring the clock offset: the steps of enqueue_jobs do
+        # that, blocking or not, before they get here.
+        head = [self._read_now(), k.channel, marker_seconds, late_after, len(queues), *queues]
         return keys, [*head, *parts]
 
     @override
@@ -387,6 +389,13 @@ class RedisBroker(JobRecords, Broker):
     def _clock_due(self) -> bool:
         return isinstance(self._clock, ServerClock) and self._clock.due()
 
+    def _read_now(self) -> float:
+        """:meth:`_now`, but a server clock is read with the offset it has, even
+        when due to be measured again."""
+        if isinstance(self._clock, ServerClock):
+            return datetime.fromtimestamp(self._clock.read(), tz=timezone.utc).timestamp()
+        return self._now()
+
     def _carry_out(self, step: Step) -> Any:
         if isinstance(step, Call):
             return self._run("enqueue_jobs", step.keys, step.args)
@@ -410,9 +419,10 @@ class RedisBroker(JobRecords, Broker):
     async def now_async(self) -> datetime:
         if self._async is None:
             return await super().now_async()
-        if self._clock_due():
-            assert isinstance(self._clock, ServerClock)
-            await self._clock.sync_async(self._async.client())
+        if isinstance(self._clock, ServerClock):
+            if self._clock.due():
+                await self._clock.sync_async(self._async.client())
+            return datetime.fromtimestamp(self._clock.read(), tz=timezone.utc)
         return self.now()
 
     @override

@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING, Union
 
 import redis as redis_py
+from redis.exceptions import RedisClusterException
 from typing_extensions import override
 
 from ...clock import Clock
@@ -49,6 +50,10 @@ class ServerClock(Clock):
     def time(self) -> float:
         if self.due():
             self.sync()
+        return self.read()
+
+    def read(self) -> float:
+        """The time by the last offset measured, measuring nothing (see :meth:`due`)."""
         return self._local.time() + self._offset
 
     def due(self) -> bool:
@@ -78,11 +83,13 @@ class ServerClock(Clock):
             before = self._local.time()
             server_time = await client.time()
             after = self._local.time()
-        except redis_py.RedisError as e:
+        except (redis_py.RedisError, RedisClusterException) as e:
+            # An asyncio cluster client learns its nodes on its first command,
+            # and raises RedisClusterException when it reaches none.
             return self._unread(e)
         return self._measured_by(started, before, server_time, after)
 
-    def _unread(self, error: redis_py.RedisError) -> bool:
+    def _unread(self, error: Exception) -> bool:
         logger.warning("Could not read the Redis server's clock (%s); using the last offset", error)
         return False
 

@@ -113,9 +113,8 @@ class _AsyncSentinelMasterClient(redis_asyncio.Redis):
 
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         try:
-            # Named close() before redis-py 5.0.1.
-            close = getattr(super(), "aclose", None) or super().close
-            await close(close_connection_pool)
+            # Its pool is its own: made by master_for for it alone.
+            await super().aclose(True if close_connection_pool is None else close_connection_pool)
         finally:
             manager = getattr(self.connection_pool, "sentinel_manager", None)
             for sentinel in getattr(manager, "sentinels", ()):
