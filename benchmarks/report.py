@@ -38,7 +38,7 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
         unit = "jobs/s"
         if "latency" in key:
             unit = "ms p99 (median)"
-        elif key == "memory_per_job":
+        elif key in ("memory_per_job", "memory_per_future_job"):
             unit = "bytes/job"
         elif key.startswith("memory_per_"):
             unit = "bytes each (record bytes)"
@@ -99,6 +99,107 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                     a, b = figure(results["spinach"], key), figure(results[other], key)
                 cells.append(ratio(a, b, key))
         lines.append("| " + " | ".join([label, *cells]) + " |")
+    return "\n".join(lines)
+
+
+def _value(results: dict[str, dict[str, Any]], queue: str, key: str, field: str) -> float | None:
+    value = results.get(queue, {}).get(key)
+    if isinstance(value, dict) and isinstance(value.get(field), (int, float)):
+        return float(value[field])
+    return float(value) if isinstance(value, (int, float)) and field == "" else None
+
+
+#: The targets of the performance issue: (what, numerator, denominator, bound, at most).
+#: A figure is (queue, scenario, field); field "" for a plain number.
+TARGETS: list[tuple[str, tuple[str, str, str], tuple[str, str, str], float, bool]] = [
+    (
+        "enqueue one by one, vs Huey",
+        ("spinach", "enqueue_one", ""),
+        ("huey", "enqueue_one", ""),
+        1.0,
+        False,
+    ),
+    (
+        "enqueue one by one, vs a raw EVALSHA round trip",
+        ("spinach", "enqueue_one", ""),
+        ("redis-py", "enqueue_one_evalsha", ""),
+        0.9,
+        False,
+    ),
+    (
+        "latency p50, vs Huey's",
+        ("spinach", "latency", "median_ms"),
+        ("huey", "latency", "median_ms"),
+        1.0,
+        True,
+    ),
+    (
+        "latency p99, vs Huey's",
+        ("spinach", "latency", "p99_ms"),
+        ("huey", "latency", "p99_ms"),
+        1.0,
+        True,
+    ),
+    (
+        "latency p50, vs an RPUSH to BLPOP round trip",
+        ("spinach", "latency", "median_ms"),
+        ("redis-py", "latency", "median_ms"),
+        3.0,
+        True,
+    ),
+    (
+        "drain (threads 8), vs the bare batched loop",
+        ("spinach", "drain_threads_8", "jobs_per_s"),
+        ("redis-py", "drain_batched_loop", "jobs_per_s"),
+        0.5,
+        False,
+    ),
+    (
+        "drain asyncio 8, vs threads 8",
+        ("spinach", "drain_asyncio_8", "jobs_per_s"),
+        ("spinach", "drain_threads_8", "jobs_per_s"),
+        0.9,
+        False,
+    ),
+    (
+        "memory per queued job, vs Huey's",
+        ("spinach", "memory_per_job", ""),
+        ("huey", "memory_per_job", ""),
+        1.0,
+        True,
+    ),
+    (
+        "memory per future job, vs per queued job",
+        ("spinach", "memory_per_future_job", ""),
+        ("spinach", "memory_per_job", ""),
+        1.0,
+        True,
+    ),
+    (
+        "drain with 2 ms more round trip, vs without",
+        ("spinach", "drain_proxy_threads_8", "jobs_per_s"),
+        ("spinach", "drain_threads_8", "jobs_per_s"),
+        0.6,
+        False,
+    ),
+]
+
+
+def targets(results: dict[str, dict[str, Any]]) -> str:
+    """Markdown table of each target's ratio in this run, and whether it is met."""
+    lines = ["| target | figures | ratio | bound | met |", "|---|---|---|---|---|"]
+    for what, top, bottom, bound, at_most in TARGETS:
+        a, b = _value(results, *top), _value(results, *bottom)
+        if a is None or b is None or not b:
+            lines.append(f"| {what} | not measured | - | - | - |")
+            continue
+        ratio_ = a / b
+        met = ratio_ <= bound if at_most else ratio_ >= bound
+        sign = "<=" if at_most else ">="
+        lines.append(
+            f"| {what} | {a:,.2f} / {b:,.2f} | {ratio_:.2f} | {sign} {bound} | "
+            f"{'yes' if met else 'no'} |"
+        )
     return "\n".join(lines)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import redis
 from blocked_fetch import measure as measure_blocked_fetch
-from report import table
+from report import table, targets
 
 from spinach.testing.delay_proxy import DelayProxy
 from spinach.testing.redis_server import RedisServer
@@ -33,10 +33,10 @@ RESULTS = os.path.join(HERE, "results")
 # name: (adapter, pip requirements); "spinach" is this project, run from its own interpreter.
 QUEUES: dict[str, tuple[str, list[str]]] = {
     "spinach": ("spinach_queue.py", []),
-    "spinach-0.0.25": ("spinach_queue.py", ["spinach==0.0.25", "redis==8.1.0"]),
-    "dramatiq": ("dramatiq_queue.py", ["dramatiq[redis]==2.2.1", "redis==8.1.0"]),
-    "huey": ("huey_queue.py", ["huey==3.5.4", "redis==8.1.0"]),
-    "rq": ("rq_queue.py", ["rq==3.0.0", "redis==8.1.0"]),
+    "spinach-0.0.25": ("spinach_queue.py", ["spinach==0.0.25", "redis==8.1.0", "hiredis"]),
+    "dramatiq": ("dramatiq_queue.py", ["dramatiq[redis]==2.2.1", "redis==8.1.0", "hiredis"]),
+    "huey": ("huey_queue.py", ["huey==3.5.4", "redis==8.1.0", "hiredis"]),
+    "rq": ("rq_queue.py", ["rq==3.0.0", "redis==8.1.0", "hiredis"]),
     # Not a queue: plain RPUSH round trips, the floor of enqueueing and latency.
     "redis-py": ("raw_redis.py", []),
 }
@@ -106,9 +106,17 @@ def main() -> None:
         "jobs": jobs,
         "proxy_jobs": min(jobs, 300 if args.quick else 2000),
         "memory_jobs": 10_000 if args.quick else 100_000,
-        "latency_samples": 50 if args.quick else 220,
+        "latency_samples": 50 if args.quick else 1000,
         "concurrency": "1,8" if args.quick else "1,8,32",
     }
+    try:
+        import hiredis  # noqa: F401
+    except ImportError:
+        print(
+            "warning: hiredis is not installed here, unlike in the other queues' virtualenvs: "
+            "install it with `pip install --group bench` for comparable figures",
+            file=sys.stderr,
+        )
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as directory, RedisServer(directory) as server:
         client = redis.Redis.from_url(server.url)
@@ -138,7 +146,7 @@ def main() -> None:
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "latest.json"), "w") as f:
         json.dump({"meta": meta, "results": results}, f, indent=2)
-    text = table(results)
+    text = table(results) + "\n\n" + targets(results)
     with open(os.path.join(RESULTS, "latest.md"), "w") as f:
         f.write(text + "\n")
     png = draw_chart(os.path.join(RESULTS, "latest.json"), os.path.join(RESULTS, "throughput.png"))

@@ -160,10 +160,11 @@ def latency(samples: int, run_one: Callable[[], float]) -> dict[str, Any]:
 
 
 def stamp_latency(client: redis.Redis, key: str, enqueue: Callable[[], None]) -> float:
-    """Enqueue a job that RPUSHes ``time.time()`` to ``key``; wait for it."""
+    """Enqueue a job that RPUSHes ``time.time()`` to ``key`` as it starts; wait for
+    it. The latency runs from ``enqueue()`` returning to the job's first line."""
     client.delete(key)
-    before = time.time()
     enqueue()
+    before = time.time()
     popped = client.blpop([key], timeout=30)
     if popped is None:
         raise RuntimeError("a latency job did not start within 30 s")

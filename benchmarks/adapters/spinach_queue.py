@@ -129,6 +129,16 @@ def batches(e: Engine, task: str, count: int, numbered: bool = False) -> None:
         e.schedule_batch(batch)
 
 
+def future_batches(e: Engine, task: str, count: int) -> None:
+    """Schedule ``count`` jobs an hour ahead, in batches."""
+    at = e.broker.now() + timedelta(hours=1)
+    for start in range(0, count, CHUNK):
+        batch = Batch()
+        for _ in range(start, min(start + CHUNK, count)):
+            batch.schedule_at(task, at)
+        e.schedule_batch(batch)
+
+
 def one_by_one(e: Engine, task: str, count: int) -> None:
     for _ in range(count):
         e.schedule(task)
@@ -359,6 +369,12 @@ def main() -> None:
         results,
         "memory_per_job",
         lambda: memory_per_job(r, args.memory_jobs, lambda n: batches(producer, "noop", n)),
+    )
+    fresh()
+    safely(
+        results,
+        "memory_per_future_job",
+        lambda: memory_per_job(r, args.memory_jobs, lambda n: future_batches(producer, "noop", n)),
     )
     if KEEPS_RESULTS:
         # After every other Redis scenario, so that theirs run as they always did.
