@@ -355,6 +355,24 @@ def test_record_and_fetch_after_the_server_lost_its_scripts(
     broker.flush()
 
 
+def test_single_scripts_are_loaded_again_after_the_server_lost_them(
+    redis_client: redis.Redis, namespace: str
+) -> None:
+    """After SCRIPT FLUSH, a call sent as EVALSHA alone (schedule, get_job) loads
+    its script again and runs once."""
+    broker = RedisBroker(redis_client)
+    engine = make_engine(broker, namespace, [])
+    engine.schedule("record", 1)
+    redis_client.script_flush()
+    job = engine.schedule("record", 2)
+    assert broker.count_jobs().queued == {"spinach": 2}
+    redis_client.script_flush()
+    info = broker.get_job(str(job.id))
+    assert info is not None
+    assert info.task_args == (2,)
+    broker.flush()
+
+
 def test_a_batch_too_big_for_one_argument_goes_in_several(
     redis_client: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

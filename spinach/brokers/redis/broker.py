@@ -14,6 +14,7 @@ import asyncio
 import functools
 import itertools
 import logging
+import os
 import threading
 import time
 import uuid
@@ -47,7 +48,15 @@ from ..base import (
 )
 from .aio import AsyncClients
 from .clock import ServerClock
-from .errors import ENQUEUE_WINDOW, full, is_full, refused_clearly, too_late, unreachable
+from .errors import (
+    ENQUEUE_WINDOW,
+    clearer,
+    full,
+    is_full,
+    refused_clearly,
+    too_late,
+    unreachable,
+)
 from .keys import Keys
 from .listener import Listener
 from .payload import pack, salvage, unpack
@@ -185,6 +194,7 @@ class RedisBroker(JobRecords, Broker):
         self._scripts: dict[str, Script] = {
             name: redis.register_script(read_script(name)) for name in _SCRIPTS
         }
+        self._shas = {name: script.sha for name, script in self._scripts.items()}
         self._calls = itertools.count(1)
         self._queues: list[str] | None = None
         # (queue, token prefix) of fetches whose reply was lost, and token
@@ -192,6 +202,9 @@ class RedisBroker(JobRecords, Broker):
         self._lost_fetches: list[tuple[str, str]] = []
         self._lost_adoptions: list[str] = []
         self._keys_cache: Keys | None = None
+        # The keys of every enqueue_jobs call, but the marker and the queues',
+        # for the namespace of the Keys they come with.
+        self._enqueue_keys: tuple[Keys, list[str], list[str]] | None = None
         # The listeners of the engine's events, and of job ends (for get_result).
         self._listeners: dict[str, Listener] = {}
         self._listener_lock = threading.Lock()
@@ -255,8 +268,18 @@ class RedisBroker(JobRecords, Broker):
         return self.now().timestamp()
 
     def _run(self, script: str, keys: list[str], args: list[Any]) -> Any:
-        with refused_clearly():
-            return self._scripts[script](keys=keys, args=args)
+        # EVALSHA itself, not through redis-py's Script object, which costs more
+        # than a microsecond per call; it loads the script when Redis lacks it.
+        try:
+            return self._redis.evalsha(self._shas[script], len(keys), *keys, *args)  # type: ignore[no-untyped-call,unused-ignore]
+        except redis_py.exceptions.NoScriptError:
+            with refused_clearly():
+                return self._scripts[script](keys=keys, args=args)
+        except redis_py.ConnectionError as e:
+            clear = clearer(e)
+            if clear is None:
+                raise
+            raise clear from e
 
     def _token_prefix(self) -> str:
         return f"{self.worker_id}:{next(self._calls)}:"
@@ -303,8 +326,14 @@ class RedisBroker(JobRecords, Broker):
         marker_seconds = _ENQUEUE_MARKER_SECONDS if any(j.max_retries == 0 for j in jobs) else 0
         # A late run is told apart on the server's clock, which a test clock is not.
         late_after = ENQUEUE_WINDOW if isinstance(self._clock, ServerClock) else ""
-        keys = [k.payloads, k.seq, k.queues, k.enqueue_marker(call_id), k.future, k.unique]
-        keys += [k.running, k.future_counts, *queue_keys]
+        fixed = self._enqueue_keys
+        if fixed is None or fixed[0] is not k:
+            fixed = self._enqueue_keys = (
+                k,
+                [k.payloads, k.seq, k.queues],
+                [k.future, k.unique, k.running, k.future_counts],
+            )
+        keys = [*fixed[1], k.enqueue_marker(call_id), *fixed[2], *queue_keys]
         # Jobs packed in parts of at most _PART_BYTES (and whole jobs): Redis
         # refuses an argument over proto-max-bulk-len (512 MB by default).
         parts: list[bytes] = []
@@ -345,7 +374,7 @@ class RedisBroker(JobRecords, Broker):
         asyncio caller carries out."""
         if self._clock_due():
             yield Resync()
-        call_id = uuid.uuid4().hex
+        call_id = os.urandom(16).hex()  # a uuid4's randomness, for less
         keys, args = self._enqueue_arguments(jobs, call_id)
         # Only a call leaving a marker has a window (see ENQUEUE_WINDOW).
         windowed = args[2] > 0 and args[3] != ""

@@ -11,7 +11,15 @@ import redis as redis_py
 from ...exc import BrokerConnectionError, BrokerFullError
 from ...job import Job
 
-__all__ = ["ENQUEUE_WINDOW", "full", "is_full", "refused_clearly", "too_late", "unreachable"]
+__all__ = [
+    "ENQUEUE_WINDOW",
+    "clearer",
+    "full",
+    "is_full",
+    "refused_clearly",
+    "too_late",
+    "unreachable",
+]
 
 #: Seconds during which a call storing at-most-once jobs may be sent again (after a
 #: lost reply, by redis-py or by our retries) and is recognised: it leaves a marker
@@ -25,19 +33,28 @@ def refused_clearly() -> Iterator[None]:
     """Turn the errors no retry can mend (credentials, certificate) into clear ones."""
     try:
         yield
-    except redis_py.AuthenticationError as e:
-        raise BrokerConnectionError(
-            f"Redis refused the credentials of the broker: {str(e).rstrip('.')}. "
-            "Check the user and password in the Redis URL"
-        ) from e
     except redis_py.ConnectionError as e:
-        if not caused_by(e, ssl.SSLCertVerificationError):
+        clear = clearer(e)
+        if clear is None:
             raise
-        raise BrokerConnectionError(
-            f"The TLS certificate of the Redis server could not be verified: {e}. Pass the "
+        raise clear from e
+
+
+def clearer(error: redis_py.ConnectionError) -> BrokerConnectionError | None:
+    """The clear error of a connection error that no retry can mend (credentials,
+    certificate); None for one that a retry may mend."""
+    if isinstance(error, redis_py.AuthenticationError):
+        return BrokerConnectionError(
+            f"Redis refused the credentials of the broker: {str(error).rstrip('.')}. "
+            "Check the user and password in the Redis URL"
+        )
+    if caused_by(error, ssl.SSLCertVerificationError):
+        return BrokerConnectionError(
+            f"The TLS certificate of the Redis server could not be verified: {error}. Pass the "
             "CA that signed it (RedisBroker.from_url(url, ssl_ca_certs=...)) and use a host "
             "name that the certificate names"
-        ) from e
+        )
+    return None
 
 
 def caused_by(error: BaseException, kind: type[BaseException]) -> bool:

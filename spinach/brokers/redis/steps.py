@@ -11,7 +11,7 @@ of a :class:`Call` or throws in its error.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Generator
-from typing import Any, Callable, TypeVar, Union
+from typing import Any, Callable, NamedTuple, TypeVar, Union
 
 import attrs
 
@@ -20,8 +20,7 @@ __all__ = ["Call", "Pause", "Resync", "Steps", "drive", "drive_async"]
 _T = TypeVar("_T")
 
 
-@attrs.frozen
-class Call:
+class Call(NamedTuple):
     """Run a script: the step is sent its reply, or thrown its error."""
 
     keys: list[str]
