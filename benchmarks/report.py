@@ -37,7 +37,7 @@ def rows(results: dict[str, dict[str, Any]]) -> list[tuple[str, str]]:
     for key in ordered:
         unit = "jobs/s"
         if "latency" in key:
-            unit = "ms p99 (median)"
+            unit = "ms p99 (median), from the return"
         elif key in ("memory_per_job", "memory_per_future_job"):
             unit = "bytes/job"
         elif key.startswith("memory_per_"):
@@ -60,6 +60,11 @@ def cell(result: dict[str, Any], key: str) -> str:
     if isinstance(value, dict):
         if "error" in value:
             return "error"
+        if "call_p99_ms" in value:
+            return (
+                f"{value['p99_ms']:.2f} ({value['median_ms']:.2f}); from the call "
+                f"{value['call_p99_ms']:.2f} ({value['call_median_ms']:.2f})"
+            )
         if "p99_ms" in value:
             return f"{value['p99_ms']:.2f} ({value['median_ms']:.2f})"
         if "fetch_median_ms" in value:
@@ -143,7 +148,7 @@ TARGETS: list[tuple[str, tuple[str, str, str], tuple[str, str, str], float, bool
     (
         "latency p50, vs an RPUSH to BLPOP round trip",
         ("spinach", "latency", "median_ms"),
-        ("redis-py", "latency", "median_ms"),
+        ("redis-py", "latency", "call_median_ms"),
         3.0,
         True,
     ),

@@ -142,33 +142,47 @@ def drain(
     }
 
 
-def latency(samples: int, run_one: Callable[[], float]) -> dict[str, Any]:
-    """``run_one()`` returns one enqueue-to-start latency in seconds; 10 warm-ups."""
-    values = []
+def latency(samples: int, run_one: Callable[[], tuple[float, float]]) -> dict[str, Any]:
+    """``run_one()`` returns one enqueue-to-start latency in seconds, counted from
+    the enqueue call and from its return (see :func:`stamp_latency`); 10 warm-ups.
+    ``median_ms`` and ``p99_ms`` count from the return, ``call_*`` from the call."""
+    from_call, from_return = [], []
     for i in range(samples + 10):
-        value = run_one()
+        call, returned = run_one()
         if i >= 10:
-            values.append(value * 1000)
+            from_call.append(call * 1000)
+            from_return.append(returned * 1000)
         time.sleep(0.002)  # the worker goes idle again
-    ordered = sorted(values)
+
+    def p99(values: list[float]) -> float:
+        return round(sorted(values)[min(len(values) - 1, int(0.99 * len(values)))], 3)
+
     return {
-        "samples": len(values),
-        "median_ms": round(statistics.median(values), 3),
-        "p99_ms": round(ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 3),
-        "max_ms": round(ordered[-1], 3),
+        "samples": len(from_return),
+        "median_ms": round(statistics.median(from_return), 3),
+        "p99_ms": p99(from_return),
+        "max_ms": round(max(from_return), 3),
+        "call_median_ms": round(statistics.median(from_call), 3),
+        "call_p99_ms": p99(from_call),
     }
 
 
-def stamp_latency(client: redis.Redis, key: str, enqueue: Callable[[], None]) -> float:
+def stamp_latency(
+    client: redis.Redis, key: str, enqueue: Callable[[], None]
+) -> tuple[float, float]:
     """Enqueue a job that RPUSHes ``time.time()`` to ``key`` as it starts; wait for
-    it. The latency runs from ``enqueue()`` returning to the job's first line."""
+    it. Returns the seconds from the enqueue call to the job's first line, and
+    from the call's return (which a job may beat: a worker blocked on the list
+    gets it while the reply travels back)."""
     client.delete(key)
+    called = time.time()
     enqueue()
-    before = time.time()
+    returned = time.time()
     popped = client.blpop([key], timeout=30)
     if popped is None:
         raise RuntimeError("a latency job did not start within 30 s")
-    return float(popped[1]) - before
+    started = float(popped[1])
+    return started - called, started - returned
 
 
 def memory_per_job(client: redis.Redis, count: int, enqueue: Callable[[int], None]) -> float:

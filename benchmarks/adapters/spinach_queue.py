@@ -267,10 +267,12 @@ def memory_broker_scenarios(args: Any, results: dict[str, Any]) -> None:
         e.start_workers(number=8, queue="q", block=False)
         try:
 
-            def one() -> float:
-                before = time.time()
+            def one() -> tuple[float, float]:
+                called = time.time()
                 e.schedule("stamp")
-                return stamps.get(timeout=30) - before
+                returned = time.time()
+                started = stamps.get(timeout=30)
+                return started - called, started - returned
 
             return latency(args.latency_samples, one)
         finally:
