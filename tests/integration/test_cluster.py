@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ from spinach.brokers.base import Broker
 from spinach.brokers.redis import RedisBroker
 from spinach.brokers.redis.keys import Keys
 from spinach.clock import ManualClock
+from spinach.exc import BrokerConnectionError
 from spinach.job import Job
 from spinach.testing import wait_for
 from spinach.testing.contract import BrokerContract, MakeBroker
@@ -253,3 +255,21 @@ def test_closing_a_broker_closes_its_connections_to_every_node(
     assert _clients_named(cluster, name) >= len(cluster)
     broker.close()
     wait_for(lambda: _clients_named(cluster, name) == 0, timeout=10, interval=0.02)
+
+
+def test_a_cluster_gone_is_an_outage_for_schedule() -> None:
+    """Once every node of its cluster is down, schedule tries again with backoff,
+    then raises BrokerConnectionError, as with a single server gone."""
+    with contextlib.contextmanager(running_cluster)(masters=3) as servers:
+        client = redis.RedisCluster(
+            host="127.0.0.1", port=servers[0].port, socket_connect_timeout=1, socket_timeout=1
+        )
+        broker = RedisBroker(client, enqueue_job_max_retries=1)
+        engine = Engine(broker, "gone")
+        engine.task(lambda n: n, name="t")
+        engine.schedule("t", 1)
+        for server in servers:
+            server.stop()
+        with pytest.raises(BrokerConnectionError, match=r"job of task 't' in Redis after 2 tries"):
+            engine.schedule("t", 2)
+        client.close()

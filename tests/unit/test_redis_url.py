@@ -217,3 +217,29 @@ def test_every_scheme_is_documented() -> None:
         "redis+sentinel",
         "rediss+sentinel",
     }
+
+
+def _raised_from(error: Exception, cause: Exception) -> Exception:
+    """``error`` as raised by ``raise error from cause``."""
+    try:
+        raise error from cause
+    except Exception as e:
+        return e
+
+
+def test_cluster_errors_are_told_apart() -> None:
+    """A cluster client wraps what went wrong in RedisClusterException: bad
+    credentials are a clear error, no node reached is an outage, and anything
+    else (a node not in cluster mode) stays as it is."""
+    from redis.exceptions import AuthenticationError, RedisClusterException
+
+    from spinach.brokers.redis.errors import translated
+    from spinach.exc import BrokerConnectionError
+
+    refused = _raised_from(RedisClusterException("no node"), AuthenticationError("WRONGPASS"))
+    assert isinstance(translated(refused), BrokerConnectionError)
+    assert "user and password" in str(translated(refused))
+    gone = _raised_from(RedisClusterException("no node"), ConnectionRefusedError(111, "refused"))
+    assert type(translated(gone)) is redis.ConnectionError
+    assert translated(RedisClusterException("Cluster mode is not enabled on this node")) is None
+    assert translated(redis.ConnectionError("reset")) is None  # an outage, raised as it is

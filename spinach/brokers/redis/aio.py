@@ -12,9 +12,7 @@ import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Callable
 
-import redis as redis_py
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisClusterException
 
 from .errors import refused_clearly
 from .scripts import read_script
@@ -66,10 +64,7 @@ class AsyncClients:
         """
         run = self._of_this_loop()[1][script]
         with refused_clearly():
-            try:
-                return await run(keys=keys, args=args)
-            except RedisClusterException as e:
-                raise redis_py.ConnectionError(f"no node of the Redis Cluster answered: {e}") from e
+            return await run(keys=keys, args=args)
 
     async def close(self) -> None:
         """Close the running loop's client, if it has one."""

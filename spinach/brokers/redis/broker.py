@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Union, cast
 
 import redis as redis_py
 from redis.commands.core import Script
+from redis.exceptions import RedisClusterException
 from typing_extensions import override
 
 from ..._backoff import backoff
@@ -50,11 +51,11 @@ from .aio import AsyncClients
 from .clock import ServerClock
 from .errors import (
     ENQUEUE_WINDOW,
-    clearer,
     full,
     is_full,
     refused_clearly,
     too_late,
+    translated,
     unreachable,
 )
 from .keys import Keys
@@ -275,11 +276,11 @@ class RedisBroker(JobRecords, Broker):
         except redis_py.exceptions.NoScriptError:
             with refused_clearly():
                 return self._scripts[script](keys=keys, args=args)
-        except redis_py.ConnectionError as e:
-            clear = clearer(e)
-            if clear is None:
+        except (redis_py.ConnectionError, RedisClusterException) as e:
+            better = translated(e)
+            if better is None:
                 raise
-            raise clear from e
+            raise better from e
 
     def _token_prefix(self) -> str:
         return f"{self.worker_id}:{next(self._calls)}:"

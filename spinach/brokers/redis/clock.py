@@ -71,7 +71,8 @@ class ServerClock(Clock):
             before = self._local.time()
             server_time = self._client.time()
             after = self._local.time()
-        except redis_py.RedisError as e:
+        except (redis_py.RedisError, RedisClusterException) as e:
+            # A cluster client raises RedisClusterException when it reaches no node.
             return self._unread(e)
         return self._measured_by(started, before, server_time, after)
 

@@ -7,17 +7,25 @@ import ssl
 from collections.abc import Iterator, Sequence
 
 import redis as redis_py
+from redis.exceptions import RedisClusterException
 
 from ...exc import BrokerConnectionError, BrokerFullError
 from ...job import Job
 
+#: What a cluster client raises when it reaches no node (redis-py 5.0.1 lacks it).
+_UNREACHABLE: tuple[type[Exception], ...] = tuple(
+    kind
+    for kind in [getattr(redis_py.exceptions, "RedisClusterUnreachableError", None)]
+    if kind is not None
+)
+
 __all__ = [
     "ENQUEUE_WINDOW",
-    "clearer",
     "full",
     "is_full",
     "refused_clearly",
     "too_late",
+    "translated",
     "unreachable",
 ]
 
@@ -30,20 +38,29 @@ ENQUEUE_WINDOW = 60
 
 @contextlib.contextmanager
 def refused_clearly() -> Iterator[None]:
-    """Turn the errors no retry can mend (credentials, certificate) into clear ones."""
+    """Turn the errors no retry can mend (credentials, certificate) into clear ones,
+    and a cluster client reaching no node into the ConnectionError of an outage."""
     try:
         yield
-    except redis_py.ConnectionError as e:
-        clear = clearer(e)
-        if clear is None:
+    except (redis_py.ConnectionError, RedisClusterException) as e:
+        better = translated(e)
+        if better is None:
             raise
-        raise clear from e
+        raise better from e
 
 
-def clearer(error: redis_py.ConnectionError) -> BrokerConnectionError | None:
-    """The clear error of a connection error that no retry can mend (credentials,
-    certificate); None for one that a retry may mend."""
-    if isinstance(error, redis_py.AuthenticationError):
+def translated(error: Exception) -> Exception | None:
+    """What to raise instead of a connection error of redis-py, or None to raise
+    it as it is (an outage that a retry may mend):
+
+    - a clear :class:`BrokerConnectionError` when no retry can mend it: Redis
+      refused the credentials, or the TLS certificate could not be verified;
+    - a ``redis.ConnectionError`` for a cluster client that reached no node
+      (``RedisClusterException`` is no ConnectionError), so that it counts as
+      an outage; any other ``RedisClusterException`` (a node that is not in
+      cluster mode, say) as it is.
+    """
+    if caused_by(error, redis_py.AuthenticationError):
         return BrokerConnectionError(
             f"Redis refused the credentials of the broker: {str(error).rstrip('.')}. "
             "Check the user and password in the Redis URL"
@@ -54,10 +71,17 @@ def clearer(error: redis_py.ConnectionError) -> BrokerConnectionError | None:
             "CA that signed it (RedisBroker.from_url(url, ssl_ca_certs=...)) and use a host "
             "name that the certificate names"
         )
+    if isinstance(error, RedisClusterException) and (
+        isinstance(error, _UNREACHABLE)
+        or caused_by(error, (redis_py.ConnectionError, redis_py.TimeoutError, OSError))
+    ):
+        return redis_py.ConnectionError(f"no node of the Redis Cluster answered: {error}")
     return None
 
 
-def caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+def caused_by(
+    error: BaseException, kind: type[BaseException] | tuple[type[BaseException], ...]
+) -> bool:
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, kind):
