@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -32,9 +34,26 @@ JobId: TypeAlias = Union[uuid.UUID, str, Job]
 #: Longest wait of get_result between two looks at the job, in seconds: a
 #: safety net for a notification lost while reconnecting, not the way it wakes up.
 _LOOK_AGAIN = 5.0
-#: Shortest and longest pause of get_result_async between two checks of the
-#: notification of a job's end (a threading.Event, which asyncio cannot await).
-_FIRST_PAUSE, _LONGEST_PAUSE = 0.002, 0.05
+
+
+class _LoopEvent(threading.Event):
+    """A threading.Event that also wakes a coroutine of ``loop`` awaiting
+    ``woken`` when it is set, from any thread."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__()
+        self._loop = loop
+        self.woken = asyncio.Event()
+
+    def set(self) -> None:
+        super().set()
+        # The loop may be closed by now: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self.woken.set)
+
+    def clear(self) -> None:
+        super().clear()
+        self.woken.clear()
 
 
 def job_id_text(job_id: JobId) -> str | None:
@@ -107,19 +126,19 @@ class JobLifecycle:
     async def get_result_async(self, job_id: JobId, timeout: float | None = None) -> Any:
         """:meth:`get_result` for asyncio code: the loop goes on while the job is
         read, and the wait between two looks, woken by the broker's
-        notifications too, holds no thread."""
+        notifications, holds no thread and polls nothing."""
         text, deadline = self._wait_target("get_result_async", job_id, timeout)
-        with self._broker.watch_job(text) as ended:
+        ended = _LoopEvent(asyncio.get_running_loop())
+        with self._broker.watch_job(text, ended):
             while True:
                 ended.clear()
                 info = self._not_failed(text, await self._broker.get_job_async(text))
                 if info.status is JobStatus.SUCCEEDED:
                     return info.result
-                wait_until = time.monotonic() + self._wait_for(text, info, deadline, timeout)
-                pause = _FIRST_PAUSE
-                while not ended.is_set() and time.monotonic() < wait_until:
-                    await asyncio.sleep(min(pause, max(0.0, wait_until - time.monotonic())))
-                    pause = min(pause * 2, _LONGEST_PAUSE)
+                wait = self._wait_for(text, info, deadline, timeout)
+                if not ended.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(ended.woken.wait(), wait)
 
     @staticmethod
     def _wait_target(method: str, job_id: JobId, timeout: float | None) -> tuple[str, float | None]:

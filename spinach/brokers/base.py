@@ -294,15 +294,19 @@ class Broker(ABC):
         return False
 
     @contextlib.contextmanager
-    def watch_job(self, job_id: str) -> Iterator[threading.Event]:
+    def watch_job(
+        self, job_id: str, event: threading.Event | None = None
+    ) -> Iterator[threading.Event]:
         """Within, the event given is set whenever the job ``job_id`` may have
         ended for good with a record kept (see :meth:`get_job`), here or in
         another process; spurious sets are allowed.
 
         Clear the event before each look at the job, so that an end that
-        comes between the look and the wait is not missed.
+        comes between the look and the wait is not missed. ``event``: the
+        event to set (one whose ``set`` does more), a new one by default.
         """
-        event = threading.Event()
+        if event is None:
+            event = threading.Event()
         self._listen_for_outcomes()
         with self._watchers_lock:
             self._watchers.setdefault(job_id, set()).add(event)

@@ -68,3 +68,30 @@ def test_async_waits_say_what_went_wrong(engine: Engine) -> None:
             await engine.get_result_async(pending, timeout=-1)
 
     asyncio.run(main())
+
+
+def test_waiting_for_a_result_polls_nothing(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wait ends when the job's end is notified: the waiting coroutine never
+    sleeps to look again, and gets the result of a job that a worker thread
+    runs meanwhile."""
+    slept: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def spied_sleep(delay: float, *args: object) -> object:
+        slept.append(delay)
+        return await real_sleep(delay, *args)
+
+    async def main() -> int:
+        job = await engine.schedule_async("double", 21)
+        monkeypatch.setattr(asyncio, "sleep", spied_sleep)
+        engine.start_workers(number=1, block=False)
+        try:
+            result: int = await engine.get_result_async(job, 10)
+            return result
+        finally:
+            engine.stop_workers()
+
+    assert asyncio.run(main()) == 42
+    assert slept == []
