@@ -52,12 +52,17 @@ def measure(url: str, jobs: int, batch: int) -> float:
 def run(package: str, url: str, jobs: int, batch: int) -> float:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([package, HERE]))
     code = (
-        "import json, sys, fetch_cost; "
+        "import json, os, sys, spinach, fetch_cost; "
+        "assert os.path.realpath(spinach.__file__).startswith(os.path.realpath(sys.argv[-1])), "
+        "spinach.__file__; "
         "print(json.dumps(fetch_cost.measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, url, str(jobs), str(batch)],
+        [sys.executable, "-c", code, url, str(jobs), str(batch), package],
         env=env,
+        # Not the checkout's root: python -c puts the working directory first
+        # on sys.path, where this checkout's spinach would win over package's.
+        cwd=HERE,
         check=True,
         capture_output=True,
         text=True,
