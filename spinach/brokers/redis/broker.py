@@ -419,12 +419,16 @@ class RedisBroker(JobRecords, Broker):
     def _clock_due(self) -> bool:
         return isinstance(self._clock, ServerClock) and self._clock.due()
 
-    def _read_now(self) -> float:
-        """:meth:`_now`, but a server clock is read with the offset it has, even
-        when due to be measured again."""
+    def _unmeasured_now(self) -> datetime:
+        """:meth:`now`, but a server clock is read with the offset it has, even
+        when due to be measured again: no round trip to Redis."""
         if isinstance(self._clock, ServerClock):
-            return datetime.fromtimestamp(self._clock.read(), tz=timezone.utc).timestamp()
-        return self._now()
+            return datetime.fromtimestamp(self._clock.read(), tz=timezone.utc)
+        return self.now()
+
+    def _read_now(self) -> float:
+        """:meth:`_now` without measuring the clock offset (see :meth:`_unmeasured_now`)."""
+        return self._unmeasured_now().timestamp()
 
     def _carry_out(self, step: Step) -> Any:
         if isinstance(step, Call):
@@ -449,11 +453,10 @@ class RedisBroker(JobRecords, Broker):
     async def now_async(self) -> datetime:
         if self._async is None:
             return await super().now_async()
-        if isinstance(self._clock, ServerClock):
-            if self._clock.due():
-                await self._clock.sync_async(self._async.client())
-            return datetime.fromtimestamp(self._clock.read(), tz=timezone.utc)
-        return self.now()
+        if self._clock_due():
+            assert isinstance(self._clock, ServerClock)
+            await self._clock.sync_async(self._async.client())
+        return self._unmeasured_now()
 
     @override
     async def get_job_async(self, job_id: str) -> JobInfo | None:
