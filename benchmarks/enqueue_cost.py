@@ -21,15 +21,12 @@ trip or more.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any, Callable
 
-from _server import redis_url
+from _server import measure_with, redis_url
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VALUE = b"x" * 150
@@ -86,24 +83,7 @@ def measure(url: str, jobs: int, what: str) -> dict[str, float]:
 
 
 def run(package: str, url: str, jobs: int, what: str) -> dict[str, float]:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package, HERE]))
-    code = (
-        "import json, os, sys, spinach, enqueue_cost; "
-        "assert os.path.realpath(spinach.__file__).startswith(os.path.realpath(sys.argv[-1])), "
-        "spinach.__file__; "
-        "print(json.dumps(enqueue_cost.measure(sys.argv[1], int(sys.argv[2]), sys.argv[3])))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, url, str(jobs), what, package],
-        env=env,
-        # Not the checkout's root: python -c puts the working directory first
-        # on sys.path, where this checkout's spinach would win over package's.
-        cwd=HERE,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    result: dict[str, float] = json.loads(out.stdout)
+    result: dict[str, float] = measure_with(package, "enqueue_cost", url, jobs, what)
     return result
 
 

@@ -12,13 +12,10 @@ fetch that uses none of them dearer.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
-import sys
 
-from _server import redis_url
+from _server import measure_with, redis_url
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -50,24 +47,7 @@ def measure(url: str, jobs: int, batch: int) -> float:
 
 
 def run(package: str, url: str, jobs: int, batch: int) -> float:
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package, HERE]))
-    code = (
-        "import json, os, sys, spinach, fetch_cost; "
-        "assert os.path.realpath(spinach.__file__).startswith(os.path.realpath(sys.argv[-1])), "
-        "spinach.__file__; "
-        "print(json.dumps(fetch_cost.measure(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))))"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code, url, str(jobs), str(batch), package],
-        env=env,
-        # Not the checkout's root: python -c puts the working directory first
-        # on sys.path, where this checkout's spinach would win over package's.
-        cwd=HERE,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return float(json.loads(out.stdout))
+    return float(measure_with(package, "fetch_cost", url, jobs, batch))
 
 
 def main() -> None:

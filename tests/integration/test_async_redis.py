@@ -144,11 +144,13 @@ def test_a_stale_clock_offset_is_measured_again_from_the_loop(
     broker.close()
 
 
-def test_an_unreachable_redis_fails_as_the_blocking_call(namespace: str) -> None:
-    """With nothing listening, schedule_async tries again with backoff, then raises
-    the BrokerConnectionError that schedule raises."""
-    url = f"redis://127.0.0.1:{free_port()}/0"
-    broker = RedisBroker.from_url(url, enqueue_job_max_retries=1, socket_connect_timeout=1)
+#: What scheduling says once it gave up on an unreachable Redis (two tries).
+GAVE_UP = r"the job of task 'print' in Redis after 2 tries"
+
+
+def schedule_in_a_loop(broker: RedisBroker, namespace: str) -> Engine:
+    """An engine of ``broker`` whose task ``print`` is scheduled once with
+    schedule_async, in an event loop of its own; what it raises is raised."""
     engine = Engine(broker, namespace)
     engine.task(lambda n: n, name="print")
 
@@ -158,15 +160,23 @@ def test_an_unreachable_redis_fails_as_the_blocking_call(namespace: str) -> None
         finally:
             await broker.close_async()
 
-    with pytest.raises(
-        BrokerConnectionError, match=r"the job of task 'print' in Redis after 2 tries"
-    ):
-        asyncio.run(main())
-    with pytest.raises(
-        BrokerConnectionError, match=r"the job of task 'print' in Redis after 2 tries"
-    ):
+    asyncio.run(main())
+    return engine
+
+
+def test_an_unreachable_redis_fails_as_the_blocking_call(namespace: str) -> None:
+    """With nothing listening, schedule_async tries again with backoff, then raises
+    the BrokerConnectionError that schedule raises."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    broker = RedisBroker.from_url(url, enqueue_job_max_retries=1, socket_connect_timeout=1)
+    with pytest.raises(BrokerConnectionError, match=GAVE_UP):
+        schedule_in_a_loop(broker, namespace)
+    engine = Engine(RedisBroker.from_url(url, enqueue_job_max_retries=1), namespace)
+    engine.task(lambda n: n, name="print")
+    with pytest.raises(BrokerConnectionError, match=GAVE_UP):
         engine.schedule("print", 1)
     broker.close()
+    engine.broker.close()  # type: ignore[attr-defined]
 
 
 def test_an_unreachable_cluster_fails_as_an_unreachable_server(namespace: str) -> None:
@@ -180,18 +190,7 @@ def test_an_unreachable_cluster_fails_as_an_unreachable_server(namespace: str) -
             host="127.0.0.1", port=port, socket_connect_timeout=1
         ),
     )
-    engine = Engine(broker, namespace)
-    engine.task(lambda n: n, name="print")
-
-    async def main() -> None:
-        try:
-            await engine.schedule_async("print", 1)
-        finally:
-            await broker.close_async()
-
-    with pytest.raises(
-        BrokerConnectionError, match=r"the job of task 'print' in Redis after 2 tries"
-    ) as raised:
-        asyncio.run(main())
+    with pytest.raises(BrokerConnectionError, match=GAVE_UP) as raised:
+        schedule_in_a_loop(broker, namespace)
     assert "no node of the Redis Cluster answered" in str(raised.value)
     broker.close()
