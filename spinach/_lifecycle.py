@@ -137,8 +137,13 @@ class JobLifecycle:
                     return info.result
                 wait = self._wait_for(text, info, deadline, timeout)
                 if not ended.is_set():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(ended.woken.wait(), wait)
+                    # Not asyncio.wait_for: before Python 3.12 it can lose a cancel
+                    # that comes as the wait ends.
+                    woken = asyncio.ensure_future(ended.woken.wait())
+                    try:
+                        await asyncio.wait({woken}, timeout=wait)
+                    finally:
+                        woken.cancel()
 
     @staticmethod
     def _wait_target(method: str, job_id: JobId, timeout: float | None) -> tuple[str, float | None]:

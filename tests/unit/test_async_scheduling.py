@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from spinach import Batch, Engine, MemoryBroker
+from spinach import Batch, Engine, MemoryBroker, _lifecycle
 from spinach.exc import JobFailedError, UnknownJobError
 
 
@@ -75,7 +75,9 @@ def test_waiting_for_a_result_polls_nothing(
 ) -> None:
     """The wait ends when the job's end is notified: the waiting coroutine never
     sleeps to look again, and gets the result of a job that a worker thread
-    runs meanwhile."""
+    runs meanwhile. Its looks at the job are an hour apart here, so only the
+    notification can end the wait within the 10 s this test gives it."""
+    monkeypatch.setattr(_lifecycle, "_LOOK_AGAIN", 3600.0)
     slept: list[float] = []
     real_sleep = asyncio.sleep
 
@@ -88,10 +90,34 @@ def test_waiting_for_a_result_polls_nothing(
         monkeypatch.setattr(asyncio, "sleep", spied_sleep)
         engine.start_workers(number=1, block=False)
         try:
-            result: int = await engine.get_result_async(job, 10)
+            result: int = await asyncio.wait_for(engine.get_result_async(job), 10)
             return result
         finally:
             engine.stop_workers()
 
     assert asyncio.run(main()) == 42
     assert slept == []
+
+
+def test_a_cancelled_wait_for_a_result_ends(engine: Engine) -> None:
+    """Cancelling a coroutine waiting for a result cancels it, even as the job's
+    end is notified at about the same time."""
+
+    async def main() -> int:
+        cancelled = 0
+        for steps in range(6):
+            job = await engine.schedule_async("double", steps)
+            waiting = asyncio.ensure_future(engine.get_result_async(job))
+            for _ in range(3):
+                await asyncio.sleep(0)  # the wait has begun
+            engine.broker._jobs_ended([str(job.id)])  # an end notified (spuriously)
+            for _ in range(steps):
+                await asyncio.sleep(0)
+            waiting.cancel()
+            try:
+                await asyncio.wait_for(waiting, 10)
+            except asyncio.CancelledError:
+                cancelled += 1
+        return cancelled
+
+    assert asyncio.run(main()) == 6

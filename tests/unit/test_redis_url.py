@@ -229,9 +229,16 @@ def _raised_from(error: Exception, cause: Exception) -> Exception:
 
 def test_cluster_errors_are_told_apart() -> None:
     """A cluster client wraps what went wrong in RedisClusterException: bad
-    credentials are a clear error, no node reached is an outage, and anything
-    else (a node not in cluster mode) stays as it is."""
-    from redis.exceptions import AuthenticationError, RedisClusterException
+    credentials are a clear error, no node reached (as redis-py tells it) and a
+    slot no node serves are outages, and anything else (a node not in cluster
+    mode, a refused ACL permission) stays as it is."""
+    from redis.exceptions import (
+        AuthenticationError,
+        AuthorizationError,
+        RedisClusterException,
+        RedisClusterUnreachableError,
+        SlotNotCoveredError,
+    )
 
     from spinach.brokers.redis.errors import translated
     from spinach.exc import BrokerConnectionError
@@ -239,7 +246,12 @@ def test_cluster_errors_are_told_apart() -> None:
     refused = _raised_from(RedisClusterException("no node"), AuthenticationError("WRONGPASS"))
     assert isinstance(translated(refused), BrokerConnectionError)
     assert "user and password" in str(translated(refused))
-    gone = _raised_from(RedisClusterException("no node"), ConnectionRefusedError(111, "refused"))
+    gone = _raised_from(
+        RedisClusterUnreachableError("no node"), ConnectionRefusedError(111, "refused")
+    )
     assert type(translated(gone)) is redis.ConnectionError
+    assert type(translated(SlotNotCoveredError("slot 12 is not covered"))) is redis.ConnectionError
+    forbidden = _raised_from(RedisClusterException("no node"), AuthorizationError("NOPERM"))
+    assert translated(forbidden) is None
     assert translated(RedisClusterException("Cluster mode is not enabled on this node")) is None
     assert translated(redis.ConnectionError("reset")) is None  # an outage, raised as it is

@@ -71,12 +71,23 @@ def translated(error: Exception) -> Exception | None:
             "CA that signed it (RedisBroker.from_url(url, ssl_ca_certs=...)) and use a host "
             "name that the certificate names"
         )
-    if isinstance(error, RedisClusterException) and (
-        isinstance(error, _UNREACHABLE)
-        or caused_by(error, (redis_py.ConnectionError, redis_py.TimeoutError, OSError))
-    ):
+    if isinstance(error, RedisClusterException) and _cluster_outage(error):
         return redis_py.ConnectionError(f"no node of the Redis Cluster answered: {error}")
     return None
+
+
+def _cluster_outage(error: RedisClusterException) -> bool:
+    """Whether a cluster client's error means that no node could serve the call."""
+    if isinstance(error, redis_py.exceptions.SlotNotCoveredError):
+        return True
+    if _UNREACHABLE:
+        # redis-py says so itself; it raises a plain RedisClusterException for
+        # what a retry cannot mend (a refused ACL permission, say).
+        return isinstance(error, _UNREACHABLE)
+    # redis-py before RedisClusterUnreachableError: a connection error inside.
+    return caused_by(
+        error, (redis_py.ConnectionError, redis_py.TimeoutError, OSError)
+    ) and not caused_by(error, redis_py.exceptions.AuthorizationError)
 
 
 def caused_by(
