@@ -25,6 +25,8 @@ from opentelemetry.trace import SpanKind, StatusCode
 from spinach import Engine, MemoryBroker, RedisBroker, RetryException
 from spinach.contrib.opentelemetry import SpinachInstrumentor
 
+from .span_records import span_records
+
 
 @contextlib.contextmanager
 def use_context(context: Any) -> Iterator[None]:
@@ -139,6 +141,7 @@ WORKER_APP = textwrap.dedent(
 
     from spinach import Engine, RedisBroker, RetryException
     from spinach.contrib.opentelemetry import SpinachInstrumentor
+    from span_records import span_records
 
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
@@ -158,21 +161,8 @@ WORKER_APP = textwrap.dedent(
 
     @atexit.register
     def dump():
-        spans = [
-            {
-                "name": s.name,
-                "kind": s.kind.name,
-                "trace": s.context.trace_id,
-                "id": s.context.span_id,
-                "parent": s.parent.span_id if s.parent else None,
-                "events": [e.name for e in s.events],
-                "start": s.start_time,
-                "process": os.getpid(),
-            }
-            for s in exporter.get_finished_spans()
-        ]
         with open(os.environ["APP_SPANS"], "w") as out:
-            json.dump(spans, out)
+            json.dump(span_records(exporter.get_finished_spans()), out)
     """
 )
 
@@ -215,6 +205,10 @@ def test_one_trace_from_the_scheduling_call_to_a_worker_process(
             APP_REDIS_URL=redis_url,
             APP_NAMESPACE=namespace,
             APP_SPANS=str(tmp_path / "spans.json"),
+            # The worker app imports span_records from this folder.
+            PYTHONPATH=os.pathsep.join(
+                [str(Path(__file__).parent), *filter(None, [os.environ.get("PYTHONPATH")])]
+            ),
         )
         worker = subprocess.run(
             [sys.executable, "-m", "spinach", "worker", "traced_app:spin", "--stop-when-empty"],
@@ -228,19 +222,7 @@ def test_one_trace_from_the_scheduling_call_to_a_worker_process(
     finally:
         engine.broker.flush()
         engine.broker.close()  # type: ignore[attr-defined]
-    here = [
-        {
-            "name": s.name,
-            "kind": s.kind.name,
-            "trace": s.context.trace_id,
-            "id": s.context.span_id,
-            "parent": s.parent.span_id if s.parent else None,
-            "events": [e.name for e in s.events],
-            "start": s.start_time,
-            "process": os.getpid(),
-        }
-        for s in exporter.get_finished_spans()
-    ]
+    here = span_records(exporter.get_finished_spans())
     there = json.loads((tmp_path / "spans.json").read_text())
     spans = here + there
     print(tree(spans))

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     #: A loop's client, and its scripts by name.
     _Made: TypeAlias = tuple[AsyncRedisClient, dict[str, AsyncScript]]
 
-__all__ = ["AsyncClients", "close_client"]
+__all__ = ["AsyncClients"]
 
 
 class AsyncClients:
@@ -72,9 +72,4 @@ class AsyncClients:
         with self._lock:
             made = self._by_loop.pop(loop, None)
         if made is not None:
-            await close_client(made[0])
-
-
-async def close_client(client: AsyncRedisClient) -> None:
-    """Close a ``redis.asyncio`` client and its connections."""
-    await client.aclose()
+            await made[0].aclose()

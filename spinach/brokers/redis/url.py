@@ -33,7 +33,6 @@ from redis.connection import parse_url as _redis_parse_url
 from redis.sentinel import Sentinel
 
 from ...exc import ConfigurationError
-from .aio import close_client
 
 __all__ = ["CLIENT_DEFAULTS", "SCHEMES", "async_client_from_url", "client_from_url"]
 
@@ -118,7 +117,7 @@ class _AsyncSentinelMasterClient(redis_asyncio.Redis):
         finally:
             manager = getattr(self.connection_pool, "sentinel_manager", None)
             for sentinel in getattr(manager, "sentinels", ()):
-                await close_client(sentinel)
+                await sentinel.aclose()
 
 
 def client_from_url(url: str, **redis_kwargs: Any) -> redis_py.Redis | redis_py.RedisCluster:
