@@ -10,16 +10,18 @@
 -- KEYS[7]       running: hash, job id -> its record (step running_record)
 -- KEYS[8]       future_counts: hash, queue -> its jobs in the future set (step future_count)
 -- KEYS[8+i]     ready list of the i-th queue of this call (i = 1..Q)
--- ARGV[1]       now, POSIX seconds
+-- ARGV[1]       the call's numbers, each on a line of its own (one argument is cheaper
+--               for the client to send than four):
+--               now, POSIX seconds;
+--               seconds the marker is kept, from now or, when that is later, from
+--               now; 0: no marker;
+--               with a marker: seconds after now (by the server's clock) past which
+--               this call is late and stores nothing; empty: no such check (a test
+--               clock), and the marker is kept its seconds from the server's now;
+--               Q, the number of queues in this call
 -- ARGV[2]       notification channel
--- ARGV[3]       seconds the marker is kept, from now or, when that is later, from
---               ARGV[1]; 0: no marker
--- ARGV[4]       with a marker: seconds after ARGV[1] (by the server's clock) past which
---               this call is late and stores nothing; "": no such check (a test clock),
---               and the marker is kept ARGV[3] seconds from now
--- ARGV[5]       Q, the number of queues in this call
--- ARGV[6..5+Q]  the queue names, in the order of their keys
--- ARGV[6+Q..]   the jobs, packed in one string (one argument is much cheaper for the
+-- ARGV[3..2+Q]  the queue names, in the order of their keys
+-- ARGV[3+Q..]   the jobs, packed in one string (one argument is much cheaper for the
 --               client to send than five per job), or in several when they are too many
 --               bytes for one, each holding whole jobs; for each job: its id (36
 --               characters), then "<queue number> <at> <bytes of task name> <bytes of
@@ -36,11 +38,11 @@
 -- again (after a lost reply) stores nothing, even if its jobs already ran and were removed,
 -- and replies with the unique jobs of the first run, which the marker keeps.
 -- The marker needs to live only as long as the call can still be sent again: a call
--- that runs past ARGV[4] seconds after the time it was built with stores nothing, so
--- the marker is kept until a little later than that, ARGV[3] seconds after ARGV[1]
--- (and at least ARGV[3] seconds), not for as long as the jobs may wait. Both times
--- count from ARGV[1], so the marker outlives every run the script accepts even when
--- the caller's clock is ahead.
+-- that runs later than its "late" seconds after the time it was built with (now) stores
+-- nothing, so the marker is kept until a little later than that, its seconds after now
+-- (and at least its seconds), not for as long as the jobs may wait. Both times count
+-- from now, so the marker outlives every run the script accepts even when the caller's
+-- clock is ahead.
 
 --- @include "place_counter"
 --- @include "ready_entry"
@@ -50,13 +52,41 @@
 
 local payloads, seq, queues, marker, future_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local unique, running, future_counts = KEYS[6], KEYS[7], KEYS[8]
-local now = tonumber(ARGV[1])
+local now, marker_seconds, late_after, queue_count = string.match(ARGV[1], "^([^\n]+)\n(%d+)\n([^\n]*)\n(%d+)$")
+now, marker_seconds, queue_count = tonumber(now), tonumber(marker_seconds), tonumber(queue_count)
 local channel = ARGV[2]
-local marker_seconds, late_after = tonumber(ARGV[3]), ARGV[4]
-local queue_count = tonumber(ARGV[5])
 local marker_ms
 
-check_place_counter(seq)
+-- The jobs read first, before any command: {id, queue number, at, task name, payload,
+-- unique key or ""} each; and how many are due, to reserve their places in line.
+local jobs, due = {}, 0
+for part = 3 + queue_count, #ARGV do
+    local packed = ARGV[part]
+    local position = 1
+    while position <= #packed do
+        local id = string.sub(packed, position, position + 35)
+        local _, header_end, queue_number, at, name_bytes, payload_bytes, key =
+            string.find(packed, "^(%d+) ([^ ]+) (%d+) (%d+) ?([^\n]*)\n", position + 36)
+        at = tonumber(at)
+        local name_end = header_end + tonumber(name_bytes)
+        position = name_end + tonumber(payload_bytes) + 1
+        table.insert(jobs, {
+            id, tonumber(queue_number), at, string.sub(packed, header_end + 1, name_end),
+            string.sub(packed, name_end + 1, position - 1), key,
+        })
+        if at <= now then
+            due = due + 1
+        end
+    end
+end
+
+-- The first write: a place counter that is not a number fails the call here, with
+-- nothing written (see step place_counter). Places of jobs not stored in the end are
+-- left unused: places only order the entries.
+local place = 0
+if due > 0 then
+    place = reserve_places(seq, due)
+end
 
 if marker_seconds > 0 then
     local keep_ms = marker_seconds * 1000
@@ -80,54 +110,38 @@ if marker_seconds > 0 then
     marker_ms = keep_ms
 end
 for i = 1, queue_count do
-    redis.call("SADD", queues, ARGV[5 + i])
+    redis.call("SADD", queues, ARGV[2 + i])
 end
 
--- Ready entries per queue number, without their place in line yet; future scores and entries.
-local ready, ready_count, future, future_by_queue = {}, 0, {}, {}
-local stored, job_number, held = 0, 0, {}
-for part = 6 + queue_count, #ARGV do
-    local jobs = ARGV[part]
-    local position = 1
-    while position <= #jobs do
-        local id = string.sub(jobs, position, position + 35)
-        local _, header_end, queue_number, at, name_bytes, payload_bytes, key =
-            string.find(jobs, "^(%d+) ([^ ]+) (%d+) (%d+) ?([^\n]*)\n", position + 36)
-        queue_number, at = tonumber(queue_number), tonumber(at)
-        local name_end = header_end + tonumber(name_bytes)
-        local task_name = string.sub(jobs, header_end + 1, name_end)
-        position = name_end + tonumber(payload_bytes) + 1
-        job_number = job_number + 1
-        local holder = key ~= "" and unique_holder(unique, payloads, running, key)
-        if holder then
-            table.insert(held, job_number)
-            table.insert(held, holder)
-        elseif redis.call("HSETNX", payloads, id, string.sub(jobs, name_end + 1, position - 1)) == 1 then
-            stored = stored + 1
-            if key ~= "" then
-                redis.call("HSET", unique, key, id, id, key)
-            end
-            if at <= now then
-                ready[queue_number] = ready[queue_number] or {}
-                table.insert(ready[queue_number], {id, task_name})
-                ready_count = ready_count + 1
-            else
-                table.insert(future, at)
-                table.insert(future, future_member(id, ARGV[5 + queue_number], task_name))
-                future_by_queue[queue_number] = (future_by_queue[queue_number] or 0) + 1
-            end
+-- Ready entries per queue number; future scores and members.
+local ready, future, future_by_queue = {}, {}, {}
+local stored, held = 0, {}
+for job_number, job in ipairs(jobs) do
+    local id, queue_number, at, task_name, payload, key = unpack(job)
+    local holder = key ~= "" and unique_holder(unique, payloads, running, key)
+    if holder then
+        table.insert(held, job_number)
+        table.insert(held, holder)
+    elseif redis.call("HSETNX", payloads, id, payload) == 1 then
+        stored = stored + 1
+        if key ~= "" then
+            redis.call("HSET", unique, key, id, id, key)
+        end
+        if at <= now then
+            place = place + 1
+            ready[queue_number] = ready[queue_number] or {}
+            table.insert(ready[queue_number], ready_entry(place, id, task_name))
+        else
+            table.insert(future, at)
+            table.insert(future, future_member(id, ARGV[2 + queue_number], task_name))
+            future_by_queue[queue_number] = (future_by_queue[queue_number] or 0) + 1
         end
     end
 end
 
 -- Variadic commands, in chunks that Lua's unpack accepts.
 local chunk = 1000
-local place = redis.call("INCRBY", seq, ready_count) - ready_count
 for queue_number, entries in pairs(ready) do
-    for i = 1, #entries do
-        place = place + 1
-        entries[i] = ready_entry(place, entries[i][1], entries[i][2])
-    end
     for first = 1, #entries, chunk do
         redis.call("RPUSH", KEYS[8 + queue_number], unpack(entries, first, math.min(first + chunk - 1, #entries)))
     end
@@ -136,9 +150,8 @@ for first = 1, #future, 2 * chunk do
     redis.call("ZADD", future_key, unpack(future, first, math.min(first + 2 * chunk - 1, #future)))
 end
 for queue_number, n in pairs(future_by_queue) do
-    count_future(future_counts, ARGV[5 + queue_number], n)
+    count_future(future_counts, ARGV[2 + queue_number], n)
 end
-
 if stored > 0 then
     -- Ready jobs can start; a future one may be due before idle engines look again.
     redis.call("PUBLISH", channel, "stored")

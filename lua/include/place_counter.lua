@@ -8,3 +8,17 @@ local function check_place_counter(seq)
         error("key " .. seq .. " is not a counter: delete it, or SET it to a number")
     end
 end
+
+-- Reserve n places in line at once: returns the place before the first of them. A
+-- counter that is not a number raises check_place_counter's error; called before any
+-- other write, it fails the call with nothing written.
+local function reserve_places(seq, n)
+    local last = redis.pcall("INCRBY", seq, n)
+    if type(last) == "table" and last.err then
+        if string.find(last.err, "not an integer", 1, true) then
+            error("key " .. seq .. " is not a counter: delete it, or SET it to a number")
+        end
+        error(last) -- out of memory, a wrong type: as Redis said it
+    end
+    return last - n
+end

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
 from redis.commands.core import AsyncScript
@@ -55,7 +55,7 @@ class AsyncClients:
         """The client of the running loop."""
         return self._of_this_loop()[0]
 
-    async def run(self, script: str, keys: list[str], args: list[Any]) -> Any:
+    async def run(self, script: str, keys: Sequence[str | bytes], args: Sequence[Any]) -> Any:
         """Run ``script`` with the running loop's client.
 
         Raises:

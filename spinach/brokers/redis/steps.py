@@ -23,7 +23,7 @@ _T = TypeVar("_T")
 class Call(NamedTuple):
     """Run a script: the step is sent its reply, or thrown its error."""
 
-    keys: list[str]
+    keys: list[bytes]
     args: list[Any]
 
 
