@@ -203,6 +203,8 @@ class RedisBroker(JobRecords, Broker):
         self._lost_fetches: list[tuple[str, str]] = []
         self._lost_adoptions: list[str] = []
         self._keys_cache: Keys | None = None
+        # The keys of get_jobs_from_queue for each queue, with the Keys they come from.
+        self._fetch_keys_made: dict[str, tuple[Keys, list[bytes]]] = {}
         # The keys of every enqueue_jobs call, but the marker and the queues',
         # for the namespace of the Keys they come with.
         self._enqueue_keys: tuple[Keys, list[bytes], list[bytes]] | None = None
@@ -518,26 +520,37 @@ class RedisBroker(JobRecords, Broker):
             raise
         return jobs
 
-    def _fetch_keys(self, queue: str) -> list[str]:
+    def _fetch_keys(self, queue: str) -> list[bytes]:
+        """The keys of the get_jobs_from_queue script for ``queue``, as bytes (see
+        :meth:`_enqueue_arguments`), made once per queue and namespace."""
         k = self._keys
-        return [
-            k.ready(queue),
-            k.parked(queue),
-            k.payloads,
-            k.running,
-            k.limits,
-            k.in_flight,
-            k.failed,
-            k.calls,
-            k.cancelled(queue),
-            k.unique,
-            k.rate_limits,
-            k.rate_wake,
-            k.activity,
-        ]
+        made = self._fetch_keys_made.get(queue)
+        if made is None or made[0] is not k:
+            keys = [
+                k.ready(queue),
+                k.parked(queue),
+                k.payloads,
+                k.running,
+                k.limits,
+                k.in_flight,
+                k.failed,
+                k.calls,
+                k.cancelled(queue),
+                k.unique,
+                k.rate_limits,
+                k.rate_wake,
+                k.activity,
+            ]
+            made = self._fetch_keys_made[queue] = (k, [key.encode() for key in keys])
+        return made[1]
 
-    def _fetch_args(self, max_jobs: int, token_prefix: str) -> list[Any]:
-        return [max_jobs, token_prefix, self._now(), self._keys.prefix]
+    def _fetch_args(self, max_jobs: int, token_prefix: str) -> list[bytes]:
+        return [
+            b"%d" % max_jobs,
+            token_prefix.encode(),
+            repr(self._now()).encode(),
+            _utf8(self._keys.prefix),
+        ]
 
     @override
     def record_outcomes_and_get_jobs(
