@@ -57,26 +57,34 @@ now, marker_seconds, queue_count = tonumber(now), tonumber(marker_seconds), tonu
 local channel = ARGV[2]
 local marker_ms
 
--- The jobs read first, before any command: {id, queue number, at, task name, payload,
+-- The jobs read first, before any command, as offsets in their part (no copy of
+-- their bytes yet): {part, id start, queue number, at, header end, name end, end,
 -- unique key or ""} each; and how many are due, to reserve their places in line.
 local jobs, due = {}, 0
 for part = 3 + queue_count, #ARGV do
     local packed = ARGV[part]
     local position = 1
     while position <= #packed do
-        local id = string.sub(packed, position, position + 35)
         local _, header_end, queue_number, at, name_bytes, payload_bytes, key =
             string.find(packed, "^(%d+) ([^ ]+) (%d+) (%d+) ?([^\n]*)\n", position + 36)
         at = tonumber(at)
         local name_end = header_end + tonumber(name_bytes)
-        position = name_end + tonumber(payload_bytes) + 1
-        table.insert(jobs, {
-            id, tonumber(queue_number), at, string.sub(packed, header_end + 1, name_end),
-            string.sub(packed, name_end + 1, position - 1), key,
-        })
+        local job_end = name_end + tonumber(payload_bytes)
+        table.insert(jobs, {part, position, tonumber(queue_number), at, header_end, name_end, job_end, key})
+        position = job_end + 1
         if at <= now then
             due = due + 1
         end
+    end
+end
+
+-- A call that came late stores nothing, and writes nothing: checked first.
+local server_now
+if marker_seconds > 0 and late_after ~= "" then
+    local t = redis.call("TIME")
+    server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+    if server_now > now + tonumber(late_after) then
+        return -1
     end
 end
 
@@ -90,12 +98,7 @@ end
 
 if marker_seconds > 0 then
     local keep_ms = marker_seconds * 1000
-    if late_after ~= "" then
-        local t = redis.call("TIME")
-        local server_now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-        if server_now > now + tonumber(late_after) then
-            return -1
-        end
+    if server_now then
         keep_ms = math.max(keep_ms, math.ceil((now + marker_seconds - server_now) * 1000))
     end
     if not redis.call("SET", marker, "1", "NX", "PX", keep_ms) then
@@ -117,16 +120,19 @@ end
 local ready, future, future_by_queue = {}, {}, {}
 local stored, held = 0, {}
 for job_number, job in ipairs(jobs) do
-    local id, queue_number, at, task_name, payload, key = unpack(job)
+    local part, start, queue_number, at, header_end, name_end, job_end, key = unpack(job)
+    local packed = ARGV[part]
+    local id = string.sub(packed, start, start + 35)
     local holder = key ~= "" and unique_holder(unique, payloads, running, key)
     if holder then
         table.insert(held, job_number)
         table.insert(held, holder)
-    elseif redis.call("HSETNX", payloads, id, payload) == 1 then
+    elseif redis.call("HSETNX", payloads, id, string.sub(packed, name_end + 1, job_end)) == 1 then
         stored = stored + 1
         if key ~= "" then
             redis.call("HSET", unique, key, id, id, key)
         end
+        local task_name = string.sub(packed, header_end + 1, name_end)
         if at <= now then
             place = place + 1
             ready[queue_number] = ready[queue_number] or {}

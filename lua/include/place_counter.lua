@@ -18,7 +18,9 @@ local function reserve_places(seq, n)
         if string.find(last.err, "not an integer", 1, true) then
             error("key " .. seq .. " is not a counter: delete it, or SET it to a number")
         end
-        error(last) -- out of memory, a wrong type: as Redis said it
+        -- Out of memory, a wrong type: as Redis said it (a string: Redis before
+        -- 7.0 does not take a table there).
+        error(last.err)
     end
     return last - n
 end

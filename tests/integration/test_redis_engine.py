@@ -486,14 +486,16 @@ def test_enqueue_run_after_its_window_stores_nothing(
     """
     broker = RedisBroker(redis_client)
     broker.namespace = namespace
-    job = Job("once", "q", broker.now(), 0)
+    # Due by either time the call is given, so that the call has places to reserve.
+    job = Job("once", "q", broker.now() - timedelta(seconds=120), 0)
     keys, args = broker._enqueue_arguments([job], "call-late")
     _shift_now(args, -61)
     assert broker._scripts["enqueue_jobs"](keys=keys, args=args) == -1
-    assert redis_client.exists(broker._keys.enqueue_marker("call-late")) == 0
-    assert broker.count_jobs().queued == {}
+    # Nothing written, not even a place reserved: a late call is refused first.
+    assert redis_client.keys(f"*{namespace}*") == []
     _shift_now(args, 2)  # 59 s: still in its window
     assert broker._scripts["enqueue_jobs"](keys=keys, args=args) == 1
+    assert broker.count_jobs().queued == {"q": 1}
     broker.flush()
 
 

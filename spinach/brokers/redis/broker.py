@@ -448,9 +448,7 @@ class RedisBroker(JobRecords, Broker):
 
     def _read_now(self) -> float:
         """:meth:`_now` without measuring the clock offset (see :meth:`_unmeasured_now`)."""
-        if isinstance(self._clock, ServerClock):
-            return self._clock.read()
-        return self.now().timestamp()
+        return self._unmeasured_now().timestamp()
 
     def _carry_out(self, step: Step) -> Any:
         if isinstance(step, Call):
