@@ -49,6 +49,7 @@ from ..base import (
 )
 from .aio import AsyncClients
 from .clock import ServerClock
+from .direct import evalsha
 from .errors import (
     ENQUEUE_WINDOW,
     full,
@@ -274,7 +275,7 @@ class RedisBroker(JobRecords, Broker):
         # EVALSHA itself, not through redis-py's Script object, which costs more
         # than a microsecond per call; it loads the script when Redis lacks it.
         try:
-            return self._redis.evalsha(self._shas[script], len(keys), *keys, *args)  # type: ignore[no-untyped-call,unused-ignore]
+            return evalsha(self._redis, self._shas[script], keys, args)
         except redis_py.exceptions.NoScriptError:
             with refused_clearly():
                 return self._scripts[script](keys=keys, args=args)
