@@ -3,11 +3,18 @@ taken for a plain client, not for an instrumented one, and as safe as the client
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Any, ClassVar
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any, Callable
+from urllib.parse import urlparse
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from spinach import Engine
 from spinach.brokers.redis import RedisBroker
@@ -19,88 +26,184 @@ def _engine(client: redis.Redis, namespace: str) -> Engine:
     return engine
 
 
-def test_a_plain_client_runs_scripts_without_its_execute_command(
-    redis_client: redis.Redis, namespace: str
-) -> None:
-    """The scripts go straight to a pooled connection; replies read the same."""
-    sent: list[Any] = []
-    own = redis_client.execute_command
-
-    def spy(*args: Any, **options: Any) -> Any:
-        sent.append(args[0])
-        return own(*args, **options)
-
-    redis_client.execute_command = spy  # type: ignore[method-assign]
-    engine = _engine(redis_client, namespace)
+def _loaded(engine: Engine) -> None:
+    """Schedule and fetch once: the scripts are loaded (a script Redis lacks is
+    loaded through the client, whatever the path)."""
     engine.schedule("noop")
     engine.broker.get_jobs_from_queue("spinach", 10)
-    # Loaded now (a script Redis lacks is loaded through the client): from here on, direct.
-    sent.clear()
+    engine.broker.flush()  # the namespace's keys; Redis keeps the scripts
+
+
+@pytest.fixture
+def commands_run(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The commands that go through redis-py's Redis._execute_command."""
+    seen: list[Any] = []
+    own = redis.Redis._execute_command
+
+    def spy(self: redis.Redis, *args: Any, **options: Any) -> Any:
+        seen.append(args[0])
+        return own(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "_execute_command", spy)
+    return seen
+
+
+def test_a_plain_client_runs_scripts_without_its_execute_command(
+    redis_client: redis.Redis, namespace: str, commands_run: list[Any]
+) -> None:
+    """The scripts go straight to a pooled connection; replies read the same."""
+    engine = _engine(redis_client, namespace)
+    _loaded(engine)
+    commands_run.clear()
     job = engine.schedule("noop")
     (got,) = engine.broker.get_jobs_from_queue("spinach", 10)
     assert got.id == job.id
     assert got.task_name == "noop"
-    assert "EVALSHA" not in sent
+    assert "EVALSHA" not in commands_run
     engine.broker.flush()
 
 
-class _Instrumented(redis.Redis):
-    """A client whose execute_command is wrapped, as tracing instrumentation does."""
+def _recording(seen: list[Any], own: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(own)
+    def wrapper(*args: Any, **options: Any) -> Any:
+        seen.append(next(a for a in args if isinstance(a, str)))
+        return own(*args, **options)
 
-    seen: ClassVar[list[Any]] = []
-
-    @functools.wraps(redis.Redis.execute_command)
-    def execute_command(self, *args: Any, **options: Any) -> Any:
-        self.seen.append(args[0])
-        return super().execute_command(*args, **options)
+    return wrapper
 
 
-def test_an_instrumented_client_keeps_its_spans(redis_url: str, namespace: str) -> None:
-    """A client whose execute_command is wrapped (it has __wrapped__) sees every script call."""
-    client = _Instrumented.from_url(redis_url)
+def test_a_client_instrumented_on_its_class_keeps_its_spans(
+    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """redis-py's execute_command wrapped in place (as OpenTelemetry's and
+    Datadog's instrumentations do): every script call goes through it."""
+    seen: list[Any] = []
+    monkeypatch.setattr(
+        redis.Redis, "execute_command", _recording(seen, redis.Redis.execute_command)
+    )
+    client = redis.Redis.from_url(redis_url)
     engine = _engine(client, namespace)
+    _loaded(engine)
+    seen.clear()
     engine.schedule("noop")
-    assert engine.broker.get_jobs_from_queue("spinach", 10)
-    assert _Instrumented.seen.count("EVALSHA") >= 2
+    engine.broker.get_jobs_from_queue("spinach", 10)
+    assert seen.count("EVALSHA") == 2
     engine.broker.flush()
     client.close()
 
 
-def test_scheduling_after_redis_dropped_every_connection(
-    redis_client: redis.Redis, redis_url: str, namespace: str
-) -> None:
-    """A pooled connection killed by the server is replaced: the job is stored once."""
-    engine = _engine(redis_client, namespace)
-    engine.schedule("noop")
-    killer = redis.Redis.from_url(redis_url)
-    assert killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") >= 1
-    engine.schedule("noop")
-    assert engine.broker.count_jobs().queued == {"spinach": 2}
-    killer.close()
-    engine.broker.flush()
-
-
-def test_a_client_instrumented_before_spinach_was_imported_keeps_its_spans(
-    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """redis-py's own execute_command wrapped in place (as OpenTelemetry's and
-    Datadog's instrumentations do, with __wrapped__), before Spinach saw it."""
-    from spinach.brokers.redis import direct
-
+def test_a_client_instrumented_by_itself_keeps_its_spans(redis_url: str, namespace: str) -> None:
+    """execute_command wrapped on the client object (OpenTelemetry's
+    instrument_client does that): every script call goes through it."""
     seen: list[Any] = []
-    own = redis.Redis.execute_command
-
-    @functools.wraps(own)
-    def wrapper(self: redis.Redis, *args: Any, **options: Any) -> Any:
-        seen.append(args[0])
-        return own(self, *args, **options)
-
-    monkeypatch.setattr(redis.Redis, "execute_command", wrapper)
-    monkeypatch.setattr(direct, "_OWN_EXECUTE", wrapper)
     client = redis.Redis.from_url(redis_url)
+    client.execute_command = _recording(seen, client.execute_command)  # type: ignore[method-assign]
     engine = _engine(client, namespace)
+    _loaded(engine)
+    seen.clear()
     engine.schedule("noop")
+    engine.broker.get_jobs_from_queue("spinach", 10)
+    assert seen.count("EVALSHA") == 2
+    engine.broker.flush()
+    client.close()
+
+
+class _CuttingProxy:
+    """A TCP proxy to Redis that, once armed, forwards the next request holding
+    EVALSHA and then closes the client's connection before any reply."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self._upstream = upstream
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self._upstream)
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, requests: bool) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+                if requests and b"EVALSHA" in data and self.armed.is_set():
+                    self.armed.clear()
+                    self.cuts += 1
+                    break
+        except OSError:
+            pass
+        for end in (source, sink):
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture
+def cutting_proxy(redis_url: str) -> Iterator[_CuttingProxy]:
+    url = urlparse(redis_url)
+    proxy = _CuttingProxy((url.hostname or "127.0.0.1", url.port or 6379))
+    yield proxy
+    proxy.close()
+
+
+def test_a_reply_lost_is_retried_by_the_connections_policy(
+    cutting_proxy: _CuttingProxy, namespace: str, commands_run: list[Any]
+) -> None:
+    """A fetch whose connection is cut after the request, before the reply, is
+    sent again on a new connection as the client's retry policy says (the
+    fetch is safe to retry: it hands out the jobs of its first run), the
+    connection goes back to the pool of one, and the job is handed out once."""
+    pool = redis.BlockingConnectionPool(
+        port=cutting_proxy.port,
+        max_connections=1,
+        timeout=2,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[redis.ConnectionError],
+    )
+    client = redis.Redis(connection_pool=pool)
+    engine = _engine(client, namespace)
+    _loaded(engine)
+    job = engine.schedule("noop")
+    commands_run.clear()
+    cutting_proxy.armed.set()
+    (got,) = engine.broker.get_jobs_from_queue("spinach", 10)
+    assert cutting_proxy.cuts == 1
+    assert "EVALSHA" not in commands_run  # the direct path, retrying
+    assert got.id == job.id
+    assert engine.broker.get_jobs_from_queue("spinach", 10) == []
+    assert engine.broker.count_jobs().running == 1
+    engine.broker.flush()
+    client.close()
+
+
+def test_without_retries_a_reply_lost_is_raised(
+    cutting_proxy: _CuttingProxy, namespace: str
+) -> None:
+    """A client without retries: the cut is raised (as execute_command raises it),
+    and the connection still goes back to the pool of one."""
+    pool = redis.BlockingConnectionPool(
+        port=cutting_proxy.port, max_connections=1, timeout=2, retry=Retry(NoBackoff(), 0)
+    )
+    client = redis.Redis(connection_pool=pool)
+    engine = _engine(client, namespace)
+    _loaded(engine)
     engine.schedule("noop")
-    assert seen.count("EVALSHA") >= 2
+    cutting_proxy.armed.set()
+    with pytest.raises(redis.ConnectionError):
+        engine.broker.get_jobs_from_queue("spinach", 10)
+    assert cutting_proxy.cuts == 1
+    # The lost fetch's job is put back first, then handed out again.
+    assert len(engine.broker.get_jobs_from_queue("spinach", 10)) == 1
     engine.broker.flush()
     client.close()
