@@ -6,8 +6,9 @@ reads the reply and gives the connection back, with the connection's retry
 policy; around that it dispatches events, records its own metrics and looks
 up a reply callback. For the broker's ``EVALSHA`` calls that machinery cost
 7 to 12 µs of a ``schedule``'s 134 to 140 µs of CPU
-(``benchmarks/enqueue_cost.py``), and about 30 µs of a fetch on an idle engine. :func:`evalsha` does the same steps
-through the connection's own public methods, for the clients where it can:
+(``benchmarks/enqueue_cost.py``), and about 30 µs of a fetch on an idle
+engine. :func:`evalsha` does the same steps through the connection's own
+public methods, for the clients where it can:
 
 - a plain or Sentinel ``redis.Redis``, not a subclass, using its pool (not a
   single connection client) without a client-side cache;
