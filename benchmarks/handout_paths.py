@@ -9,9 +9,10 @@ an engine has: an arbiter that gets jobs from Redis, and a worker thread that
 - ``notify``, Spinach's way today: the producer's script pushes the job and
   publishes; a listener thread hears it and wakes the arbiter, whose fetch
   script pops the job and records it running.
-- ``claim``: the arbiter blocks in ``BLMOVE`` from the ready list to a list of
-  its own; once it returns, its fetch script takes the job from there and
-  records it running. No listener hop; a fetch round trip.
+- ``claim``: the producer's script is the same; the arbiter blocks in
+  ``BLMOVE`` from the ready list to a list of its own; once it returns, its
+  fetch script takes the job from there and records it running. No listener
+  hop; a fetch round trip.
 - ``push``: the arbiter registers as idle and blocks in ``BLPOP`` on an inbox
   of its own; the producer's script, finding it registered, records the job
   running and pushes it to that inbox. No listener hop, no fetch.
@@ -130,6 +131,7 @@ def notify_way(url: str) -> tuple[Callable[[], None], Consumer]:
 def claim_way(url: str) -> tuple[Callable[[], None], Consumer]:
     client = redis.Redis.from_url(url)
     blocking = redis.Redis.from_url(url, socket_timeout=5)
+    push = client.register_script(NOTIFY_PUSH)  # the producer's script as today's
     fetch = client.register_script(FETCH)
 
     def get_job() -> Any:
@@ -138,7 +140,7 @@ def claim_way(url: str) -> tuple[Callable[[], None], Consumer]:
             blocking.blmove("ready", "claimed", 0.5, "LEFT", "RIGHT")
         return job
 
-    return lambda: client.rpush("ready", "job"), Consumer(get_job)
+    return lambda: push(keys=["ready", "events"], args=["job"]), Consumer(get_job)
 
 
 def push_way(url: str) -> tuple[Callable[[], None], Consumer]:
@@ -154,8 +156,13 @@ def push_way(url: str) -> tuple[Callable[[], None], Consumer]:
         if job is not None:
             return job
         got = blocking.blpop(["inbox:w1"], 0.5)
-        client.lrem("idle", 0, "w1")  # a job handed out meanwhile waits in the inbox
-        return None if got is None else got[1]
+        if got is None:
+            # Not handed anything: no longer waiting (the producer's script removed
+            # the registration of a hand-out). A job handed out meanwhile waits in
+            # the inbox for the next BLPOP.
+            client.lrem("idle", 0, "w1")
+            return None
+        return got[1]
 
     def schedule() -> None:
         hand_out(keys=["ready", "idle", "running", "inbox:"], args=["job"])

@@ -13,8 +13,8 @@
 -- ARGV[1]       the call's numbers, each on a line of its own (one argument is cheaper
 --               for the client to send than four):
 --               now, POSIX seconds;
---               seconds the marker is kept, from now or, when that is later, from
---               now; 0: no marker;
+--               seconds the marker is kept, from the server's time or, when that
+--               is later, from the call's now; 0: no marker;
 --               with a marker: seconds after now (by the server's clock) past which
 --               this call is late and stores nothing; empty: no such check (a test
 --               clock), and the marker is kept its seconds from the server's now;
@@ -94,6 +94,9 @@ end
 local place = 0
 if due > 0 then
     place = reserve_places(seq, due)
+    if type(place) == "table" then
+        return place
+    end
 end
 
 if marker_seconds > 0 then

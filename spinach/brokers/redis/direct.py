@@ -5,10 +5,10 @@ per-command machinery.
 reads the reply and gives the connection back, with the connection's retry
 policy; around that it dispatches events, records its own metrics and looks
 up a reply callback. For the broker's ``EVALSHA`` calls that machinery cost
-7 to 12 µs of a ``schedule``'s 134 to 140 µs of CPU
-(``benchmarks/enqueue_cost.py``), and about 30 µs of a fetch on an idle
-engine. :func:`evalsha` does the same steps through the connection's own
-public methods, for the clients where it can:
+7 of a ``schedule``'s 133 µs of CPU (``benchmarks/enqueue_cost.py``), and
+8 of the 103 µs of a fetch on an idle engine. :func:`evalsha` does the same
+steps through the connection's own public methods, for the clients where it
+can:
 
 - a plain or Sentinel ``redis.Redis``, not a subclass, using its pool (not a
   single connection client) without a client-side cache;
@@ -32,6 +32,9 @@ __all__ = ["evalsha"]
 
 #: Attributes that, set on a client itself, change how it runs commands.
 _PER_CLIENT = ("execute_command", "_execute_command", "parse_response", "evalsha")
+#: Methods of redis.Redis that execute_command calls (the first not in every version):
+#: wrapped or replaced, they too mean an instrumented client.
+_BEHIND_EXECUTE = ("_execute_command", "parse_response")
 #: redis-py before 6 retries only the errors a connection lists (retry_on_error).
 _RETRY_LISTED_ONLY = hasattr(redis_py.Redis, "_disconnect_raise")
 #: Pool classes whose get_connection takes the command name (redis-py before 5.3).
@@ -55,11 +58,18 @@ def _direct(client: Any) -> bool:
         return False
     if not _is_redis_own(redis_py.Redis.execute_command):
         return False
+    for name in _BEHIND_EXECUTE:
+        function = getattr(redis_py.Redis, name, None)
+        if function is not None and (
+            hasattr(function, "__wrapped__")
+            or getattr(function, "__module__", None) != "redis.client"
+        ):
+            return False
     own = vars(client)
     if any(name in own for name in _PER_CLIENT):
         return False
     pool = client.connection_pool
-    kwargs = pool.connection_kwargs
+    kwargs = getattr(pool, "connection_kwargs", {})
     return (
         getattr(pool, "cache", None) is None
         and kwargs.get("cache") is None
