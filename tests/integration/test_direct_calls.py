@@ -73,6 +73,18 @@ def _recording(seen: list[Any], own: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _assert_both_scripts_seen(client: redis.Redis, namespace: str, seen: list[Any]) -> None:
+    """A schedule and a fetch (the scripts loaded first) go through the recorder."""
+    engine = _engine(client, namespace)
+    _loaded(engine)
+    seen.clear()
+    engine.schedule("noop")
+    engine.broker.get_jobs_from_queue("spinach", 10)
+    assert seen.count("EVALSHA") == 2
+    engine.broker.flush()
+    client.close()
+
+
 def test_a_client_instrumented_on_its_class_keeps_its_spans(
     redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -83,14 +95,7 @@ def test_a_client_instrumented_on_its_class_keeps_its_spans(
         redis.Redis, "execute_command", _recording(seen, redis.Redis.execute_command)
     )
     client = redis.Redis.from_url(redis_url)
-    engine = _engine(client, namespace)
-    _loaded(engine)
-    seen.clear()
-    engine.schedule("noop")
-    engine.broker.get_jobs_from_queue("spinach", 10)
-    assert seen.count("EVALSHA") == 2
-    engine.broker.flush()
-    client.close()
+    _assert_both_scripts_seen(client, namespace, seen)
 
 
 def test_a_client_instrumented_by_itself_keeps_its_spans(redis_url: str, namespace: str) -> None:
@@ -99,14 +104,7 @@ def test_a_client_instrumented_by_itself_keeps_its_spans(redis_url: str, namespa
     seen: list[Any] = []
     client = redis.Redis.from_url(redis_url)
     client.execute_command = _recording(seen, client.execute_command)  # type: ignore[method-assign]
-    engine = _engine(client, namespace)
-    _loaded(engine)
-    seen.clear()
-    engine.schedule("noop")
-    engine.broker.get_jobs_from_queue("spinach", 10)
-    assert seen.count("EVALSHA") == 2
-    engine.broker.flush()
-    client.close()
+    _assert_both_scripts_seen(client, namespace, seen)
 
 
 class _CuttingProxy:
