@@ -2,10 +2,14 @@
 -- a number (no Spinach code writes one) must fail the call before any write: a write
 -- before it would strand jobs. Raises the error the call then replies with (a string:
 -- Redis before 7.0 does not take a table there).
+local function not_a_counter(seq)
+    error("key " .. seq .. " is not a counter: delete it, or SET it to a number")
+end
+
 local function check_place_counter(seq)
     local counter = redis.call("GET", seq)
     if counter and not tonumber(counter) then
-        error("key " .. seq .. " is not a counter: delete it, or SET it to a number")
+        not_a_counter(seq)
     end
 end
 
@@ -18,7 +22,7 @@ local function reserve_places(seq, n)
     local last = redis.pcall("INCRBY", seq, n)
     if type(last) == "table" and last.err then
         if string.find(last.err, "not an integer", 1, true) then
-            error("key " .. seq .. " is not a counter: delete it, or SET it to a number")
+            not_a_counter(seq)
         end
         return last
     end
