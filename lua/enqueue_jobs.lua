@@ -18,7 +18,9 @@
 --               with a marker: seconds after now (by the server's clock) past which
 --               this call is late and stores nothing; empty: no such check (a test
 --               clock), and the marker is kept its seconds from the server's now;
---               Q, the number of queues in this call
+--               Q, the number of queues in this call;
+--               the prefix of the namespace's keys, "spinach:{<namespace>}:" (the
+--               keys of a queue's hand-out are made from it, step queue_keys)
 -- ARGV[2]       notification channel
 -- ARGV[3..2+Q]  the queue names, in the order of their keys
 -- ARGV[3+Q..]   the jobs, packed in one string (one argument is much cheaper for the
@@ -28,6 +30,11 @@
 --               payload>\n" (with " <unique key>" before the newline for a job of a
 --               unique task), then the task name and the payload
 -- Entries: see the steps ready_entry and future_member.
+-- Ready jobs go to a worker waiting for jobs of their queue, when one is (see
+-- wait_for_jobs): the one that started waiting last, whose wait is not over, is handed
+-- the oldest jobs of the queue that can start (step hand_out, as its fetch would), in
+-- its inbox; it reads them there, or its next fetch returns them. Idle workers are
+-- told of the jobs left (and of future jobs) on the notification channel.
 -- A job with a unique key is not stored while a waiting job holds that key (stored and not
 -- handed out yet; see step unique_key): the reply names that job instead. Else it holds
 -- the key once stored.
@@ -49,11 +56,22 @@
 --- @include "future_member"
 --- @include "unique_key"
 --- @include "future_count"
+--- @include "hand_out"
+--- @include "queue_keys"
+
+-- Milliseconds a worker's inbox is kept: it reads it at once, or never (it stopped
+-- waiting, and its next fetch returns the jobs; or it died, and its jobs are taken over).
+local INBOX_MS = 30000
+-- Most registrations looked at per queue and call: those whose worker fetched since
+-- are dropped on the way.
+local MOST_LOOKS = 10
 
 local payloads, seq, queues, marker, future_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local unique, running, future_counts = KEYS[6], KEYS[7], KEYS[8]
-local now, marker_seconds, late_after, queue_count = string.match(ARGV[1], "^([^\n]+)\n(%d+)\n([^\n]*)\n(%d+)$")
-now, marker_seconds, queue_count = tonumber(now), tonumber(marker_seconds), tonumber(queue_count)
+local now_text, marker_seconds, late_after, queue_count, key_prefix =
+    string.match(ARGV[1], "^([^\n]+)\n(%d+)\n([^\n]*)\n(%d+)\n(.*)$")
+local now = tonumber(now_text)
+marker_seconds, queue_count = tonumber(marker_seconds), tonumber(queue_count)
 local channel = ARGV[2]
 local marker_ms
 
@@ -148,11 +166,52 @@ for job_number, job in ipairs(jobs) do
     end
 end
 
+-- Whether the ready jobs of a queue went to a worker waiting for them (see
+-- wait_for_jobs) and none is left in line.
+local function hand_to_waiting(queue, ready_key)
+    local waiting = key_prefix .. "waiting:" .. queue
+    for _ = 1, MOST_LOOKS do
+        local last = redis.call("ZRANGE", waiting, -1, -1, "WITHSCORES")
+        if #last == 0 then
+            return false
+        end
+        if tonumber(last[2]) < now then
+            -- Every wait registered is over.
+            redis.call("DEL", waiting)
+            return false
+        end
+        local member = last[1]
+        redis.call("ZREM", waiting, member)
+        local token_prefix, max_jobs = string.match(member, "^(.*:)(%d+)$")
+        local worker = string.sub(token_prefix, 1, 32)
+        local keys = queue_keys(key_prefix, queue)
+        -- Still waiting: no fetch, end or takeover of the worker since.
+        if redis.call("HGET", keys.calls, worker) == token_prefix .. "\nw" then
+            local more, jobs = hand_out(keys, tonumber(max_jobs), token_prefix, now_text, key_prefix)
+            if #jobs == 0 then
+                -- None can start now (limits): the worker goes on waiting.
+                redis.call("HSET", keys.calls, worker, token_prefix .. "\nw")
+                redis.call("ZADD", waiting, last[2], member)
+                return false
+            end
+            local inbox = key_prefix .. "inbox:" .. worker
+            redis.call("LPUSH", inbox, token_prefix .. "\n" .. more .. table.concat(jobs))
+            redis.call("PEXPIRE", inbox, INBOX_MS)
+            return redis.call("LLEN", ready_key) == 0
+        end
+    end
+    return false
+end
+
 -- Variadic commands, in chunks that Lua's unpack accepts.
 local chunk = 1000
+local notify = #future > 0
 for queue_number, entries in pairs(ready) do
     for first = 1, #entries, chunk do
         redis.call("RPUSH", KEYS[8 + queue_number], unpack(entries, first, math.min(first + chunk - 1, #entries)))
+    end
+    if not hand_to_waiting(ARGV[2 + queue_number], KEYS[8 + queue_number]) then
+        notify = true
     end
 end
 for first = 1, #future, 2 * chunk do
@@ -161,7 +220,7 @@ end
 for queue_number, n in pairs(future_by_queue) do
     count_future(future_counts, ARGV[2 + queue_number], n)
 end
-if stored > 0 then
+if notify then
     -- Ready jobs can start; a future one may be due before idle engines look again.
     redis.call("PUBLISH", channel, "stored")
 end

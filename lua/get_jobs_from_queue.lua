@@ -28,9 +28,14 @@
 --          counted against rate limits
 -- ARGV[4]  the prefix of the namespace's keys, "spinach:{<namespace>}:": the rate log of
 --          each rate-limited task is built from it (step rate_limit)
+-- ARGV[5]  "w" when the token prefix is that of the worker's last wait for jobs (see
+--          wait_for_jobs), else ""
 -- The jobs are handed out by step hand_out, which says in which order.
 -- Returns: an array: 1 when the call stopped at hand_out's parking budget (call again
---          for more jobs), else 0; then the jobs handed out, in one string (one reply
+--          for more jobs); 2 when it was given the token prefix of a wait whose record
+--          in calls is gone (the worker was taken for dead, and its jobs taken over,
+--          meanwhile): it hands out nothing (tokens of that prefix may be in rate
+--          logs), call again with a new one; else 0; then the jobs handed out, in one string (one reply
 --          element is much cheaper for the client to read than two per job): for each
 --          job, its id (36 characters), the length of its payload in bytes, ":", the
 --          payload; the k-th job has the token: token prefix .. k. Then the entries that
@@ -58,6 +63,9 @@ if last and string.sub(last, 1, #token_prefix + 1) == token_prefix .. "\n" and l
         table.insert(jobs, id .. #payload .. ":" .. payload)
     end
     return {tonumber(string.sub(last, #token_prefix + 2, #token_prefix + 2)), table.concat(jobs)}
+end
+if ARGV[5] == "w" and last ~= token_prefix .. "\nw" then
+    return {2, ""}
 end
 -- The removal first: a full Redis (noeviction) refuses a script whose first write adds
 -- data, and fetching must go on then (hand_out replaces the worker's record).

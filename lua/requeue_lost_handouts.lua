@@ -3,10 +3,13 @@
 -- KEYS[1]  running: hash, job id -> its record (step running_record)
 -- KEYS[2]  in_flight: hash, task name -> running jobs of that limited task
 -- KEYS[3]  ready list of the queue the lost fetch read
+-- KEYS[4]  calls: hash, worker id -> its last fetch (see get_jobs_from_queue)
 -- ARGV[1]  the token prefix of the lost fetch call
 -- The jobs of that call never reached a worker: they go back to the head of the ready
 -- list, in their order, and free their concurrency slots. RedisBroker calls this after
--- a fetch that failed with a connection error, before its next fetch.
+-- a fetch that failed with a connection error, before its next fetch; and for a wait
+-- (see wait_for_jobs) that its worker gives up without fetching, when it stops: the
+-- worker's record of the call goes, so that no job is handed out to the wait after.
 -- Returns: the number of jobs put back.
 -- Safe to retry: a second call finds nothing.
 
@@ -14,8 +17,14 @@
 --- @include "running_record"
 --- @include "release_slot"
 
-local running, in_flight, ready = KEYS[1], KEYS[2], KEYS[3]
+local running, in_flight, ready, calls = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local prefix = ARGV[1]
+
+local worker = string.sub(prefix, 1, 32)
+local last = redis.call("HGET", calls, worker)
+if last and string.sub(last, 1, #prefix + 1) == prefix .. "\n" then
+    redis.call("HDEL", calls, worker)
+end
 
 local lost = {}
 local records = redis.call("HGETALL", running)

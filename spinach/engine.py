@@ -504,7 +504,7 @@ class Engine(JobLifecycle):
                     logger.info("Queue %r is empty, stopping workers", queue)
                     break
                 if not fetched:
-                    self._broker.wait_for_event(max(0.0, look_again - time.monotonic()))
+                    self._wait(queue, workers, max(0.0, look_again - time.monotonic()))
                 errors = 0
             except Exception:
                 errors += 1
@@ -512,6 +512,20 @@ class Engine(JobLifecycle):
                 logger.exception("Error in the engine loop, trying again in %.1f s", wait)
                 self._must_stop.wait(wait)
         self._shut_down(workers)
+
+    def _wait(self, queue: str, workers: Workers, timeout: float) -> None:
+        """Wait for news; with free workers, for jobs, which the broker may hand
+        out along with the news (see Broker.wait_for_jobs)."""
+        wanted = workers.jobs_wanted
+        if wanted <= 0 or self._must_stop.is_set():
+            self._broker.wait_for_event(timeout)
+            return
+        # Handed out during the wait: the workers' gate takes them as handed
+        # out at its start.
+        since = time.monotonic()
+        jobs = self._broker.wait_for_jobs(queue, wanted, timeout)
+        if jobs:
+            self._submit(jobs, since)
 
     def _move_future_jobs(self) -> tuple[float, float]:
         """Move due future jobs; return when to move them again at the earliest,

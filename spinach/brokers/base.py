@@ -293,6 +293,25 @@ class Broker(ABC):
             return True
         return False
 
+    def wait_for_jobs(self, queue: str, max_jobs: int, timeout: float) -> list[Job]:
+        """:meth:`wait_for_event`, for a worker that found no job of ``queue``;
+        a broker may hand it up to ``max_jobs`` jobs of ``queue`` meanwhile.
+
+        The jobs handed out during the wait are returned, as
+        :meth:`get_jobs_from_queue` returns them (running under
+        :attr:`worker_id`, counted against their limits): a broker that has
+        them sent along with the news saves the worker a fetch. Jobs may also
+        be handed out to the wait after it returned, until the worker's next
+        call of :meth:`get_jobs_from_queue` (or
+        :meth:`record_outcomes_and_get_jobs`) of ``queue``, which returns them,
+        or of :meth:`deregister_worker`, which puts them back in line. An
+        empty list may mean that jobs became ready: fetch to see.
+
+        This default waits as :meth:`wait_for_event` does, and hands nothing out.
+        """
+        self.wait_for_event(timeout)
+        return []
+
     @contextlib.contextmanager
     def watch_job(
         self, job_id: str, event: threading.Event | None = None

@@ -2131,6 +2131,127 @@ class WaitForEventContract(_Base):
             waiter.stop()
 
 
+class WaitForJobsContract(_Base):
+    """:meth:`Broker.wait_for_jobs`: a job stored during or after a worker's wait
+    reaches that worker once, or stays in line for any worker; never both,
+    never neither.
+
+    A broker may hand jobs out to the wait (the RedisBroker does), or only
+    wake it up (the default). These tests hold either way: each takes the jobs
+    the wait returned together with those of the worker's next fetch.
+    """
+
+    def _wait_in_thread(
+        self, broker: Broker, timeout: float = 30
+    ) -> tuple[threading.Thread, threading.Event, list[list[Job]]]:
+        """A thread in ``broker.wait_for_jobs("q", 4, timeout)``; its event is set
+        just before the call, and the list gets what the call returned."""
+        calling = threading.Event()
+        returned: list[list[Job]] = []
+
+        def wait() -> None:
+            calling.set()
+            returned.append(broker.wait_for_jobs("q", 4, timeout))
+
+        thread = threading.Thread(target=wait)
+        thread.start()
+        return thread, calling, returned
+
+    def test_nothing_to_hand_out_ends_the_wait_empty(self, broker: Broker) -> None:
+        """With no job, the wait ends after its timeout and returns no job."""
+        assert broker.wait_for_jobs("q", 4, 0.05) == []
+
+    def test_a_job_stored_during_the_wait_reaches_the_worker_once(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """The job stored while the worker waits ends the wait, and is the
+        worker's once: returned by the wait, or by the worker's next fetch."""
+        producer = make_broker(broker.namespace)
+        broker.start()
+        try:
+            assert broker.get_jobs_from_queue("q", 4) == []
+            thread, calling, returned = self._wait_in_thread(broker)
+            assert calling.wait(10)
+            job = self.job(clock)
+            producer.enqueue_jobs([job])
+            thread.join(30)
+            assert not thread.is_alive(), "a job stored during the wait did not end it"
+            got = returned[0] + broker.get_jobs_from_queue("q", 4)
+            assert self.ids(got) == [job.id]
+            assert got[0].status is JobStatus.RUNNING
+            assert got[0].handout_token
+            assert broker.get_jobs_from_queue("q", 4) == []
+            counts = producer.count_jobs()
+            assert (counts.queued.get("q", 0), counts.running) == (0, 1)
+        finally:
+            broker.stop()
+
+    def test_wake_up_ends_a_wait_for_jobs(self, broker: Broker) -> None:
+        """A wake_up() from another thread ends a wait for jobs in progress."""
+        thread, calling, returned = self._wait_in_thread(broker)
+        assert calling.wait(10)
+        broker.wake_up()
+        thread.join(30)
+        assert returned == [[]]
+
+    def test_jobs_stored_after_the_wait_come_with_the_next_fetch(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """Jobs stored after the wait ended, before the worker fetches again,
+        are that fetch's (handed out to the wait, or still in line), once."""
+        producer = make_broker(broker.namespace)
+        assert broker.wait_for_jobs("q", 4, 0.01) == []
+        jobs = [self.job(clock), self.job(clock)]
+        producer.enqueue_jobs(jobs)
+        got = broker.get_jobs_from_queue("q", 4)
+        assert self.ids(got) == self.ids(jobs)
+        assert [job.handout_token for job in got] != [None, None]
+        assert broker.get_jobs_from_queue("q", 4) == []
+        assert producer.get_jobs_from_queue("q", 4) == []
+
+    def test_a_worker_that_stops_puts_back_the_jobs_of_its_wait(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """deregister_worker() after a wait: jobs stored since are in line for
+        any worker, in their order, and none is running."""
+        other = make_broker(broker.namespace)
+        assert broker.wait_for_jobs("q", 4, 0.01) == []
+        jobs = [self.job(clock), self.job(clock)]
+        other.enqueue_jobs(jobs)
+        broker.deregister_worker()
+        counts = other.count_jobs()
+        assert (counts.queued.get("q", 0), counts.running) == (2, 0)
+        assert self.ids(other.get_jobs_from_queue("q", 4)) == self.ids(jobs)
+
+    def test_a_fetch_of_another_queue_puts_back_the_jobs_of_the_wait(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A worker that fetches from another queue after waiting for jobs of
+        "q" leaves the jobs of "q" stored since to any worker."""
+        other = make_broker(broker.namespace)
+        assert broker.wait_for_jobs("q", 4, 0.01) == []
+        job = self.job(clock)
+        other.enqueue_jobs([job])
+        assert broker.get_jobs_from_queue("elsewhere", 4) == []
+        assert self.ids(other.get_jobs_from_queue("q", 4)) == [job.id]
+        assert broker.get_jobs_from_queue("q", 4) == []
+
+    def test_a_wait_gets_no_job_beyond_its_task_limit(
+        self, make_broker: MakeBroker, broker: Broker, clock: ManualClock
+    ) -> None:
+        """A job of a task at its concurrency limit is not handed out to a wait:
+        it starts once the running one ended."""
+        other = make_broker(broker.namespace)
+        other.set_concurrency_limits([self.task("task", max_concurrency=1)])
+        running = self.hand_out(other, clock)
+        assert broker.wait_for_jobs("q", 4, 0.01) == []
+        job = self.job(clock)
+        other.enqueue_jobs([job])
+        assert broker.get_jobs_from_queue("q", 4) == []
+        assert other.record_outcomes([self.succeed(running, clock)]) == [RunningJobState.RECORDED]
+        assert self.ids(broker.get_jobs_from_queue("q", 4)) == [job.id]
+
+
 class BrokerContract(
     EnqueueJobsContract,
     GetJobsFromQueueContract,
@@ -2156,5 +2277,6 @@ class BrokerContract(
     FlushContract,
     NamespaceContract,
     WaitForEventContract,
+    WaitForJobsContract,
 ):
     """The whole broker contract; subclass it and provide ``make_broker``."""

@@ -567,3 +567,32 @@ def test_documented_acl_file_line_works(
         admin.close()
     finally:
         server.stop()
+
+
+def test_a_user_without_blpop_still_gets_its_jobs(
+    tls_redis: TlsRedis,
+    admin: redis.Redis,
+    acl_user: AclUser,
+    namespace: str,
+    from_url: Callable[..., RedisBroker],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A user of an ACL line older than the waits for jobs (no +blpop): the
+    first wait says what to allow, and workers go on with notifications."""
+    admin.execute_command("ACL", "SETUSER", acl_user.name, "-blpop")
+    url = tls_redis.url(acl_user.name, acl_user.password)
+    ca = tls_redis.certificates.ca
+    broker = from_url(url, ssl_ca_certs=ca, **_NO_CLIENT_SETINFO)
+    runs: list[Any] = []
+    engine = make_engine(broker, namespace, runs)
+    engine.start_workers(number=2, block=False)
+    try:
+        wait_for(lambda: "+blpop" in caplog.text)
+        for i in range(3):
+            engine.schedule("record", i)
+            wait_for(lambda i=i: i in runs)
+    finally:
+        engine.stop_workers()
+        broker.flush()
+    assert caplog.text.count("+blpop") == 1
+    assert "Error in the engine loop" not in caplog.text

@@ -66,6 +66,7 @@ from .records import JobRecords, _text
 from .scripts import read_script
 from .steps import Call, Pause, Resync, Step, Steps, drive, drive_async
 from .url import CLIENT_DEFAULTS, async_client_from_url, client_from_url
+from .waits import WAIT_SECONDS, Wait, Waiter, can_block
 
 if TYPE_CHECKING:
     from typing_extensions import TypeAlias
@@ -91,6 +92,7 @@ _SCRIPTS = (
     "heartbeat",
     "adopt_jobs_of_dead_workers",
     "requeue_lost_handouts",
+    "wait_for_jobs",
     "get_job",
     "failed_jobs",
     "requeue_failed",
@@ -213,6 +215,11 @@ class RedisBroker(JobRecords, Broker):
         self._listeners: dict[str, Listener] = {}
         self._listener_lock = threading.Lock()
         self._async = None if async_redis is None else AsyncClients(async_redis, _ASYNC_SCRIPTS)
+        # Waits for jobs (see wait_for_jobs), when the client can block for them.
+        self._waiter = Waiter(redis) if can_block(redis) else None
+        # Token prefixes in _lost_fetches of waits given up (their jobs are put
+        # back as those of lost fetches, but that is no loss).
+        self._given_up_waits: set[str] = set()
 
     @classmethod
     def from_url(
@@ -376,7 +383,7 @@ class RedisBroker(JobRecords, Broker):
         # The time last, once the jobs are packed: a call's window starts here.
         # Read without measuring the clock offset: the steps of enqueue_jobs do
         # that, blocking or not, before they get here.
-        head = f"{self._read_now()!r}\n{marker_seconds}\n{late_after}\n{len(queues)}"
+        head = f"{self._read_now()!r}\n{marker_seconds}\n{late_after}\n{len(queues)}\n{k.prefix}"
         return keys, [head.encode(), _utf8(k.channel), *queues, *parts]
 
     @override
@@ -497,6 +504,7 @@ class RedisBroker(JobRecords, Broker):
     def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
         if max_jobs <= 0:
             return []
+        first, of_wait = self._fetch_prefix(queue)
         self._requeue_lost_handouts()
         keys = self._fetch_keys(queue)
         jobs: list[Job] = []
@@ -504,13 +512,17 @@ class RedisBroker(JobRecords, Broker):
         more = True
         try:
             while more and len(jobs) < max_jobs:
-                prefixes.append(self._token_prefix())
+                prefixes.append(self._token_prefix() if prefixes else first)
                 reply = self._run(
                     "get_jobs_from_queue",
                     keys,
-                    self._fetch_args(max_jobs - len(jobs), prefixes[-1]),
+                    self._fetch_args(
+                        max_jobs - len(jobs), prefixes[-1], of_wait and len(prefixes) == 1
+                    ),
                 )
-                more = int(reply[0]) == 1
+                # 1: stopped at its parking budget; 2: the wait's prefix is not
+                # to be used (see the script): call again, with a new one.
+                more = int(reply[0]) != 0
                 jobs += self._jobs_of(queue, prefixes[-1], reply)
         except Exception:
             # The jobs handed out by this call (even a call whose reply was lost)
@@ -543,12 +555,13 @@ class RedisBroker(JobRecords, Broker):
             made = self._fetch_keys_made[queue] = (k, [key.encode() for key in keys])
         return made[1]
 
-    def _fetch_args(self, max_jobs: int, token_prefix: str) -> list[bytes]:
+    def _fetch_args(self, max_jobs: int, token_prefix: str, of_wait: bool = False) -> list[bytes]:
         return [
             b"%d" % max_jobs,
             token_prefix.encode(),
             repr(self._now()).encode(),
             _utf8(self._keys.prefix),
+            b"w" if of_wait else b"",
         ]
 
     @override
@@ -558,12 +571,12 @@ class RedisBroker(JobRecords, Broker):
         if not jobs or max_jobs <= 0 or isinstance(self._redis, redis_py.RedisCluster):
             # A cluster pipeline cannot route scripts: two calls.
             return super().record_outcomes_and_get_jobs(jobs, queue, max_jobs)
+        prefix, of_wait = self._fetch_prefix(queue)
         self._requeue_lost_handouts()
         kinds = _outcome_kinds(jobs, [runs_again(job) for job in jobs])
         record_keys, record_args = self._record_arguments(jobs, kinds)
-        prefix = self._token_prefix()
         fetch_keys = self._fetch_keys(queue)
-        fetch_args = self._fetch_args(max_jobs, prefix)
+        fetch_args = self._fetch_args(max_jobs, prefix, of_wait)
         # Both scripts in one round trip. A script the server lost (a restart
         # without persistence) did not run: it runs again the usual way, which loads it.
         pipe = self._redis.pipeline(transaction=False)
@@ -588,8 +601,9 @@ class RedisBroker(JobRecords, Broker):
             # Jobs handed out by the fetch, if it ran, are known to no one: put them back.
             self._lost_fetches.append((queue, prefix))
             raise
-        if int(fetched[0]) == 1 and len(handed) < max_jobs:
-            # Stopped at its parking budget: the usual fetch goes on.
+        if int(fetched[0]) != 0 and len(handed) < max_jobs:
+            # Stopped at its parking budget, or to be called with a new token
+            # prefix: the usual fetch goes on.
             try:
                 handed += self.get_jobs_from_queue(queue, max_jobs - len(handed))
             except Exception:
@@ -597,15 +611,126 @@ class RedisBroker(JobRecords, Broker):
                 raise
         return _merge_states(kinds, recorded), handed
 
+    def _fetch_prefix(self, queue: str) -> tuple[str, bool]:
+        """The token prefix of the next fetch of ``queue``, and whether it is
+        that of the last wait for its jobs: then the fetch returns the jobs
+        handed out to the wait (see wait_for_jobs), if any. A last wait on
+        another queue is given up: its jobs, if any, go back (see
+        _requeue_lost_handouts)."""
+        waiter = self._waiter
+        if waiter is not None:
+            pending = waiter.pending
+            if pending is not None and pending.queue != queue:
+                self._give_up_wait()
+            prefix = waiter.settle(queue)
+            if prefix is not None:
+                return prefix, True
+        return self._token_prefix(), False
+
+    def _give_up_wait(self) -> None:
+        """Have the jobs handed out to the pending wait, if any, put back."""
+        wait = None if self._waiter is None else self._waiter.give_up()
+        if wait is not None:
+            self._lost_fetches.append((wait.queue, wait.prefix))
+            self._given_up_waits.add(wait.prefix)
+
+    @override
+    def wait_for_jobs(self, queue: str, max_jobs: int, timeout: float) -> list[Job]:
+        waiter = self._waiter
+        if (
+            waiter is None
+            or waiter.refused
+            or max_jobs <= 0
+            or timeout <= 0
+            or waiter.pending is not None
+        ):
+            # A pending wait's jobs are asked for by the next fetch, first.
+            return super().wait_for_jobs(queue, max_jobs, timeout)
+        if self._something_happened.is_set():
+            self._something_happened.clear()
+            return []
+        k = self._keys
+        waiter.inbox = k.inbox(self.worker_id)
+        wait = Wait(queue, self._token_prefix(), max_jobs)
+        stale = waiter.stale
+        waiter.stale = None
+        now = self._now()
+        # Pending from here: a call whose reply is lost may have registered it.
+        waiter.pending = wait
+        registered = self._run(
+            "wait_for_jobs",
+            [k.ready(queue), k.waiting(queue), k.calls, waiter.inbox],
+            [
+                wait.prefix,
+                wait.max_jobs,
+                repr(now),
+                # Over later than the block ends: jobs handed out between the
+                # block's end and the next fetch come with that fetch.
+                repr(now + WAIT_SECONDS),
+                stale.member if stale is not None and stale.queue == queue else "",
+            ],
+        )
+        if not int(registered):
+            # Jobs are in line: fetch them.
+            waiter.pending = None
+            return []
+        waiter.begin_block()
+        try:
+            if self._something_happened.is_set():
+                reply = None
+            else:
+                reply = self._redis.blpop([waiter.inbox], timeout=min(timeout, WAIT_SECONDS))
+        except (redis_py.ConnectionError, redis_py.TimeoutError) as e:
+            # The next fetch asks for what the wait was handed, if anything.
+            logger.warning("Lost the connection while waiting for jobs: %s", e)
+            reply = None
+        except redis_py.ResponseError as e:
+            waiter.refused = True
+            logger.warning(
+                "Redis refused BLPOP (%s): idle workers wait for notifications, and fetch, "
+                "instead of having jobs handed to them; allow the command to the user "
+                "(+blpop, see docs/production.md)",
+                e,
+            )
+            reply = None
+        finally:
+            waiter.end_block()
+        self._something_happened.clear()
+        entry = b"" if reply is None else reply[1]
+        if isinstance(entry, str):  # a client decoding responses
+            entry = entry.encode()
+        head = wait.prefix.encode() + b"\n"
+        if not entry.startswith(head):
+            # A wake-up or the end of the wait: the jobs handed out to it
+            # meanwhile, if any, are the next fetch's.
+            return []
+        rest = entry[len(head) :]
+        jobs = self._jobs_of(queue, wait.prefix, [rest[:1], rest[1:]])
+        # Only now: should reading them fail, the next fetch asks for them again.
+        waiter.pending = None
+        return jobs
+
+    @override
+    def wake_up(self) -> None:
+        super().wake_up()
+        if self._waiter is not None:
+            self._waiter.wake()
+
     def _requeue_lost_handouts(self) -> None:
         k = self._keys
         while self._lost_fetches:
             queue, prefix = self._lost_fetches[0]
             count = self._run(
-                "requeue_lost_handouts", [k.running, k.in_flight, k.ready(queue)], [prefix]
+                "requeue_lost_handouts",
+                [k.running, k.in_flight, k.ready(queue), k.calls],
+                [prefix],
             )
             self._lost_fetches.pop(0)
-            if count:
+            if prefix in self._given_up_waits:
+                self._given_up_waits.discard(prefix)
+                if count:
+                    logger.info("Put back %d job(s) handed out to a wait given up", count)
+            elif count:
                 logger.warning("Put back %d job(s) of a fetch whose reply was lost", count)
 
     def _jobs_of(self, queue: str, prefix: str, reply: list[Any]) -> list[Job]:
@@ -794,6 +919,8 @@ class RedisBroker(JobRecords, Broker):
 
     @override
     def deregister_worker(self) -> None:
+        # Jobs handed out to the last wait after it ended go back in line.
+        self._give_up_wait()
         self._requeue_lost_handouts()
         # Not a MULTI: a full Redis (noeviction) refuses every command queued in
         # one, while it runs these removals one by one.
@@ -801,6 +928,11 @@ class RedisBroker(JobRecords, Broker):
         pipe.zrem(self._keys.workers, self.worker_id)
         pipe.hdel(self._keys.calls, self.worker_id)
         pipe.hdel(self._keys.workers_info, self.worker_id)
+        if self._waiter is not None:
+            stale, self._waiter.stale = self._waiter.stale, None
+            if stale is not None:
+                pipe.zrem(self._keys.waiting(stale.queue), stale.member)
+            pipe.delete(self._keys.inbox(self.worker_id))
         pipe.execute()
 
     @override
@@ -952,9 +1084,10 @@ class RedisBroker(JobRecords, Broker):
             k.unique,
             *per_queue,
         )
-        # Kept results (one key per job) and rate logs (one per task) are found
-        # by their prefix.
-        for head in (k.result(""), k.rate_log("")):
+        # Kept results (one key per job), rate logs (one per task), waits (one
+        # per queue waited on, which may hold no job) and inboxes (one per
+        # worker) are found by their prefix.
+        for head in (k.result(""), k.rate_log(""), k.waiting(""), k.inbox("")):
             batch: list[Any] = []
             for key in self._redis.scan_iter(match=_glob_escape(head) + "*", count=1000):
                 batch.append(key)
@@ -968,6 +1101,8 @@ class RedisBroker(JobRecords, Broker):
     def close(self) -> None:
         """Stop listening for notifications and close the client's connections."""
         self._stop_listening("notifications", "job-ends")
+        if self._waiter is not None:
+            self._waiter.stop()
         if isinstance(self._redis, redis_py.RedisCluster):
             # redis-py's RedisCluster.close() leaves its nodes' pooled sockets open.
             self._redis.disconnect_connection_pools()  # type: ignore[no-untyped-call]
@@ -1008,6 +1143,8 @@ class RedisBroker(JobRecords, Broker):
     @override
     def stop(self) -> None:
         self._stop_listening("notifications")
+        if self._waiter is not None:
+            self._waiter.stop()
         # A get_result waiting meanwhile keeps hearing of job ends until close().
         if not self._watching():
             self._stop_listening("job-ends")

@@ -44,8 +44,8 @@ class Keys:
     def expires_by_design(rest: str) -> bool:
         """Whether the key of a namespace whose name ends with ``rest`` (as
         :meth:`parse` gives it) has a TTL by design: the markers of scheduling
-        calls, kept results and rate logs."""
-        return rest.startswith(("enqueued:", "result:", "rate:"))
+        calls, kept results, rate logs and workers' inboxes."""
+        return rest.startswith(("enqueued:", "result:", "rate:", "inbox:"))
 
     @property
     def payloads(self) -> str:
@@ -160,3 +160,11 @@ class Keys:
 
     def cancelled(self, queue: str) -> str:
         return f"{self.prefix}cancelled:{queue}"
+
+    def waiting(self, queue: str) -> str:
+        """The waits of workers for jobs of ``queue`` (lua/wait_for_jobs.lua)."""
+        return f"{self.prefix}waiting:{queue}"
+
+    def inbox(self, worker_id: str) -> str:
+        """Where jobs handed out to a waiting worker go (lua/wait_for_jobs.lua)."""
+        return f"{self.prefix}inbox:{worker_id}"
