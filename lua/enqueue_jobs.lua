@@ -190,10 +190,10 @@ local function hand_to_waiting(queue, ready_key)
         redis.call("ZREM", waiting, member)
         local token_prefix, max_jobs = string.match(member, "^(.*:)(%d+)$")
         local worker = string.sub(token_prefix, 1, 32)
-        local hand_out, queue_keys = hand_out_steps()
-        local keys = queue_keys(key_prefix, queue)
         -- Still waiting: no fetch, end or takeover of the worker since.
-        if redis.call("HGET", keys.calls, worker) == token_prefix .. "\nw" then
+        if redis.call("HGET", key_prefix .. "calls", worker) == token_prefix .. "\nw" then
+            local hand_out, queue_keys = hand_out_steps()
+            local keys = queue_keys(key_prefix, queue)
             local more, jobs = hand_out(keys, tonumber(max_jobs), token_prefix, now_text, key_prefix)
             if #jobs == 0 then
                 -- None can start now (limits): the worker goes on waiting.

@@ -23,11 +23,18 @@
 -- came, which returns the jobs handed out to it meanwhile, if any (a lost reply, or
 -- one that came after it stopped waiting).
 -- Returns: 1 when the worker waits; 0 when jobs are in line (fetch them instead).
--- Safe to retry: a second call registers the same wait again.
+-- Safe to retry: a second call registers the same wait again, or, when jobs were
+-- handed out to the wait since the first (whose reply was lost), changes nothing and
+-- returns 1: they are in the inbox, and the next fetch returns them.
 
 local ready, waiting, calls, inbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token_prefix, max_jobs, over = ARGV[1], ARGV[2], ARGV[4]
+local worker = string.sub(token_prefix, 1, 32)
 
+local last = redis.call("HGET", calls, worker)
+if last and string.sub(last, 1, #token_prefix + 1) == token_prefix .. "\n" and last ~= token_prefix .. "\nw" then
+    return 1
+end
 -- The removals first: a full Redis (noeviction) refuses a script whose first write adds data.
 if ARGV[5] ~= "" then
     redis.call("ZREM", waiting, ARGV[5])
@@ -38,6 +45,6 @@ if redis.call("LLEN", ready) > 0 then
 end
 -- Waits of any worker that are over go.
 redis.call("ZREMRANGEBYSCORE", waiting, "-inf", "(" .. ARGV[3])
-redis.call("HSET", calls, string.sub(token_prefix, 1, 32), token_prefix .. "\nw")
+redis.call("HSET", calls, worker, token_prefix .. "\nw")
 redis.call("ZADD", waiting, over, token_prefix .. max_jobs)
 return 1

@@ -157,10 +157,6 @@ def test_a_worker_that_died_waiting_has_its_jobs_taken_over(
         assert [j.id for j in adopter.adopt_jobs_of_dead_workers(clock.now().timestamp() - 60)] == [
             job.id
         ]
-        # Taken over: its wait gets nothing more.
-        clock.set(EPOCH)
-        producer.enqueue_jobs([Job("task", "q", clock.now(), 0)])
-        assert producer.inspect().queues["q"].ready == 1
     finally:
         adopter.close()
 
@@ -203,7 +199,30 @@ def test_a_lost_reply_is_fetched_again(brokers: list[RedisBroker], clock: Manual
     assert 0 < worker.redis.pttl(inbox) <= 30_000
     assert worker.redis.lpop(inbox)  # the reply, lost
     assert [j.id for j in worker.get_jobs_from_queue("q", 4)] == [job.id]
-    assert not worker.redis.exists(inbox)  # the next wait clears it too
+
+
+def test_a_wait_registered_again_keeps_the_jobs_handed_out_to_it(
+    brokers: list[RedisBroker], clock: ManualClock
+) -> None:
+    """The wait's script run a second time, as a client does after a lost
+    reply, once jobs were handed out to the wait: the jobs stay the wait's,
+    and its next fetch returns them."""
+    worker, producer = brokers
+    assert worker.wait_for_jobs("q", 4, 0.01) == []
+    wait = worker._waiter.pending  # type: ignore[union-attr]
+    assert wait is not None
+    job = Job("task", "q", clock.now(), 0)
+    producer.enqueue_jobs([job])  # handed out to the wait
+    k = Keys.of(worker.namespace)
+    now = repr(clock.now().timestamp())
+    again = worker._run(
+        "wait_for_jobs",
+        [k.ready("q"), k.waiting("q"), k.calls, k.inbox(worker.worker_id)],
+        [wait.prefix, wait.max_jobs, now, now, ""],
+    )
+    assert int(again) == 1
+    assert [j.id for j in worker.get_jobs_from_queue("q", 4)] == [job.id]
+    assert worker.get_jobs_from_queue("q", 4) == []
 
 
 def test_a_client_that_cannot_block_waits_without_redis(

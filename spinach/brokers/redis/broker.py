@@ -504,32 +504,32 @@ class RedisBroker(JobRecords, Broker):
     def get_jobs_from_queue(self, queue: str, max_jobs: int) -> list[Job]:
         if max_jobs <= 0:
             return []
-        first, of_wait = self._fetch_prefix(queue)
-        self._requeue_lost_handouts()
-        keys = self._fetch_keys(queue)
+        prefix, of_wait = self._fetch_prefix(queue)
         jobs: list[Job] = []
-        prefixes: list[str] = []
-        more = True
+        # The token prefix of each call, from before the first: a wait's
+        # jobs are put back should anything fail.
+        prefixes = [prefix]
         try:
-            while more and len(jobs) < max_jobs:
-                prefixes.append(self._token_prefix() if prefixes else first)
+            self._requeue_lost_handouts()
+            keys = self._fetch_keys(queue)
+            while True:
                 reply = self._run(
                     "get_jobs_from_queue",
                     keys,
-                    self._fetch_args(
-                        max_jobs - len(jobs), prefixes[-1], of_wait and len(prefixes) == 1
-                    ),
+                    self._fetch_args(max_jobs - len(jobs), prefix, of_wait and len(prefixes) == 1),
                 )
+                jobs += self._jobs_of(queue, prefix, reply)
                 # 1: stopped at its parking budget; 2: the wait's prefix is not
                 # to be used (see the script): call again, with a new one.
-                more = int(reply[0]) != 0
-                jobs += self._jobs_of(queue, prefixes[-1], reply)
+                if int(reply[0]) == 0 or len(jobs) >= max_jobs:
+                    return jobs
+                prefix = self._token_prefix()
+                prefixes.append(prefix)
         except Exception:
             # The jobs handed out by this call (even a call whose reply was lost)
             # are running under this worker, known to no one: put them back.
-            self._lost_fetches += [(queue, prefix) for prefix in prefixes]
+            self._lost_fetches += [(queue, p) for p in prefixes]
             raise
-        return jobs
 
     def _fetch_keys(self, queue: str) -> list[bytes]:
         """The keys of the get_jobs_from_queue script for ``queue``, as bytes (see
@@ -572,11 +572,16 @@ class RedisBroker(JobRecords, Broker):
             # A cluster pipeline cannot route scripts: two calls.
             return super().record_outcomes_and_get_jobs(jobs, queue, max_jobs)
         prefix, of_wait = self._fetch_prefix(queue)
-        self._requeue_lost_handouts()
-        kinds = _outcome_kinds(jobs, [runs_again(job) for job in jobs])
-        record_keys, record_args = self._record_arguments(jobs, kinds)
-        fetch_keys = self._fetch_keys(queue)
-        fetch_args = self._fetch_args(max_jobs, prefix, of_wait)
+        try:
+            self._requeue_lost_handouts()
+            kinds = _outcome_kinds(jobs, [runs_again(job) for job in jobs])
+            record_keys, record_args = self._record_arguments(jobs, kinds)
+            fetch_keys = self._fetch_keys(queue)
+            fetch_args = self._fetch_args(max_jobs, prefix, of_wait)
+        except Exception:
+            # The jobs handed out to the wait, if any, go back.
+            self._lost_fetches.append((queue, prefix))
+            raise
         # Both scripts in one round trip. A script the server lost (a restart
         # without persistence) did not run: it runs again the usual way, which loads it.
         pipe = self._redis.pipeline(transaction=False)
@@ -684,7 +689,7 @@ class RedisBroker(JobRecords, Broker):
             # The next fetch asks for what the wait was handed, if anything.
             logger.warning("Lost the connection while waiting for jobs: %s", e)
             reply = None
-        except redis_py.ResponseError as e:
+        except redis_py.exceptions.NoPermissionError as e:
             waiter.refused = True
             logger.warning(
                 "Redis refused BLPOP (%s): idle workers wait for notifications, and fetch, "
@@ -692,6 +697,10 @@ class RedisBroker(JobRecords, Broker):
                 "(+blpop, see docs/production.md)",
                 e,
             )
+            reply = None
+        except redis_py.ResponseError as e:
+            # READONLY after a failover, BUSY, ...: the next fetch says it again.
+            logger.warning("Redis refused the wait for jobs: %s", e)
             reply = None
         finally:
             waiter.end_block()

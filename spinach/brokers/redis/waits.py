@@ -14,9 +14,10 @@ reply, without a notification and a fetch in between. What makes it safe:
   returned then (see get_jobs_from_queue); when it stops instead, they go back
   to the head of their queue (requeue_lost_handouts).
 - A wait is over :data:`WAIT_SECONDS` after it was registered, though the worker
-  blocks only until its next look at future jobs (about 0.1 s), and then
-  registers a new one: a worker that died waiting is handed jobs for that long
-  at most, and they are taken over with its other jobs.
+  blocks only until its next look at future jobs (every 50 ms when idle, which
+  Redis rounds up to its next tick, 100 ms by default), and then registers a
+  new one. A hand-out ends a wait: a worker that died waiting gets the jobs of
+  one scheduling call at most, and they are taken over with its other jobs.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class Waiter:
         with self._lock:
             self._blocked = True
             self._stopping = False
-            if self._waker is None or not self._waker.is_alive():
+            if self._waker is None:
                 self._waker = threading.Thread(
                     target=self._send_wake_ups, name="spinach-wait-waker", daemon=True
                 )
@@ -132,11 +133,11 @@ class Waiter:
 
     def wake(self) -> None:
         """End the block in progress, if any: the waker thread puts an empty
-        entry in the inbox."""
-        with self._lock:
-            if not self._blocked or self._wake_sent:
-                return
-            self._wake_sent = True
+        entry in the inbox. Takes no lock of its own (signal handlers call
+        it); two wake-ups at once may send two entries, which is harmless."""
+        if not self._blocked or self._wake_sent:
+            return
+        self._wake_sent = True
         self._kick.set()
 
     def stop(self) -> None:
@@ -151,6 +152,8 @@ class Waiter:
             self._kick.clear()
             with self._lock:
                 if self._stopping:
+                    # Under the lock: a block starting after this starts another.
+                    self._waker = None
                     return
                 inbox = self.inbox
             try:
