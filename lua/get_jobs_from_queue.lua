@@ -35,8 +35,9 @@
 --          for more jobs); 2 when it was given the token prefix of a wait whose record
 --          in calls is gone (the worker was taken for dead, and its jobs taken over,
 --          meanwhile): it hands out nothing (tokens of that prefix may be in rate
---          logs), call again with a new one; else 0; then the jobs handed out, in one string (one reply
---          element is much cheaper for the client to read than two per job): for each
+--          logs), call again with a new one; else 0. Then the jobs handed out, in one
+--          string (one reply element is much cheaper for the client to read than two
+--          per job): for each
 --          job, its id (36 characters), the length of its payload in bytes, ":", the
 --          payload; the k-th job has the token: token prefix .. k. Then the entries that
 --          had no payload, if any: they were moved to the failed list, and are returned

@@ -327,7 +327,7 @@ def test_jobs_of_a_lost_fetch_reply_are_put_back(redis_client: redis.Redis, name
     broker._scripts["get_jobs_from_queue"](
         keys=broker._fetch_keys("spinach"), args=[2, lost_prefix, broker.now().timestamp()]
     )
-    broker._lost_fetches.append(("spinach", lost_prefix))
+    broker._lost_fetches.append(("spinach", lost_prefix, False))
     assert broker.count_jobs().running == 2
     got = broker.get_jobs_from_queue("spinach", 10)
     assert [job.id for job in got] == [job.id for job in jobs]

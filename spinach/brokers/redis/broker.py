@@ -201,9 +201,11 @@ class RedisBroker(JobRecords, Broker):
         self._shas = {name: script.sha for name, script in self._scripts.items()}
         self._calls = itertools.count(1)
         self._queues: list[str] | None = None
-        # (queue, token prefix) of fetches whose reply was lost, and token
-        # prefixes of adoptions whose reply was lost: repaired on the next call.
-        self._lost_fetches: list[tuple[str, str]] = []
+        # (queue, token prefix, False) of fetches whose reply was lost, (queue,
+        # token prefix, True) of waits for jobs given up (their jobs go back the
+        # same way, but were not lost), and token prefixes of adoptions whose
+        # reply was lost: repaired on the next call.
+        self._lost_fetches: list[tuple[str, str, bool]] = []
         self._lost_adoptions: list[str] = []
         self._keys_cache: Keys | None = None
         # The keys of get_jobs_from_queue for each queue, with the Keys they come from.
@@ -217,9 +219,6 @@ class RedisBroker(JobRecords, Broker):
         self._async = None if async_redis is None else AsyncClients(async_redis, _ASYNC_SCRIPTS)
         # Waits for jobs (see wait_for_jobs), when the client can block for them.
         self._waiter = Waiter(redis) if can_block(redis) else None
-        # Token prefixes in _lost_fetches of waits given up (their jobs are put
-        # back as those of lost fetches, but that is no loss).
-        self._given_up_waits: set[str] = set()
 
     @classmethod
     def from_url(
@@ -528,7 +527,7 @@ class RedisBroker(JobRecords, Broker):
         except Exception:
             # The jobs handed out by this call (even a call whose reply was lost)
             # are running under this worker, known to no one: put them back.
-            self._lost_fetches += [(queue, p) for p in prefixes]
+            self._lost_fetches += [(queue, p, False) for p in prefixes]
             raise
 
     def _fetch_keys(self, queue: str) -> list[bytes]:
@@ -580,7 +579,7 @@ class RedisBroker(JobRecords, Broker):
             fetch_args = self._fetch_args(max_jobs, prefix, of_wait)
         except Exception:
             # The jobs handed out to the wait, if any, go back.
-            self._lost_fetches.append((queue, prefix))
+            self._lost_fetches.append((queue, prefix, False))
             raise
         # Both scripts in one round trip. A script the server lost (a restart
         # without persistence) did not run: it runs again the usual way, which loads it.
@@ -604,7 +603,7 @@ class RedisBroker(JobRecords, Broker):
             handed = self._jobs_of(queue, prefix, fetched)
         except Exception:
             # Jobs handed out by the fetch, if it ran, are known to no one: put them back.
-            self._lost_fetches.append((queue, prefix))
+            self._lost_fetches.append((queue, prefix, False))
             raise
         if int(fetched[0]) != 0 and len(handed) < max_jobs:
             # Stopped at its parking budget, or to be called with a new token
@@ -612,7 +611,7 @@ class RedisBroker(JobRecords, Broker):
             try:
                 handed += self.get_jobs_from_queue(queue, max_jobs - len(handed))
             except Exception:
-                self._lost_fetches.append((queue, prefix))
+                self._lost_fetches.append((queue, prefix, False))
                 raise
         return _merge_states(kinds, recorded), handed
 
@@ -636,8 +635,7 @@ class RedisBroker(JobRecords, Broker):
         """Have the jobs handed out to the pending wait, if any, put back."""
         wait = None if self._waiter is None else self._waiter.give_up()
         if wait is not None:
-            self._lost_fetches.append((wait.queue, wait.prefix))
-            self._given_up_waits.add(wait.prefix)
+            self._lost_fetches.append((wait.queue, wait.prefix, True))
 
     @override
     def wait_for_jobs(self, queue: str, max_jobs: int, timeout: float) -> list[Job]:
@@ -728,15 +726,14 @@ class RedisBroker(JobRecords, Broker):
     def _requeue_lost_handouts(self) -> None:
         k = self._keys
         while self._lost_fetches:
-            queue, prefix = self._lost_fetches[0]
+            queue, prefix, given_up = self._lost_fetches[0]
             count = self._run(
                 "requeue_lost_handouts",
                 [k.running, k.in_flight, k.ready(queue), k.calls],
                 [prefix],
             )
             self._lost_fetches.pop(0)
-            if prefix in self._given_up_waits:
-                self._given_up_waits.discard(prefix)
+            if given_up:
                 if count:
                     logger.info("Put back %d job(s) handed out to a wait given up", count)
             elif count:
